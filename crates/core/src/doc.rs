@@ -1,0 +1,264 @@
+//! What every Gridsync document shares: its kind, the author registry, typed reads of the
+//! Automerge layout, committing a local edit, and loading or applying outside bytes without panics.
+
+use std::collections::BTreeMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use automerge::{
+    ActorId, AutoCommit, Change, ChangeHash, ObjId, ObjType, ROOT, ReadDoc, ScalarValue, Value,
+    transaction::{CommitOptions, Transactable},
+};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::org::Role;
+
+/// The two kinds of document a device writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DocKind {
+    Report,
+    Patrol,
+}
+
+crate::lifecycle::str_enum!(DocKind { Report = "report", Patrol = "patrol" });
+
+/// Errors reading, writing or decoding a document.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DocError {
+    #[error("the document does not have the expected layout: {0}")]
+    Layout(String),
+    #[error("automerge refused the bytes: {0}")]
+    Automerge(String),
+    #[error("the bytes crashed the decoder and were refused: {0}")]
+    Panicked(String),
+    #[error("{action} is not possible while the report is {status} at {level} level")]
+    IllegalTransition { action: String, status: String, level: String },
+    #[error("{0}")]
+    BadInput(String),
+}
+
+impl From<automerge::AutomergeError> for DocError {
+    fn from(e: automerge::AutomergeError) -> Self {
+        DocError::Automerge(e.to_string())
+    }
+}
+
+/// Who makes a local edit, and when (milliseconds since the epoch, from the caller's clock).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Author {
+    pub user: String,
+    pub role: Role,
+    pub at: i64,
+}
+
+/// The user and role behind an Automerge actor, as the document records it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+pub struct ActorInfo {
+    pub user: String,
+    pub role: Role,
+}
+
+/// Actor id (hex) → who writes with it. Every device registers its actor on its first edit.
+pub type Authors = BTreeMap<String, ActorInfo>;
+
+pub(crate) const AUTHORS: &str = "authors";
+
+/// Makes sure the document names the current actor's author; part of the next commit.
+pub(crate) fn register_author(doc: &mut AutoCommit, author: &Author) -> Result<(), DocError> {
+    let actor = doc.get_actor().to_hex_string();
+    let authors = map_at(doc, &ROOT, AUTHORS)?;
+    if doc.get(&authors, actor.as_str())?.is_none() {
+        let entry = doc.put_object(&authors, actor.as_str(), ObjType::Map)?;
+        doc.put(&entry, "user", author.user.as_str())?;
+        doc.put(&entry, "role", author.role.as_str())?;
+    }
+    Ok(())
+}
+
+pub(crate) fn read_authors(doc: &AutoCommit) -> Result<Authors, DocError> {
+    let authors = map_at(doc, &ROOT, AUTHORS)?;
+    let mut out = Authors::new();
+    for key in doc.keys(&authors) {
+        let entry = map_at(doc, &authors, &key)?;
+        let user = req_str(doc, &entry, "user")?;
+        let role = req_str(doc, &entry, "role")?;
+        let role = Role::parse(&role).ok_or_else(|| layout(format!("unknown role {role:?}")))?;
+        out.insert(key, ActorInfo { user, role });
+    }
+    Ok(out)
+}
+
+/// Commits pending operations as one change stamped with the author's clock (seconds).
+pub(crate) fn commit(doc: &mut AutoCommit, author: &Author, message: &str) -> Option<ChangeHash> {
+    doc.commit_with(CommitOptions::default().with_message(message).with_time(author.at / 1000))
+}
+
+pub(crate) fn layout(msg: impl Into<String>) -> DocError {
+    DocError::Layout(msg.into())
+}
+
+/// The object at `key` in `obj`, which must be of `ty`.
+pub(crate) fn obj_at(doc: &AutoCommit, obj: &ObjId, key: &str, ty: ObjType) -> Result<ObjId, DocError> {
+    match doc.get(obj, key)? {
+        Some((Value::Object(t), id)) if t == ty => Ok(id),
+        Some(_) => Err(layout(format!("{key} is not a {ty:?}"))),
+        None => Err(layout(format!("{key} is missing"))),
+    }
+}
+
+pub(crate) fn map_at(doc: &AutoCommit, obj: &ObjId, key: &str) -> Result<ObjId, DocError> {
+    obj_at(doc, obj, key, ObjType::Map)
+}
+
+pub(crate) fn list_at(doc: &AutoCommit, obj: &ObjId, key: &str) -> Result<ObjId, DocError> {
+    obj_at(doc, obj, key, ObjType::List)
+}
+
+pub(crate) fn scalar(doc: &AutoCommit, obj: &ObjId, key: &str) -> Result<Option<ScalarValue>, DocError> {
+    match doc.get(obj, key)? {
+        Some((Value::Scalar(s), _)) => Ok(Some(s.into_owned())),
+        Some((Value::Object(_), _)) => Err(layout(format!("{key} should be a value, not an object"))),
+        None => Ok(None),
+    }
+}
+
+pub(crate) fn opt_str(doc: &AutoCommit, obj: &ObjId, key: &str) -> Result<Option<String>, DocError> {
+    match scalar(doc, obj, key)? {
+        Some(ScalarValue::Str(s)) => Ok(Some(s.to_string())),
+        Some(ScalarValue::Null) | None => Ok(None),
+        Some(other) => Err(layout(format!("{key} should be text, found {other}"))),
+    }
+}
+
+pub(crate) fn req_str(doc: &AutoCommit, obj: &ObjId, key: &str) -> Result<String, DocError> {
+    opt_str(doc, obj, key)?.ok_or_else(|| layout(format!("{key} is missing")))
+}
+
+pub(crate) fn opt_int(doc: &AutoCommit, obj: &ObjId, key: &str) -> Result<Option<i64>, DocError> {
+    match scalar(doc, obj, key)? {
+        Some(ScalarValue::Int(i)) | Some(ScalarValue::Timestamp(i)) => Ok(Some(i)),
+        Some(ScalarValue::Uint(u)) => {
+            i64::try_from(u).map(Some).map_err(|_| layout(format!("{key} is out of range")))
+        }
+        Some(ScalarValue::Null) | None => Ok(None),
+        Some(other) => Err(layout(format!("{key} should be a number, found {other}"))),
+    }
+}
+
+pub(crate) fn opt_f64(doc: &AutoCommit, obj: &ObjId, key: &str) -> Result<Option<f64>, DocError> {
+    match scalar(doc, obj, key)? {
+        Some(ScalarValue::F64(f)) if f.is_finite() => Ok(Some(f)),
+        Some(ScalarValue::Int(i)) => Ok(Some(i as f64)),
+        Some(ScalarValue::Null) | None => Ok(None),
+        Some(other) => Err(layout(format!("{key} should be a finite number, found {other}"))),
+    }
+}
+
+pub(crate) fn text_at(doc: &AutoCommit, obj: &ObjId, key: &str) -> Result<String, DocError> {
+    let id = obj_at(doc, obj, key, ObjType::Text)?;
+    Ok(doc.text(&id)?)
+}
+
+/// The maps of a list, in list order.
+pub(crate) fn list_maps(doc: &AutoCommit, list: &ObjId) -> Result<Vec<ObjId>, DocError> {
+    (0..doc.length(list))
+        .map(|i| match doc.get(list, i)? {
+            Some((Value::Object(ObjType::Map), id)) => Ok(id),
+            _ => Err(layout("a list entry should be a map")),
+        })
+        .collect()
+}
+
+/// The strings of a list, in list order.
+pub(crate) fn list_strs(doc: &AutoCommit, list: &ObjId) -> Result<Vec<String>, DocError> {
+    (0..doc.length(list))
+        .map(|i| match doc.get(list, i)? {
+            Some((Value::Scalar(s), _)) => match s.as_ref() {
+                ScalarValue::Str(s) => Ok(s.to_string()),
+                _ => Err(layout("a list entry should be text")),
+            },
+            _ => Err(layout("a list entry should be text")),
+        })
+        .collect()
+}
+
+/// Reads the `kind` of a document.
+pub fn doc_kind(doc: &AutoCommit) -> Result<DocKind, DocError> {
+    let kind = req_str(doc, &ROOT, "kind")?;
+    DocKind::parse(&kind).ok_or_else(|| layout(format!("unknown document kind {kind:?}")))
+}
+
+fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// Loads a saved document from outside bytes: an error, never a panic.
+pub fn load(bytes: &[u8], actor: ActorId) -> Result<AutoCommit, DocError> {
+    let doc =
+        catch_unwind(|| AutoCommit::load(bytes)).map_err(|p| DocError::Panicked(panic_message(p)))??;
+    Ok(doc.with_actor(actor))
+}
+
+/// Decodes one raw change from outside bytes: an error, never a panic.
+pub fn decode_change(bytes: &[u8]) -> Result<Change, DocError> {
+    let owned = bytes.to_vec();
+    catch_unwind(move || Change::from_bytes(owned))
+        .map_err(|p| DocError::Panicked(panic_message(p)))?
+        .map_err(|e| DocError::Automerge(e.to_string()))
+}
+
+/// Applies outside changes to a copy of `doc`; on success the copy replaces `doc`. A panic inside
+/// automerge leaves `doc` as it was and becomes an error.
+pub fn apply_changes(doc: &mut AutoCommit, changes: Vec<Change>) -> Result<(), DocError> {
+    let mut copy = doc.clone();
+    let result = catch_unwind(AssertUnwindSafe(move || {
+        copy.apply_changes(changes).map(|()| {
+            // Force the op set to settle now, inside the guard, so a latent fault surfaces here.
+            copy.get_heads();
+            copy
+        })
+    }));
+    match result {
+        Ok(Ok(copy)) => {
+            *doc = copy;
+            Ok(())
+        }
+        Ok(Err(e)) => Err(e.into()),
+        Err(p) => Err(DocError::Panicked(panic_message(p))),
+    }
+}
+
+/// Merges saved or incremental bytes (a snapshot, or concatenated raw changes) into a copy of
+/// `doc`; on success the copy replaces `doc`.
+pub fn load_incremental(doc: &mut AutoCommit, bytes: &[u8]) -> Result<(), DocError> {
+    let mut copy = doc.clone();
+    let result = catch_unwind(AssertUnwindSafe(move || {
+        copy.load_incremental(bytes).map(|_| {
+            copy.get_heads();
+            copy
+        })
+    }));
+    match result {
+        Ok(Ok(copy)) => {
+            *doc = copy;
+            Ok(())
+        }
+        Ok(Err(e)) => Err(e.into()),
+        Err(p) => Err(DocError::Panicked(panic_message(p))),
+    }
+}
+
+/// Hex of a change hash, the form used on the wire.
+pub fn hash_hex(h: &ChangeHash) -> String {
+    hex::encode(h.0)
+}
+
+/// Parses a change hash from hex.
+pub fn parse_hash(s: &str) -> Option<ChangeHash> {
+    let bytes = hex::decode(s).ok()?;
+    ChangeHash::try_from(bytes.as_slice()).ok()
+}

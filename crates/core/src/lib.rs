@@ -1,0 +1,26 @@
+//! Gridsync core: the domain and everything about documents that every replica must agree on.
+//!
+//! Pure: no IO, no clock, no randomness. Times, ids and actor ids are passed in.
+//!
+//! - [`org`]: county → towns → villages → grids; roles and scopes; the demo county.
+//! - [`doc`]: shared document plumbing; loading and applying outside bytes without panics.
+//! - [`report`]: report documents, local edits, `ReportView`.
+//! - [`patrol`]: patrol documents, compact tracks, `PatrolView`.
+//! - [`lifecycle`]: statuses, levels, actions, and the fold of concurrent transitions.
+//! - [`merge`]: the deterministic rules that pick among concurrent values.
+//! - [`validate`]: whether a write is allowed for its author's role and scope.
+//! - [`protocol`]: request and response bodies of the sync protocol.
+//! - [`schema`]: JSON Schemas generated from the types above.
+
+pub mod doc;
+pub mod lifecycle;
+pub mod merge;
+pub mod org;
+pub mod patrol;
+pub mod protocol;
+pub mod report;
+pub mod schema;
+pub mod validate;
+
+pub use automerge;
+pub use uuid;

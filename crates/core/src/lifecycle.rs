@@ -1,0 +1,469 @@
+//! The report lifecycle: statuses, levels, the actions that move between them, who may take each,
+//! and the deterministic fold of (possibly concurrent) transitions into one status and level.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::org::Role;
+
+/// Where a report stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Open,
+    Escalated,
+    Accepted,
+    Dispatched,
+    Resolved,
+    Closed,
+    Cancelled,
+}
+
+/// Which tier holds a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Level {
+    Grid,
+    Town,
+    County,
+}
+
+macro_rules! str_enum {
+    ($ty:ty { $($variant:ident = $text:literal),* $(,)? }) => {
+        impl $ty {
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $text),* }
+            }
+            pub fn parse(s: &str) -> Option<Self> {
+                match s { $($text => Some(Self::$variant),)* _ => None }
+            }
+        }
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+pub(crate) use str_enum;
+
+str_enum!(Status {
+    Open = "open",
+    Escalated = "escalated",
+    Accepted = "accepted",
+    Dispatched = "dispatched",
+    Resolved = "resolved",
+    Closed = "closed",
+    Cancelled = "cancelled",
+});
+str_enum!(Level { Grid = "grid", Town = "town", County = "county" });
+
+impl Level {
+    pub fn up(self) -> Option<Level> {
+        match self {
+            Level::Grid => Some(Level::Town),
+            Level::Town => Some(Level::County),
+            Level::County => None,
+        }
+    }
+}
+
+/// A lifecycle step. Each has fixed sources and one target; see [`Action::target`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// 自办自结: the grid settles it on the spot.
+    SelfResolve,
+    /// 上报 / 分级移送: hand it one level up.
+    Escalate,
+    /// Withdraw a report filed by mistake.
+    Cancel,
+    /// 受理: the hub takes it on.
+    Accept,
+    /// 不予受理: the hub refuses it; back to the grid.
+    Reject,
+    /// 派遣 / 分流: send it to a department.
+    Dispatch,
+    /// 退办: the department hands back a wrong dispatch.
+    HandBack,
+    /// 处置: the hub (or its department) settles it.
+    Resolve,
+    /// 返工: a failed check sends it back to the department.
+    Rework,
+    /// 结案: checked, called back, closed.
+    Close,
+}
+
+str_enum!(Action {
+    SelfResolve = "self_resolve",
+    Escalate = "escalate",
+    Cancel = "cancel",
+    Accept = "accept",
+    Reject = "reject",
+    Dispatch = "dispatch",
+    HandBack = "hand_back",
+    Resolve = "resolve",
+    Rework = "rework",
+    Close = "close",
+});
+
+impl Action {
+    pub const ALL: [Action; 10] = [
+        Action::SelfResolve,
+        Action::Escalate,
+        Action::Cancel,
+        Action::Accept,
+        Action::Reject,
+        Action::Dispatch,
+        Action::HandBack,
+        Action::Resolve,
+        Action::Rework,
+        Action::Close,
+    ];
+
+    /// Where this action leads from `(status, level)`, or `None` when it cannot be taken there.
+    pub fn target(self, status: Status, level: Level) -> Option<(Status, Level)> {
+        use Level::*;
+        use Status::*;
+        match (self, status, level) {
+            (Action::SelfResolve, Open, Grid) => Some((Resolved, Grid)),
+            (Action::Cancel, Open, Grid) => Some((Cancelled, Grid)),
+            (Action::Escalate, Open, Grid) => Some((Escalated, Town)),
+            (Action::Escalate, Escalated | Accepted | Dispatched, Town) => Some((Escalated, County)),
+            (Action::Accept, Escalated, Town | County) => Some((Accepted, level)),
+            (Action::Reject, Escalated, Town) => Some((Open, Grid)),
+            (Action::Reject, Escalated, County) => Some((Accepted, Town)),
+            (Action::Dispatch, Accepted, Town | County) => Some((Dispatched, level)),
+            (Action::HandBack, Dispatched, Town | County) => Some((Accepted, level)),
+            (Action::Resolve, Accepted | Dispatched, Town | County) => Some((Resolved, level)),
+            (Action::Rework, Resolved, Town | County) => Some((Dispatched, level)),
+            (Action::Close, Resolved, _) => Some((Closed, level)),
+            _ => None,
+        }
+    }
+
+    /// Whether `role` may take this action on a report at `level` (scope is checked elsewhere).
+    pub fn allowed_for(self, role: Role, level: Level) -> bool {
+        match role {
+            Role::GridWorker => {
+                matches!(self, Action::SelfResolve | Action::Escalate | Action::Cancel)
+                    && level == Level::Grid
+            }
+            Role::GridAssistant => {
+                matches!(self, Action::SelfResolve | Action::Escalate) && level == Level::Grid
+            }
+            // A town hub works the reports at grid and town level; it escalates to the county
+            // but does not act on what the county holds.
+            Role::TownOperator => level != Level::County && self != Action::Cancel,
+            Role::CountyOperator | Role::Admin => self != Action::Cancel,
+            // The server only auto-escalates.
+            Role::System => self == Action::Escalate,
+        }
+    }
+
+    /// Precedence among concurrent transitions: the higher wins. See docs/merge-rules.md.
+    pub fn precedence(self) -> u8 {
+        match self {
+            Action::Close => 100,
+            Action::Escalate => 90,
+            Action::Dispatch => 70,
+            Action::Accept => 60,
+            Action::Resolve => 50,
+            Action::SelfResolve => 45,
+            Action::Rework => 40,
+            Action::HandBack => 35,
+            Action::Reject => 30,
+            Action::Cancel => 10,
+        }
+    }
+}
+
+/// One recorded lifecycle transition, as stored in the report document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Transition {
+    /// `<actor hex>/<n>`: unique per document; made from the author's actor and list length.
+    pub id: String,
+    /// The transition the author saw as the latest one, or `""` for the first.
+    pub parent: String,
+    pub action: Action,
+    pub author: String,
+    pub role: Role,
+    pub from: Status,
+    pub from_level: Level,
+    pub to: Status,
+    pub to_level: Level,
+    pub reason: String,
+    /// Department, for dispatches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dept: Option<String>,
+    /// Milliseconds since the epoch on the author's clock (advisory).
+    pub at: i64,
+    /// Whether the fold applied it (false: lost to a concurrent transition, see conflicts).
+    pub applied: bool,
+}
+
+/// The fold of a report's transitions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Folded {
+    pub status: Status,
+    pub level: Level,
+    /// The id of the last applied transition (`""` when none): the parent of the next one.
+    pub tip: String,
+    /// Ids of the applied transitions, in order.
+    pub applied: Vec<String>,
+    /// For each fork point: the winning transition id and the discarded ones (with their subtrees).
+    pub forks: Vec<Fork>,
+}
+
+/// A place where concurrent transitions competed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fork {
+    pub winner: String,
+    pub discarded: Vec<String>,
+}
+
+/// Folds transitions into status and level.
+///
+/// Transitions form a tree through `parent`. From the root, among the children of the current tip
+/// that are legal from the current state, the branch with the highest precedence anywhere in its
+/// subtree wins (a closed branch is never silently reopened; an escalation beats a concurrent
+/// self-resolve), then the child's own precedence, then the higher target level, then the earlier
+/// wall clock, author and id as final tie-breaks. Losing branches are recorded as forks.
+pub fn fold(transitions: &[Transition]) -> Folded {
+    let mut children: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, t) in transitions.iter().enumerate() {
+        children.entry(t.parent.as_str()).or_default().push(i);
+    }
+    let mut branch_memo: BTreeMap<usize, u8> = BTreeMap::new();
+    let mut status = Status::Open;
+    let mut level = Level::Grid;
+    let mut tip = String::new();
+    let mut applied = Vec::new();
+    let mut forks = Vec::new();
+    let mut visited = BTreeSet::new();
+    while let Some(kids) = children.get(tip.as_str()) {
+        let legal: Vec<usize> = kids
+            .iter()
+            .copied()
+            .filter(|&i| {
+                let t = &transitions[i];
+                t.from == status
+                    && t.from_level == level
+                    && t.action.target(status, level) == Some((t.to, t.to_level))
+                    && !visited.contains(&t.id)
+            })
+            .collect();
+        let Some(&winner) = legal.iter().max_by(|&&a, &&b| {
+            let key = |i: usize, memo: &mut BTreeMap<usize, u8>| {
+                let t = &transitions[i];
+                (
+                    branch_rank(i, transitions, &children, memo, 0),
+                    t.action.precedence(),
+                    t.to_level,
+                    std::cmp::Reverse(t.at),
+                    std::cmp::Reverse(t.author.clone()),
+                    std::cmp::Reverse(t.id.clone()),
+                )
+            };
+            key(a, &mut branch_memo).cmp(&key(b, &mut branch_memo))
+        }) else {
+            // Children exist but none is legal here: they are discarded.
+            forks.push(Fork {
+                winner: String::new(),
+                discarded: kids.iter().map(|&i| transitions[i].id.clone()).collect(),
+            });
+            break;
+        };
+        let w = &transitions[winner];
+        let discarded: Vec<String> =
+            kids.iter().filter(|&&i| i != winner).map(|&i| transitions[i].id.clone()).collect();
+        if !discarded.is_empty() {
+            forks.push(Fork { winner: w.id.clone(), discarded });
+        }
+        visited.insert(w.id.clone());
+        status = w.to;
+        level = w.to_level;
+        tip = w.id.clone();
+        applied.push(w.id.clone());
+    }
+    Folded { status, level, tip, applied, forks }
+}
+
+/// The highest precedence anywhere in the subtree rooted at transition `i`.
+fn branch_rank(
+    i: usize,
+    transitions: &[Transition],
+    children: &BTreeMap<&str, Vec<usize>>,
+    memo: &mut BTreeMap<usize, u8>,
+    depth: usize,
+) -> u8 {
+    if let Some(&r) = memo.get(&i) {
+        return r;
+    }
+    let own = transitions[i].action.precedence();
+    // A cycle can only come from a forged document; the depth bound keeps it finite.
+    if depth > transitions.len() {
+        return own;
+    }
+    let best = children
+        .get(transitions[i].id.as_str())
+        .into_iter()
+        .flatten()
+        .map(|&c| branch_rank(c, transitions, children, memo, depth + 1))
+        .fold(own, u8::max);
+    memo.insert(i, best);
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(id: &str, parent: &str, action: Action, from: (Status, Level), at: i64) -> Transition {
+        let (to, to_level) = action.target(from.0, from.1).expect("legal in test");
+        Transition {
+            id: id.into(),
+            parent: parent.into(),
+            action,
+            author: format!("user-{id}"),
+            role: Role::GridWorker,
+            from: from.0,
+            from_level: from.1,
+            to,
+            to_level,
+            reason: String::new(),
+            dept: None,
+            at,
+            applied: false,
+        }
+    }
+    const OPEN: (Status, Level) = (Status::Open, Level::Grid);
+
+    #[test]
+    fn a_chain_folds_in_order() {
+        let ts = [
+            t("a", "", Action::Escalate, OPEN, 1),
+            t("b", "a", Action::Accept, (Status::Escalated, Level::Town), 2),
+            t("c", "b", Action::Dispatch, (Status::Accepted, Level::Town), 3),
+        ];
+        let f = fold(&ts);
+        assert_eq!((f.status, f.level), (Status::Dispatched, Level::Town));
+        assert_eq!(f.applied, ["a", "b", "c"]);
+        assert!(f.forks.is_empty());
+    }
+
+    #[test]
+    fn escalation_beats_a_concurrent_self_resolve_whatever_the_clock() {
+        for (resolve_at, escalate_at) in [(1, 2), (2, 1)] {
+            let ts = [
+                t("r", "", Action::SelfResolve, OPEN, resolve_at),
+                t("e", "", Action::Escalate, OPEN, escalate_at),
+            ];
+            let f = fold(&ts);
+            assert_eq!((f.status, f.level), (Status::Escalated, Level::Town));
+            assert_eq!(f.forks, [Fork { winner: "e".into(), discarded: vec!["r".into()] }]);
+        }
+    }
+
+    #[test]
+    fn a_closed_branch_is_not_reopened_by_a_concurrent_one() {
+        let resolved = (Status::Resolved, Level::Grid);
+        let ts = [
+            t("r", "", Action::SelfResolve, OPEN, 1),
+            t("c", "r", Action::Close, resolved, 2),
+            t("e", "", Action::Escalate, OPEN, 3),
+        ];
+        let f = fold(&ts);
+        assert_eq!(f.status, Status::Closed);
+        assert_eq!(f.forks[0].discarded, ["e"]);
+    }
+
+    #[test]
+    fn equal_precedence_falls_back_to_earlier_clock_then_author() {
+        let esc = (Status::Escalated, Level::Town);
+        let e = t("e", "", Action::Escalate, OPEN, 0);
+        let x = t("x", "e", Action::Accept, esc, 5);
+        let y = t("y", "e", Action::Accept, esc, 4);
+        assert_eq!(fold(&[e.clone(), x.clone(), y.clone()]).applied, ["e", "y"]);
+        // Same clock: author "user-x" sorts before "user-y" and wins.
+        let y5 = Transition { at: 5, ..y };
+        assert_eq!(fold(&[e, y5, x]).applied, ["e", "x"]);
+    }
+
+    #[test]
+    fn illegal_or_orphan_transitions_are_not_applied() {
+        let mut bad = t("b", "", Action::Close, (Status::Resolved, Level::Grid), 1);
+        bad.from = Status::Open; // claims to close an open report
+        let orphan = t("o", "missing", Action::Escalate, OPEN, 1);
+        let f = fold(&[bad, orphan]);
+        assert_eq!((f.status, f.level), (Status::Open, Level::Grid));
+        assert!(f.applied.is_empty());
+    }
+
+    #[test]
+    fn a_forged_cycle_terminates() {
+        let mut a = t("a", "b", Action::Escalate, OPEN, 1);
+        let b = t("b", "a", Action::Escalate, OPEN, 1);
+        a.parent = "b".into();
+        let f = fold(&[a, b]);
+        assert!(f.applied.is_empty());
+    }
+
+    #[test]
+    fn transition_table_and_roles() {
+        use Action::*;
+        // (action, from status, from level) -> target; None where the table has no arrow.
+        type Row = (Action, Status, Level, Option<(Status, Level)>);
+        let cases: &[Row] = &[
+            (SelfResolve, Status::Open, Level::Grid, Some((Status::Resolved, Level::Grid))),
+            (SelfResolve, Status::Escalated, Level::Town, None),
+            (Escalate, Status::Open, Level::Grid, Some((Status::Escalated, Level::Town))),
+            (Escalate, Status::Accepted, Level::Town, Some((Status::Escalated, Level::County))),
+            (Escalate, Status::Escalated, Level::County, None),
+            (Accept, Status::Escalated, Level::Town, Some((Status::Accepted, Level::Town))),
+            (Accept, Status::Open, Level::Grid, None),
+            (Reject, Status::Escalated, Level::Town, Some((Status::Open, Level::Grid))),
+            (Reject, Status::Escalated, Level::County, Some((Status::Accepted, Level::Town))),
+            (Dispatch, Status::Accepted, Level::Town, Some((Status::Dispatched, Level::Town))),
+            (HandBack, Status::Dispatched, Level::Town, Some((Status::Accepted, Level::Town))),
+            (Resolve, Status::Dispatched, Level::County, Some((Status::Resolved, Level::County))),
+            (Rework, Status::Resolved, Level::Town, Some((Status::Dispatched, Level::Town))),
+            (Rework, Status::Resolved, Level::Grid, None),
+            (Close, Status::Resolved, Level::Grid, Some((Status::Closed, Level::Grid))),
+            (Close, Status::Closed, Level::Grid, None),
+            (Cancel, Status::Open, Level::Grid, Some((Status::Cancelled, Level::Grid))),
+            (Cancel, Status::Closed, Level::Grid, None),
+        ];
+        for &(a, s, l, want) in cases {
+            assert_eq!(a.target(s, l), want, "{a} from {s}@{l}");
+        }
+        // Nothing leaves closed or cancelled.
+        for a in Action::ALL {
+            for l in [Level::Grid, Level::Town, Level::County] {
+                assert_eq!(a.target(Status::Closed, l), None);
+                assert_eq!(a.target(Status::Cancelled, l), None);
+            }
+        }
+        let roles: &[(Role, Action, Level, bool)] = &[
+            (Role::GridWorker, SelfResolve, Level::Grid, true),
+            (Role::GridWorker, Escalate, Level::Grid, true),
+            (Role::GridWorker, Accept, Level::Town, false),
+            (Role::GridWorker, Dispatch, Level::Town, false),
+            (Role::GridWorker, Close, Level::Grid, false),
+            (Role::GridAssistant, SelfResolve, Level::Grid, true),
+            (Role::GridAssistant, Cancel, Level::Grid, false),
+            (Role::TownOperator, Accept, Level::Town, true),
+            (Role::TownOperator, Close, Level::Grid, true),
+            (Role::TownOperator, Accept, Level::County, false),
+            (Role::CountyOperator, Accept, Level::County, true),
+            (Role::CountyOperator, Cancel, Level::Grid, false),
+            (Role::System, Escalate, Level::Town, true),
+            (Role::System, Accept, Level::Town, false),
+        ];
+        for &(r, a, l, ok) in roles {
+            assert_eq!(a.allowed_for(r, l), ok, "{r:?} {a} at {l}");
+        }
+    }
+}

@@ -1,0 +1,464 @@
+//! The organisation: county → towns → villages → grids, the roles people hold and their scopes.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// What kind of place a grid covers (农村网格 / 城市社区网格 / 专属网格).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum GridKind {
+    Rural,
+    Urban,
+    Specialised,
+}
+
+/// A town (镇) or a sub-district (街道).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Town {
+    pub id: String,
+    pub name: String,
+}
+
+/// A village (村) or a community (社区).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Village {
+    pub id: String,
+    pub name: String,
+    pub town: String,
+}
+
+/// A grid (网格): the smallest unit, staffed by one full-time grid worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Grid {
+    pub id: String,
+    pub name: String,
+    pub village: String,
+    pub town: String,
+    pub kind: GridKind,
+}
+
+/// The org file: one county and everything below it. Shape: `schemas/org.schema.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Org {
+    pub county: County,
+    pub towns: Vec<Town>,
+    pub villages: Vec<Village>,
+    pub grids: Vec<Grid>,
+}
+
+/// The county (县) at the top of the organisation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct County {
+    pub id: String,
+    pub name: String,
+}
+
+/// Why an org file was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OrgError {
+    #[error("the org file is not valid JSON of the expected shape: {0}")]
+    Shape(String),
+    #[error("id {0:?} is used twice")]
+    DuplicateId(String),
+    #[error("{what} {id:?} names {target:?}, which does not exist")]
+    DanglingReference { what: &'static str, id: String, target: String },
+    #[error("grid {grid:?} says town {said:?} but its village {village:?} is in town {actual:?}")]
+    TownMismatch { grid: String, said: String, village: String, actual: String },
+    #[error("an id must be 1 to 64 letters, digits, '-' or '_', not {0:?}")]
+    BadId(String),
+}
+
+impl Org {
+    /// Parses and checks an org file.
+    pub fn from_json(text: &str) -> Result<Org, OrgError> {
+        let org: Org = serde_json::from_str(text).map_err(|e| OrgError::Shape(e.to_string()))?;
+        org.check()?;
+        Ok(org)
+    }
+
+    /// Checks ids are unique and well-formed and every reference resolves.
+    pub fn check(&self) -> Result<(), OrgError> {
+        let mut seen = BTreeSet::new();
+        let ids = std::iter::once(&self.county.id)
+            .chain(self.towns.iter().map(|t| &t.id))
+            .chain(self.villages.iter().map(|v| &v.id))
+            .chain(self.grids.iter().map(|g| &g.id));
+        for id in ids {
+            if !valid_id(id) {
+                return Err(OrgError::BadId(id.clone()));
+            }
+            if !seen.insert(id.as_str()) {
+                return Err(OrgError::DuplicateId(id.clone()));
+            }
+        }
+        let towns: BTreeSet<&str> = self.towns.iter().map(|t| t.id.as_str()).collect();
+        let villages: BTreeMap<&str, &str> =
+            self.villages.iter().map(|v| (v.id.as_str(), v.town.as_str())).collect();
+        for v in &self.villages {
+            if !towns.contains(v.town.as_str()) {
+                return Err(OrgError::DanglingReference {
+                    what: "village",
+                    id: v.id.clone(),
+                    target: v.town.clone(),
+                });
+            }
+        }
+        for g in &self.grids {
+            let Some(&actual) = villages.get(g.village.as_str()) else {
+                return Err(OrgError::DanglingReference {
+                    what: "grid",
+                    id: g.id.clone(),
+                    target: g.village.clone(),
+                });
+            };
+            if actual != g.town {
+                return Err(OrgError::TownMismatch {
+                    grid: g.id.clone(),
+                    said: g.town.clone(),
+                    village: g.village.clone(),
+                    actual: actual.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub fn grid(&self, id: &str) -> Option<&Grid> {
+        self.grids.iter().find(|g| g.id == id)
+    }
+
+    pub fn town(&self, id: &str) -> Option<&Town> {
+        self.towns.iter().find(|t| t.id == id)
+    }
+
+    /// The town a grid belongs to.
+    pub fn town_of(&self, grid: &str) -> Option<&str> {
+        self.grid(grid).map(|g| g.town.as_str())
+    }
+
+    /// Checks that `scope` names places that exist and fit `role`.
+    pub fn check_scope(&self, role: Role, scope: &Scope) -> Result<(), String> {
+        match (role, scope) {
+            (Role::GridWorker | Role::GridAssistant, Scope::Grids(grids)) => {
+                if grids.is_empty() {
+                    return Err("a grid worker needs at least one grid".into());
+                }
+                for g in grids {
+                    if self.grid(g).is_none() {
+                        return Err(format!("grid {g:?} does not exist in the org"));
+                    }
+                }
+                Ok(())
+            }
+            (Role::TownOperator, Scope::Town(t)) => match self.town(t) {
+                Some(_) => Ok(()),
+                None => Err(format!("town {t:?} does not exist in the org")),
+            },
+            (Role::CountyOperator | Role::Admin | Role::System, Scope::County) => Ok(()),
+            (role, _) => Err(format!(
+                "role {} needs a scope of {}",
+                role.as_str(),
+                match role {
+                    Role::GridWorker | Role::GridAssistant => "grids",
+                    Role::TownOperator => "one town",
+                    _ => "the county",
+                }
+            )),
+        }
+    }
+
+    /// Resolves a scope argument (`county`, a town id, or comma-separated grid ids) for a role.
+    pub fn parse_scope(&self, role: Role, text: &str) -> Result<Scope, String> {
+        let scope = match role {
+            Role::GridWorker | Role::GridAssistant => {
+                Scope::Grids(text.split(',').map(|s| s.trim().to_string()).collect())
+            }
+            Role::TownOperator => Scope::Town(text.trim().to_string()),
+            _ => Scope::County,
+        };
+        self.check_scope(role, &scope)?;
+        Ok(scope)
+    }
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// What a person does in the system; each role comes with a kind of scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// 专职网格员: the full-time worker of one or more grids.
+    GridWorker,
+    /// 网格协管员: a volunteer assistant of a grid.
+    GridAssistant,
+    /// Staff of a township hub (镇域治理运行管理中心).
+    TownOperator,
+    /// Staff of the county centre (县域治理运行管理中心).
+    CountyOperator,
+    /// Runs the system; sees everything.
+    Admin,
+    /// The server itself (auto-escalation).
+    System,
+}
+
+impl Role {
+    pub const ALL: [Role; 6] = [
+        Role::GridWorker,
+        Role::GridAssistant,
+        Role::TownOperator,
+        Role::CountyOperator,
+        Role::Admin,
+        Role::System,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::GridWorker => "grid_worker",
+            Role::GridAssistant => "grid_assistant",
+            Role::TownOperator => "town_operator",
+            Role::CountyOperator => "county_operator",
+            Role::Admin => "admin",
+            Role::System => "system",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
+    /// Authority used as a merge tie-break: the hub's correction beats a concurrent field edit.
+    pub fn authority(self) -> u8 {
+        match self {
+            Role::GridAssistant => 1,
+            Role::GridWorker => 2,
+            Role::TownOperator => 3,
+            Role::CountyOperator => 4,
+            Role::Admin => 5,
+            Role::System => 6,
+        }
+    }
+
+    pub fn is_operator(self) -> bool {
+        matches!(self, Role::TownOperator | Role::CountyOperator | Role::Admin | Role::System)
+    }
+}
+
+/// Where a person may read and write.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Grid workers and assistants: their grids.
+    Grids(Vec<String>),
+    /// Town operators: every grid of one town.
+    Town(String),
+    /// County operators and admins: everything.
+    County,
+}
+
+impl Scope {
+    /// Whether a document of `grid` in `town` is visible in this scope.
+    pub fn covers(&self, grid: &str, town: &str) -> bool {
+        match self {
+            Scope::Grids(grids) => grids.iter().any(|g| g == grid),
+            Scope::Town(t) => t == town,
+            Scope::County => true,
+        }
+    }
+
+    /// The short text form used on command lines and in tables.
+    pub fn describe(&self) -> String {
+        match self {
+            Scope::Grids(g) => g.join(","),
+            Scope::Town(t) => t.clone(),
+            Scope::County => "county".into(),
+        }
+    }
+}
+
+/// Who is acting: a user with a role and a scope.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Principal {
+    pub user: String,
+    pub role: Role,
+    pub scope: Scope,
+}
+
+/// A small deterministic generator (splitmix64): the demo county depends only on its seed.
+struct SeededRng(u64);
+
+impl SeededRng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn pick<'a>(&mut self, items: &'a [&'a str]) -> &'a str {
+        items[self.below(items.len())]
+    }
+}
+
+const SYLLABLES: [&str; 48] = [
+    "安", "宝", "长", "大", "东", "丰", "福", "高", "和", "河", "红", "华", "吉", "金", "康", "乐", "林",
+    "龙", "茂", "南", "平", "浦", "清", "泉", "仁", "瑞", "山", "上", "石", "顺", "桃", "天", "田", "西",
+    "祥", "新", "兴", "阳", "杨", "永", "玉", "园", "云", "泽", "中", "竹", "溪", "岭",
+];
+
+/// The survey county's shape: 8 towns, 507 villages, 942 grids (539 rural, 308 urban, 95 specialised).
+pub const DEMO_TOWNS: usize = 8;
+pub const DEMO_VILLAGES: usize = 507;
+pub const DEMO_RURAL_GRIDS: usize = 539;
+pub const DEMO_URBAN_GRIDS: usize = 308;
+pub const DEMO_SPECIALISED_GRIDS: usize = 95;
+/// Of the 507 villages, this many are urban communities (社区); the rest are villages (村).
+const DEMO_COMMUNITIES: usize = 107;
+
+/// Builds the demo county, deterministically from `seed`.
+pub fn demo_county(seed: u64) -> Org {
+    let mut rng = SeededRng(seed);
+    let mut used = BTreeSet::new();
+    let mut name = |rng: &mut SeededRng, suffix: &str| loop {
+        let n = format!("{}{}{}", rng.pick(&SYLLABLES), rng.pick(&SYLLABLES), suffix);
+        if used.insert(n.clone()) {
+            return n;
+        }
+    };
+    let towns: Vec<Town> = (0..DEMO_TOWNS)
+        .map(|i| {
+            let suffix = if i < 2 { "街道" } else { "镇" };
+            Town { id: format!("T{:02}", i + 1), name: name(&mut rng, suffix) }
+        })
+        .collect();
+    // Villages are dealt round-robin to towns; communities first, then villages.
+    let mut villages = Vec::with_capacity(DEMO_VILLAGES);
+    let mut per_town = [0usize; DEMO_TOWNS];
+    for i in 0..DEMO_VILLAGES {
+        let t = i % DEMO_TOWNS;
+        per_town[t] += 1;
+        let suffix = if i < DEMO_COMMUNITIES { "社区" } else { "村" };
+        villages.push(Village {
+            id: format!("{}-V{:03}", towns[t].id, per_town[t]),
+            name: name(&mut rng, suffix),
+            town: towns[t].id.clone(),
+        });
+    }
+    let mut grids = Vec::with_capacity(942);
+    let mut per_village = vec![0usize; DEMO_VILLAGES];
+    // `label` None: numbered grid 第N网格; Some: a specialised grid's name.
+    let mut add_grid = |grids: &mut Vec<Grid>, v: usize, kind: GridKind, label: Option<String>| {
+        per_village[v] += 1;
+        let label = label.unwrap_or_else(|| format!("第{}网格", per_village[v]));
+        let village = &villages[v];
+        grids.push(Grid {
+            id: format!("{}-G{}", village.id, per_village[v]),
+            name: format!("{}{}", village.name, label),
+            village: village.id.clone(),
+            town: village.town.clone(),
+            kind,
+        });
+    };
+    let rural: Vec<usize> = (DEMO_COMMUNITIES..DEMO_VILLAGES).collect();
+    let urban: Vec<usize> = (0..DEMO_COMMUNITIES).collect();
+    for k in 0..DEMO_RURAL_GRIDS {
+        let v = if k < rural.len() { rural[k] } else { rural[rng.below(rural.len())] };
+        add_grid(&mut grids, v, GridKind::Rural, None);
+    }
+    for k in 0..DEMO_URBAN_GRIDS {
+        let v = if k < urban.len() { urban[k] } else { urban[rng.below(urban.len())] };
+        add_grid(&mut grids, v, GridKind::Urban, None);
+    }
+    const PLACES: [&str; 5] = ["学校", "市场", "工业园", "医院", "景区"];
+    for _ in 0..DEMO_SPECIALISED_GRIDS {
+        let v = rng.below(DEMO_VILLAGES);
+        let label = format!("{}专属网格", rng.pick(&PLACES));
+        add_grid(&mut grids, v, GridKind::Specialised, Some(label));
+    }
+    Org {
+        county: County { id: "C01".into(), name: format!("{}县", name(&mut rng, "")) },
+        towns,
+        villages,
+        grids,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_county_has_the_surveys_shape() {
+        let org = demo_county(7);
+        org.check().unwrap();
+        assert_eq!(org.towns.len(), 8);
+        assert_eq!(org.villages.len(), 507);
+        assert_eq!(org.grids.len(), 942);
+        let count = |k| org.grids.iter().filter(|g| g.kind == k).count();
+        assert_eq!(count(GridKind::Rural), 539);
+        assert_eq!(count(GridKind::Urban), 308);
+        assert_eq!(count(GridKind::Specialised), 95);
+        // Every village has at least one grid.
+        for v in &org.villages {
+            assert!(org.grids.iter().any(|g| g.village == v.id), "{} has no grid", v.id);
+        }
+    }
+
+    #[test]
+    fn demo_county_is_deterministic_from_its_seed() {
+        assert_eq!(demo_county(1), demo_county(1));
+        assert_ne!(demo_county(1).towns, demo_county(2).towns);
+    }
+
+    #[test]
+    fn org_file_round_trips_and_bad_files_are_refused() {
+        let org = demo_county(3);
+        let text = serde_json::to_string(&org).unwrap();
+        assert_eq!(Org::from_json(&text).unwrap(), org);
+
+        let mut broken = org.clone();
+        broken.grids[0].village = "nowhere".into();
+        let err = Org::from_json(&serde_json::to_string(&broken).unwrap()).unwrap_err();
+        assert!(matches!(err, OrgError::DanglingReference { .. }), "{err}");
+
+        let mut dup = org.clone();
+        dup.grids[1].id = dup.grids[0].id.clone();
+        assert!(matches!(dup.check(), Err(OrgError::DuplicateId(_))));
+
+        let mut wrong_town = org;
+        let other = wrong_town.towns.iter().find(|t| t.id != wrong_town.grids[0].town).unwrap();
+        wrong_town.grids[0].town = other.id.clone();
+        assert!(matches!(wrong_town.check(), Err(OrgError::TownMismatch { .. })));
+
+        assert!(matches!(Org::from_json("{\"county\":1}"), Err(OrgError::Shape(_))));
+    }
+
+    #[test]
+    fn scopes_cover_what_their_role_may_see() {
+        let grids = Scope::Grids(vec!["G1".into()]);
+        assert!(grids.covers("G1", "T1"));
+        assert!(!grids.covers("G2", "T1"));
+        assert!(Scope::Town("T1".into()).covers("G9", "T1"));
+        assert!(!Scope::Town("T1".into()).covers("G9", "T2"));
+        assert!(Scope::County.covers("G9", "T2"));
+        let org = demo_county(1);
+        assert!(org.parse_scope(Role::GridWorker, &org.grids[0].id).is_ok());
+        assert!(org.parse_scope(Role::GridWorker, "nope").is_err());
+        assert!(org.parse_scope(Role::TownOperator, "T01").is_ok());
+        assert!(org.parse_scope(Role::TownOperator, "T99").is_err());
+        assert_eq!(org.parse_scope(Role::Admin, "x").unwrap(), Scope::County);
+    }
+}

@@ -1,0 +1,194 @@
+//! The wire protocol between devices and the server: request and response bodies of `/v1/*`.
+//! Described for integrators in docs/protocol.md; JSON Schemas in `schemas/`.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::doc::DocKind;
+use crate::lifecycle::{Level, Status};
+use crate::org::{Org, Role, Scope};
+
+/// Bumped on incompatible changes; sent as the `gridsync-protocol` response header.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// `POST /v1/sync` request: what the device holds and what it has not had acknowledged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SyncRequest {
+    /// The last server sequence the device has stored (0 for a new device).
+    pub cursor: u64,
+    /// The device's outbox: raw Automerge changes the server has not acknowledged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<PushedChange>,
+    /// Most bytes of document data wanted in this response; the server caps it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<u64>,
+}
+
+/// One raw Automerge change for one document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PushedChange {
+    /// Document id (a UUID).
+    pub doc: String,
+    pub kind: DocKind,
+    /// The change's bytes (`Change::raw_bytes`), standard base64.
+    pub change: String,
+}
+
+/// What the server did with a pushed change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Stored; it will be served to the other devices in scope.
+    Accepted,
+    /// Already known: a retry. Treat as acknowledged.
+    Duplicate,
+    /// Refused by validation. Do not retry; `code` and `message` say why.
+    Forbidden,
+    /// Its dependencies are unknown to the server (`missing`); push them first, then retry.
+    MissingDeps,
+    /// Not a decodable change for that document. Do not retry.
+    Malformed,
+}
+
+/// The verdict on one pushed change, in request order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Verdict {
+    pub doc: String,
+    /// The change hash (hex) when the bytes could be decoded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
+    pub outcome: Outcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// For `missing_deps`: hashes the server lacks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<String>,
+}
+
+/// How a document's data in a response is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Encoding {
+    /// A compacted Automerge `save()`: the whole document.
+    Snapshot,
+    /// Concatenated raw changes the device lacks; load them incrementally.
+    Changes,
+}
+
+/// New data for one document in scope.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DocUpdate {
+    pub doc: String,
+    pub kind: DocKind,
+    pub encoding: Encoding,
+    /// Standard base64 of the bytes.
+    pub data: String,
+}
+
+/// `POST /v1/sync` response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SyncResponse {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verdicts: Vec<Verdict>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub docs: Vec<DocUpdate>,
+    /// Store the docs first, then this cursor; send it next time.
+    pub cursor: u64,
+    /// More pages wait: sync again (with an empty outbox) right away.
+    pub has_more: bool,
+}
+
+/// `POST /v1/devices` request, authenticated by a user token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceRegistration {
+    /// The device's Automerge actor id, hex (16 random bytes made on the device).
+    pub actor: String,
+    /// A label for admins ("Li Wei's phone").
+    pub label: String,
+}
+
+/// `POST /v1/devices` response: the device token for every later call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DeviceRegistered {
+    pub device: String,
+    pub token: String,
+    pub whoami: WhoAmI,
+    /// The part of the organisation in the device's scope.
+    pub org: Org,
+}
+
+/// Who a token belongs to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct WhoAmI {
+    pub user: String,
+    pub name: String,
+    pub role: Role,
+    pub scope: Scope,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+}
+
+/// Every error answer: `{ "code", "message" }`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ErrorBody {
+    pub code: String,
+    pub message: String,
+}
+
+/// `GET /v1/admin/devices`: one row per device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DeviceStatus {
+    pub device: String,
+    pub label: String,
+    pub user: String,
+    pub name: String,
+    pub role: Role,
+    pub registered_at: i64,
+    pub last_seen: Option<i64>,
+    pub cursor: u64,
+    /// Server head sequence minus the device's cursor.
+    pub lag: u64,
+    pub pushed: u64,
+    pub refused: u64,
+    pub last_error: Option<String>,
+    pub revoked: bool,
+}
+
+/// `GET /v1/admin/documents`: one row per document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DocumentStatus {
+    pub doc: String,
+    pub kind: DocKind,
+    pub grid: String,
+    pub town: String,
+    pub heads: Vec<String>,
+    pub changes: u64,
+    pub conflicts: Vec<crate::merge::ResolvedConflict>,
+    pub status: Option<Status>,
+    pub level: Option<Level>,
+}
+
+/// `POST /v1/admin/users` request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    pub name: String,
+    pub role: Role,
+    /// `county`, a town id, or comma-separated grid ids.
+    pub scope: String,
+}
+
+/// A created user and their enrolment token (shown once; stored hashed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct UserCreated {
+    pub user: String,
+    pub name: String,
+    pub role: Role,
+    pub scope: Scope,
+    pub token: String,
+}

@@ -1,0 +1,508 @@
+//! Report documents (网格事件): the Automerge layout, the local edits a device makes, and the
+//! materialized `ReportView` every replica computes identically from the same changes.
+
+use std::collections::BTreeMap;
+
+use automerge::{ActorId, AutoCommit, ChangeHash, ObjType, ROOT, ReadDoc, transaction::Transactable};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::doc::{
+    ActorInfo, Author, DocError, commit, layout, list_at, list_maps, map_at, obj_at, opt_int, opt_str,
+    read_authors, register_author, req_str, text_at,
+};
+use crate::lifecycle::{Action, Level, Status, Transition, fold, str_enum};
+use crate::merge::{ResolvedConflict, Resolver, Rule, lifecycle_conflicts, object_conflict};
+use crate::org::Role;
+
+/// Layout version written into every report.
+pub const REPORT_LAYOUT: i64 = 1;
+
+/// Grid event categories in use in the county.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Category {
+    Dispute,
+    Request,
+    Suggestion,
+    PublicSecurity,
+    Fire,
+    Safety,
+    Sanitation,
+    Other,
+}
+
+str_enum!(Category {
+    Dispute = "dispute",
+    Request = "request",
+    Suggestion = "suggestion",
+    PublicSecurity = "public_security",
+    Fire = "fire",
+    Safety = "safety",
+    Sanitation = "sanitation",
+    Other = "other",
+});
+
+impl Category {
+    pub const ALL: [Category; 8] = [
+        Category::Dispute,
+        Category::Request,
+        Category::Suggestion,
+        Category::PublicSecurity,
+        Category::Fire,
+        Category::Safety,
+        Category::Sanitation,
+        Category::Other,
+    ];
+
+    pub fn label_zh(self) -> &'static str {
+        match self {
+            Category::Dispute => "矛盾纠纷",
+            Category::Request => "群众诉求",
+            Category::Suggestion => "群众意见建议",
+            Category::PublicSecurity => "治安隐患",
+            Category::Fire => "消防隐患",
+            Category::Safety => "安全隐患",
+            Category::Sanitation => "环境卫生",
+            Category::Other => "其他",
+        }
+    }
+
+    pub fn label_en(self) -> &'static str {
+        match self {
+            Category::Dispute => "dispute",
+            Category::Request => "resident's request",
+            Category::Suggestion => "suggestion",
+            Category::PublicSecurity => "public-security hazard",
+            Category::Fire => "fire hazard",
+            Category::Safety => "safety hazard",
+            Category::Sanitation => "sanitation and environment",
+            Category::Other => "other",
+        }
+    }
+
+    /// Accepts the code, the English label or the Chinese label.
+    pub fn parse_any(s: &str) -> Option<Category> {
+        let s = s.trim();
+        Category::parse(&s.to_lowercase().replace(['-', ' '], "_"))
+            .or_else(|| Category::ALL.into_iter().find(|c| c.label_zh() == s || c.label_en() == s))
+    }
+}
+
+/// How urgent a report is; ordered so that `max` is the most urgent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Urgency {
+    Low,
+    Normal,
+    High,
+    Critical,
+}
+
+str_enum!(Urgency { Low = "low", Normal = "normal", High = "high", Critical = "critical" });
+
+/// Where it happened.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct Location {
+    pub lat: Option<f64>,
+    pub lon: Option<f64>,
+    pub address: Option<String>,
+}
+
+/// A party to a dispute. Personal data: it stays inside the report's scope.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+pub struct Party {
+    pub name: String,
+    pub contact: Option<String>,
+}
+
+/// A note: append-only, every device's notes are kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Note {
+    pub id: String,
+    pub author: String,
+    pub role: Role,
+    pub at: i64,
+    pub text: String,
+}
+
+/// A file attached to a report; the bytes travel separately, addressed by their hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Attachment {
+    /// SHA-256 of the content, hex.
+    pub sha256: String,
+    pub mime: String,
+    pub size: u64,
+    pub name: String,
+}
+
+/// What a device fills in to create a report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewReport {
+    /// UUIDv7 made on the device.
+    pub id: uuid::Uuid,
+    pub grid: String,
+    pub town: String,
+    pub category: Category,
+    pub title: String,
+    pub description: String,
+    pub urgency: Urgency,
+    pub location: Location,
+    pub parties: Vec<Party>,
+}
+
+/// The fields an edit may change; `None` leaves a field alone.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ReportEdit {
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub category: Option<Category>,
+    pub urgency: Option<Urgency>,
+    pub lat: Option<f64>,
+    pub lon: Option<f64>,
+    pub address: Option<String>,
+    pub add_parties: Vec<Party>,
+    pub head_count: Option<i64>,
+}
+
+/// The materialized report: identical, byte for byte when serialized, on every replica holding the
+/// same changes. Shape: `schemas/report-view.schema.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ReportView {
+    pub id: String,
+    pub grid: String,
+    pub town: String,
+    pub reporter: String,
+    pub created_at: i64,
+    pub category: Category,
+    pub category_zh: String,
+    pub title: String,
+    pub description: String,
+    pub urgency: Urgency,
+    pub location: Location,
+    pub parties: Vec<Party>,
+    pub head_count: Option<i64>,
+    pub notes: Vec<Note>,
+    pub attachments: Vec<Attachment>,
+    pub status: Status,
+    pub level: Level,
+    /// Id of the last applied transition: the parent of the next one.
+    pub tip: String,
+    /// Every recorded transition in document order; `applied` says which the fold kept.
+    pub transitions: Vec<Transition>,
+    pub conflicts: Vec<ResolvedConflict>,
+    pub authors: BTreeMap<String, ActorInfo>,
+}
+
+fn check_coords(lat: Option<f64>, lon: Option<f64>) -> Result<(), DocError> {
+    if let Some(lat) = lat
+        && !(lat.is_finite() && (-90.0..=90.0).contains(&lat))
+    {
+        return Err(DocError::BadInput(format!("latitude {lat} is not between -90 and 90")));
+    }
+    if let Some(lon) = lon
+        && !(lon.is_finite() && (-180.0..=180.0).contains(&lon))
+    {
+        return Err(DocError::BadInput(format!("longitude {lon} is not between -180 and 180")));
+    }
+    Ok(())
+}
+
+/// Creates a report document written by `actor`. Returns the document with one change.
+pub fn create_report(actor: ActorId, author: &Author, new: &NewReport) -> Result<AutoCommit, DocError> {
+    if new.title.trim().is_empty() {
+        return Err(DocError::BadInput("a report needs a title".into()));
+    }
+    check_coords(new.location.lat, new.location.lon)?;
+    let mut doc = AutoCommit::new().with_actor(actor);
+    doc.put(ROOT, "kind", "report")?;
+    doc.put(ROOT, "layout", REPORT_LAYOUT)?;
+    doc.put(ROOT, "id", new.id.to_string())?;
+    doc.put(ROOT, "grid", new.grid.as_str())?;
+    doc.put(ROOT, "town", new.town.as_str())?;
+    doc.put(ROOT, "reporter", author.user.as_str())?;
+    doc.put(ROOT, "created_at", author.at)?;
+    doc.put(ROOT, "category", new.category.as_str())?;
+    doc.put(ROOT, "title", new.title.as_str())?;
+    let text = doc.put_object(ROOT, "description", ObjType::Text)?;
+    doc.splice_text(&text, 0, 0, &new.description)?;
+    doc.put(ROOT, "urgency", new.urgency.as_str())?;
+    let loc = doc.put_object(ROOT, "location", ObjType::Map)?;
+    if let Some(lat) = new.location.lat {
+        doc.put(&loc, "lat", lat)?;
+    }
+    if let Some(lon) = new.location.lon {
+        doc.put(&loc, "lon", lon)?;
+    }
+    if let Some(a) = &new.location.address {
+        doc.put(&loc, "address", a.as_str())?;
+    }
+    let parties = doc.put_object(ROOT, "parties", ObjType::Map)?;
+    let people = doc.put_object(&parties, "people", ObjType::List)?;
+    for p in &new.parties {
+        push_party(&mut doc, &people, p)?;
+    }
+    if !new.parties.is_empty() {
+        doc.put(&parties, "head_count", new.parties.len() as i64)?;
+    }
+    doc.put_object(ROOT, "notes", ObjType::List)?;
+    doc.put_object(ROOT, "attachments", ObjType::List)?;
+    doc.put_object(ROOT, "transitions", ObjType::List)?;
+    doc.put_object(ROOT, "authors", ObjType::Map)?;
+    register_author(&mut doc, author)?;
+    commit(&mut doc, author, "create report");
+    Ok(doc)
+}
+
+fn push_party(doc: &mut AutoCommit, people: &automerge::ObjId, p: &Party) -> Result<(), DocError> {
+    let at = doc.length(people);
+    let obj = doc.insert_object(people, at, ObjType::Map)?;
+    doc.put(&obj, "name", p.name.as_str())?;
+    if let Some(c) = &p.contact {
+        doc.put(&obj, "contact", c.as_str())?;
+    }
+    Ok(())
+}
+
+/// Applies a field edit as one change. `Ok(None)` when nothing actually changed.
+pub fn edit_report(
+    doc: &mut AutoCommit,
+    author: &Author,
+    edit: &ReportEdit,
+) -> Result<Option<ChangeHash>, DocError> {
+    check_coords(edit.lat, edit.lon)?;
+    if let Some(t) = &edit.title {
+        if t.trim().is_empty() {
+            return Err(DocError::BadInput("the title cannot be empty".into()));
+        }
+        doc.put(ROOT, "title", t.as_str())?;
+    }
+    if let Some(d) = &edit.description {
+        let text = obj_at(doc, &ROOT, "description", ObjType::Text)?;
+        doc.update_text(&text, d)?;
+    }
+    if let Some(c) = edit.category {
+        doc.put(ROOT, "category", c.as_str())?;
+    }
+    if let Some(u) = edit.urgency {
+        doc.put(ROOT, "urgency", u.as_str())?;
+    }
+    let loc = map_at(doc, &ROOT, "location")?;
+    if let Some(lat) = edit.lat {
+        doc.put(&loc, "lat", lat)?;
+    }
+    if let Some(lon) = edit.lon {
+        doc.put(&loc, "lon", lon)?;
+    }
+    if let Some(a) = &edit.address {
+        doc.put(&loc, "address", a.as_str())?;
+    }
+    let parties = map_at(doc, &ROOT, "parties")?;
+    let people = list_at(doc, &parties, "people")?;
+    for p in &edit.add_parties {
+        push_party(doc, &people, p)?;
+    }
+    if let Some(n) = edit.head_count {
+        doc.put(&parties, "head_count", n)?;
+    }
+    finish(doc, author, "edit report")
+}
+
+/// Commits what is pending (with the author registered), or nothing when no op was made.
+fn finish(doc: &mut AutoCommit, author: &Author, message: &str) -> Result<Option<ChangeHash>, DocError> {
+    if doc.pending_ops() == 0 {
+        return Ok(None);
+    }
+    register_author(doc, author)?;
+    Ok(commit(doc, author, message))
+}
+
+/// Appends a note.
+pub fn add_note(doc: &mut AutoCommit, author: &Author, text: &str) -> Result<Option<ChangeHash>, DocError> {
+    if text.trim().is_empty() {
+        return Err(DocError::BadInput("a note cannot be empty".into()));
+    }
+    let notes = list_at(doc, &ROOT, "notes")?;
+    let n = doc.length(&notes);
+    let id = format!("{}/{}", doc.get_actor().to_hex_string(), n);
+    let obj = doc.insert_object(&notes, n, ObjType::Map)?;
+    doc.put(&obj, "id", id)?;
+    doc.put(&obj, "author", author.user.as_str())?;
+    doc.put(&obj, "role", author.role.as_str())?;
+    doc.put(&obj, "at", author.at)?;
+    doc.put(&obj, "text", text)?;
+    finish(doc, author, "note")
+}
+
+/// Records an attachment's metadata.
+pub fn add_attachment(
+    doc: &mut AutoCommit,
+    author: &Author,
+    a: &Attachment,
+) -> Result<Option<ChangeHash>, DocError> {
+    if a.sha256.len() != 64 || !a.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(DocError::BadInput("an attachment hash must be 64 hex digits (SHA-256)".into()));
+    }
+    let list = list_at(doc, &ROOT, "attachments")?;
+    let n = doc.length(&list);
+    let obj = doc.insert_object(&list, n, ObjType::Map)?;
+    doc.put(&obj, "sha256", a.sha256.as_str())?;
+    doc.put(&obj, "mime", a.mime.as_str())?;
+    doc.put(&obj, "size", a.size as i64)?;
+    doc.put(&obj, "name", a.name.as_str())?;
+    finish(doc, author, "attachment")
+}
+
+/// Appends a lifecycle transition taken from the state this replica currently folds to.
+pub fn add_transition(
+    doc: &mut AutoCommit,
+    author: &Author,
+    action: Action,
+    reason: &str,
+    dept: Option<&str>,
+) -> Result<ChangeHash, DocError> {
+    let transitions = read_transitions(doc)?;
+    let state = fold(&transitions);
+    let Some((to, to_level)) = action.target(state.status, state.level) else {
+        return Err(DocError::IllegalTransition {
+            action: action.to_string(),
+            status: state.status.to_string(),
+            level: state.level.to_string(),
+        });
+    };
+    let list = list_at(doc, &ROOT, "transitions")?;
+    let n = doc.length(&list);
+    let obj = doc.insert_object(&list, n, ObjType::Map)?;
+    doc.put(&obj, "id", format!("{}/{}", doc.get_actor().to_hex_string(), n))?;
+    doc.put(&obj, "parent", state.tip.as_str())?;
+    doc.put(&obj, "action", action.as_str())?;
+    doc.put(&obj, "author", author.user.as_str())?;
+    doc.put(&obj, "role", author.role.as_str())?;
+    doc.put(&obj, "from", state.status.as_str())?;
+    doc.put(&obj, "from_level", state.level.as_str())?;
+    doc.put(&obj, "to", to.as_str())?;
+    doc.put(&obj, "to_level", to_level.as_str())?;
+    doc.put(&obj, "reason", reason)?;
+    if let Some(d) = dept {
+        doc.put(&obj, "dept", d)?;
+    }
+    doc.put(&obj, "at", author.at)?;
+    finish(doc, author, action.as_str())?.ok_or_else(|| layout("the transition made no change"))
+}
+
+fn parse_field<T>(value: String, what: &str, parse: impl Fn(&str) -> Option<T>) -> Result<T, DocError> {
+    parse(&value).ok_or_else(|| layout(format!("unknown {what} {value:?}")))
+}
+
+fn read_transitions(doc: &AutoCommit) -> Result<Vec<Transition>, DocError> {
+    let list = list_at(doc, &ROOT, "transitions")?;
+    list_maps(doc, &list)?
+        .into_iter()
+        .map(|t| {
+            Ok(Transition {
+                id: req_str(doc, &t, "id")?,
+                parent: req_str(doc, &t, "parent")?,
+                action: parse_field(req_str(doc, &t, "action")?, "action", Action::parse)?,
+                author: req_str(doc, &t, "author")?,
+                role: parse_field(req_str(doc, &t, "role")?, "role", Role::parse)?,
+                from: parse_field(req_str(doc, &t, "from")?, "status", Status::parse)?,
+                from_level: parse_field(req_str(doc, &t, "from_level")?, "level", Level::parse)?,
+                to: parse_field(req_str(doc, &t, "to")?, "status", Status::parse)?,
+                to_level: parse_field(req_str(doc, &t, "to_level")?, "level", Level::parse)?,
+                reason: opt_str(doc, &t, "reason")?.unwrap_or_default(),
+                dept: opt_str(doc, &t, "dept")?,
+                at: opt_int(doc, &t, "at")?.unwrap_or(0),
+                applied: false,
+            })
+        })
+        .collect()
+}
+
+/// Materializes a report document into its view. Pure and deterministic.
+pub fn materialize_report(doc: &AutoCommit) -> Result<ReportView, DocError> {
+    if req_str(doc, &ROOT, "kind")? != "report" {
+        return Err(layout("not a report document"));
+    }
+    let authors = read_authors(doc)?;
+    let mut r = Resolver::new(doc, &authors);
+    let lww = Rule::LwwAuthority;
+    let category =
+        r.string(&ROOT, "category", "category", lww)?.ok_or_else(|| layout("category is missing"))?;
+    let category = parse_field(category, "category", Category::parse)?;
+    let title = r.string(&ROOT, "title", "title", lww)?.unwrap_or_default();
+    let urgency = r
+        .string(&ROOT, "urgency", "urgency", Rule::UrgencyMax)?
+        .ok_or_else(|| layout("urgency is missing"))?;
+    let urgency = parse_field(urgency, "urgency", Urgency::parse)?;
+    for key in ["location", "parties", "description", "notes", "attachments", "transitions"] {
+        object_conflict(doc, &ROOT, key, &authors, &mut r.conflicts)?;
+    }
+    let loc = map_at(doc, &ROOT, "location")?;
+    let location = Location {
+        lat: r.number(&loc, "lat", "location.lat")?,
+        lon: r.number(&loc, "lon", "location.lon")?,
+        address: r.string(&loc, "address", "location.address", lww)?,
+    };
+    let parties_obj = map_at(doc, &ROOT, "parties")?;
+    let people = list_at(doc, &parties_obj, "people")?;
+    let parties = list_maps(doc, &people)?
+        .into_iter()
+        .map(|p| Ok(Party { name: req_str(doc, &p, "name")?, contact: opt_str(doc, &p, "contact")? }))
+        .collect::<Result<Vec<_>, DocError>>()?;
+    let head_count = r.int(&parties_obj, "head_count", "parties.head_count")?;
+    let mut conflicts = r.conflicts;
+    let notes_obj = list_at(doc, &ROOT, "notes")?;
+    let notes = list_maps(doc, &notes_obj)?
+        .into_iter()
+        .map(|n| {
+            Ok(Note {
+                id: req_str(doc, &n, "id")?,
+                author: req_str(doc, &n, "author")?,
+                role: parse_field(req_str(doc, &n, "role")?, "role", Role::parse)?,
+                at: opt_int(doc, &n, "at")?.unwrap_or(0),
+                text: req_str(doc, &n, "text")?,
+            })
+        })
+        .collect::<Result<Vec<_>, DocError>>()?;
+    let att_obj = list_at(doc, &ROOT, "attachments")?;
+    let attachments = list_maps(doc, &att_obj)?
+        .into_iter()
+        .map(|a| {
+            Ok(Attachment {
+                sha256: req_str(doc, &a, "sha256")?,
+                mime: req_str(doc, &a, "mime")?,
+                size: opt_int(doc, &a, "size")?.unwrap_or(0).max(0) as u64,
+                name: opt_str(doc, &a, "name")?.unwrap_or_default(),
+            })
+        })
+        .collect::<Result<Vec<_>, DocError>>()?;
+    let mut transitions = read_transitions(doc)?;
+    let folded = fold(&transitions);
+    for t in &mut transitions {
+        t.applied = folded.applied.contains(&t.id);
+    }
+    lifecycle_conflicts(&folded, &transitions, &mut conflicts);
+    Ok(ReportView {
+        id: req_str(doc, &ROOT, "id")?,
+        grid: req_str(doc, &ROOT, "grid")?,
+        town: req_str(doc, &ROOT, "town")?,
+        reporter: req_str(doc, &ROOT, "reporter")?,
+        created_at: opt_int(doc, &ROOT, "created_at")?.unwrap_or(0),
+        category,
+        category_zh: category.label_zh().to_string(),
+        title,
+        description: text_at(doc, &ROOT, "description")?,
+        urgency,
+        location,
+        parties,
+        head_count,
+        notes,
+        attachments,
+        status: folded.status,
+        level: folded.level,
+        tip: folded.tip,
+        transitions,
+        conflicts,
+        authors,
+    })
+}

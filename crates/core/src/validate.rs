@@ -1,0 +1,271 @@
+//! Write validation: whether the difference between a document before and after some changes is
+//! allowed for the author's role and scope. The server checks every push with it; the client checks
+//! before it writes, so a grid worker is told at once instead of at the next sync.
+
+use std::collections::BTreeSet;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::doc::Authors;
+use crate::lifecycle::{Action, Level, Status, Transition};
+use crate::org::{Org, Principal, Role};
+use crate::patrol::PatrolView;
+use crate::report::ReportView;
+
+/// Why a write was refused. `code()` is the stable name on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "code", rename_all = "snake_case")]
+pub enum Refusal {
+    #[error("the document is outside your scope ({grid} in {town})")]
+    OutOfScope { grid: String, town: String },
+    #[error("grid {grid} is not in the organisation")]
+    UnknownGrid { grid: String },
+    #[error("grid {grid} belongs to town {expected}, not {given}")]
+    WrongTown { grid: String, expected: String, given: String },
+    #[error("{field} is fixed when the document is created and cannot change")]
+    ImmutableField { field: String },
+    #[error("the role {role} cannot {what}")]
+    RoleCannot { role: String, what: String },
+    #[error("{what} must be written in your own name ({user})")]
+    NotYourName { what: String, user: String },
+    #[error("existing {what} cannot be changed or removed")]
+    HistoryRewritten { what: String },
+    #[error("{action} is not allowed from {from} at {level} level for {role}")]
+    TransitionNotAllowed { action: String, from: String, level: String, role: String },
+    #[error("transition {id} does not follow from the transition it names as its parent")]
+    TransitionOutOfOrder { id: String },
+    #[error("the report is {status}; only notes can be added")]
+    ReportFinished { status: String },
+    #[error("the document layout is invalid: {message}")]
+    Malformed { message: String },
+}
+
+impl Refusal {
+    /// The stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::OutOfScope { .. } => "out_of_scope",
+            Refusal::UnknownGrid { .. } => "unknown_grid",
+            Refusal::WrongTown { .. } => "wrong_town",
+            Refusal::ImmutableField { .. } => "immutable_field",
+            Refusal::RoleCannot { .. } => "role_cannot",
+            Refusal::NotYourName { .. } => "not_your_name",
+            Refusal::HistoryRewritten { .. } => "history_rewritten",
+            Refusal::TransitionNotAllowed { .. } => "transition_not_allowed",
+            Refusal::TransitionOutOfOrder { .. } => "transition_out_of_order",
+            Refusal::ReportFinished { .. } => "report_finished",
+            Refusal::Malformed { .. } => "malformed",
+        }
+    }
+}
+
+/// The writer of a batch of changes: a principal and the Automerge actors of its device.
+#[derive(Debug, Clone)]
+pub struct Writer<'a> {
+    pub who: &'a Principal,
+    /// Actor ids (hex) registered to the pushing device.
+    pub actors: &'a BTreeSet<String>,
+}
+
+fn role_cannot(role: Role, what: &str) -> Refusal {
+    Refusal::RoleCannot { role: role.as_str().into(), what: what.into() }
+}
+
+/// The grid and town must exist, match each other, and be in the writer's scope.
+fn check_place(org: &Org, who: &Principal, grid: &str, town: &str) -> Result<(), Refusal> {
+    let expected = org.town_of(grid).ok_or_else(|| Refusal::UnknownGrid { grid: grid.into() })?;
+    if expected != town {
+        return Err(Refusal::WrongTown { grid: grid.into(), expected: expected.into(), given: town.into() });
+    }
+    if !who.scope.covers(grid, town) {
+        return Err(Refusal::OutOfScope { grid: grid.into(), town: town.into() });
+    }
+    Ok(())
+}
+
+/// New author entries may only register the writer's own actors, in the writer's name and role.
+fn check_authors(before: Option<&Authors>, after: &Authors, w: &Writer<'_>) -> Result<(), Refusal> {
+    if let Some(before) = before {
+        for (actor, info) in before {
+            if after.get(actor) != Some(info) {
+                return Err(Refusal::HistoryRewritten { what: "author entries".into() });
+            }
+        }
+    }
+    for (actor, info) in after {
+        if before.is_some_and(|b| b.contains_key(actor)) {
+            continue;
+        }
+        if !w.actors.contains(actor) || info.user != w.who.user || info.role != w.who.role {
+            return Err(Refusal::NotYourName { what: "an author entry".into(), user: w.who.user.clone() });
+        }
+    }
+    Ok(())
+}
+
+/// Every entry of `before` must still be in `after`; returns the entries `after` adds.
+fn appended<'a, T: PartialEq>(before: &[T], after: &'a [T], what: &str) -> Result<Vec<&'a T>, Refusal> {
+    let mut used = vec![false; after.len()];
+    for b in before {
+        let slot = after.iter().enumerate().position(|(i, a)| !used[i] && a == b);
+        match slot {
+            Some(i) => used[i] = true,
+            None => return Err(Refusal::HistoryRewritten { what: what.into() }),
+        }
+    }
+    Ok(after.iter().zip(used).filter(|(_, u)| !u).map(|(a, _)| a).collect())
+}
+
+/// Transitions compared without the fold's `applied` flag, which is derived, not written.
+fn recorded(ts: &[Transition]) -> Vec<Transition> {
+    ts.iter().map(|t| Transition { applied: false, ..t.clone() }).collect()
+}
+
+/// Checks a report write: `before` is `None` when the changes create the report.
+pub fn check_report(
+    org: &Org,
+    w: &Writer<'_>,
+    before: Option<&ReportView>,
+    after: &ReportView,
+) -> Result<(), Refusal> {
+    let who = w.who;
+    if who.role == Role::System && before.is_none() {
+        return Err(role_cannot(who.role, "create reports"));
+    }
+    check_place(org, who, &after.grid, &after.town)?;
+    check_authors(before.map(|b| &b.authors), &after.authors, w)?;
+    match before {
+        None => {
+            if after.reporter != who.user {
+                return Err(Refusal::NotYourName { what: "the reporter".into(), user: who.user.clone() });
+            }
+        }
+        Some(b) => {
+            let fixed = [
+                ("id", b.id == after.id),
+                ("grid", b.grid == after.grid),
+                ("town", b.town == after.town),
+                ("reporter", b.reporter == after.reporter),
+                ("created_at", b.created_at == after.created_at),
+            ];
+            if let Some((field, _)) = fixed.iter().find(|(_, same)| !same) {
+                return Err(Refusal::ImmutableField { field: (*field).into() });
+            }
+            let fields_changed = b.title != after.title
+                || b.description != after.description
+                || b.category != after.category
+                || b.urgency != after.urgency
+                || b.location != after.location
+                || b.parties != after.parties
+                || b.head_count != after.head_count
+                || b.attachments != after.attachments;
+            if fields_changed {
+                if who.role == Role::System {
+                    return Err(role_cannot(who.role, "edit report fields"));
+                }
+                if matches!(b.status, Status::Closed | Status::Cancelled) {
+                    return Err(Refusal::ReportFinished { status: b.status.to_string() });
+                }
+            }
+        }
+    }
+    let no_notes = Vec::new();
+    let new_notes = appended(before.map_or(&no_notes, |b| &b.notes), &after.notes, "notes")?;
+    for n in new_notes {
+        if n.author != who.user || n.role != who.role {
+            return Err(Refusal::NotYourName { what: "a note".into(), user: who.user.clone() });
+        }
+    }
+    let before_ts = before.map(|b| recorded(&b.transitions)).unwrap_or_default();
+    let after_ts = recorded(&after.transitions);
+    let new_ts = appended(&before_ts, &after_ts, "transitions")?;
+    let ids: BTreeSet<&str> = after_ts.iter().map(|t| t.id.as_str()).collect();
+    if ids.len() != after_ts.len() {
+        return Err(Refusal::HistoryRewritten { what: "transition ids".into() });
+    }
+    for t in new_ts {
+        check_transition(who, t, &after_ts)?;
+    }
+    Ok(())
+}
+
+fn check_transition(who: &Principal, t: &Transition, all: &[Transition]) -> Result<(), Refusal> {
+    if t.author != who.user || t.role != who.role {
+        return Err(Refusal::NotYourName { what: "a transition".into(), user: who.user.clone() });
+    }
+    let not_allowed = || Refusal::TransitionNotAllowed {
+        action: t.action.to_string(),
+        from: t.from.to_string(),
+        level: t.from_level.to_string(),
+        role: who.role.as_str().into(),
+    };
+    if t.action.target(t.from, t.from_level) != Some((t.to, t.to_level))
+        || !t.action.allowed_for(who.role, t.from_level)
+    {
+        return Err(not_allowed());
+    }
+    let parent_state = if t.parent.is_empty() {
+        Some((Status::Open, Level::Grid))
+    } else {
+        all.iter().find(|p| p.id == t.parent).map(|p| (p.to, p.to_level))
+    };
+    if parent_state != Some((t.from, t.from_level)) {
+        return Err(Refusal::TransitionOutOfOrder { id: t.id.clone() });
+    }
+    Ok(())
+}
+
+/// Checks a patrol write: only the patrol's own worker writes it, inside their scope.
+pub fn check_patrol(
+    org: &Org,
+    w: &Writer<'_>,
+    before: Option<&PatrolView>,
+    after: &PatrolView,
+) -> Result<(), Refusal> {
+    let who = w.who;
+    if !matches!(who.role, Role::GridWorker | Role::GridAssistant) {
+        return Err(role_cannot(who.role, "write patrols"));
+    }
+    check_place(org, who, &after.grid, &after.town)?;
+    check_authors(before.map(|b| &b.authors), &after.authors, w)?;
+    if after.worker != who.user {
+        return Err(Refusal::NotYourName { what: "a patrol".into(), user: who.user.clone() });
+    }
+    if let Some(b) = before {
+        let fixed = [
+            ("id", b.id == after.id),
+            ("grid", b.grid == after.grid),
+            ("town", b.town == after.town),
+            ("worker", b.worker == after.worker),
+            ("started_at", b.started_at == after.started_at),
+        ];
+        if let Some((field, _)) = fixed.iter().find(|(_, same)| !same) {
+            return Err(Refusal::ImmutableField { field: (*field).into() });
+        }
+        appended(&b.checkins, &after.checkins, "check-ins")?;
+        appended(&b.visits, &after.visits, "visits")?;
+        appended(&b.findings, &after.findings, "findings")?;
+        if after.track.len() < b.track.len() {
+            return Err(Refusal::HistoryRewritten { what: "the track".into() });
+        }
+    }
+    Ok(())
+}
+
+/// Whether `who` may take `action` on a report at `level` in (`grid`, `town`): the client's
+/// pre-check before writing, with the same answer the server will give.
+pub fn check_action(
+    org: &Org,
+    who: &Principal,
+    action: Action,
+    level: Level,
+    grid: &str,
+    town: &str,
+) -> Result<(), Refusal> {
+    check_place(org, who, grid, town)?;
+    if !action.allowed_for(who.role, level) {
+        return Err(role_cannot(who.role, &format!("{action} a report at {level} level")));
+    }
+    Ok(())
+}
