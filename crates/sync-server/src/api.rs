@@ -1,0 +1,336 @@
+//! The HTTP API: routes, authentication, the JSON error type, and the handlers.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use gridsync_core::org::{Org, Role, Scope};
+use gridsync_core::protocol::{
+    DeviceRegistered, DeviceRegistration, DocUpdate, Encoding, ErrorBody, NewUser, SyncRequest, SyncResponse,
+    WhoAmI,
+};
+use serde::Deserialize;
+
+use crate::AppState;
+use crate::store::{DeviceRecord, StoreError, UserRecord};
+use crate::tokens;
+
+/// An error answer: a status and `{ code, message }`. Internal details are logged, never sent.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into() }
+    }
+    fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+    fn internal(context: &str, e: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %e, "{context}");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the server had a problem; try again later")
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            StoreError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, "not_found", m),
+            other => ApiError::internal("storage failed", other),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(ErrorBody { code: self.code.to_string(), message: self.message })).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Most changes one sync may push; a device with more sends several requests.
+pub const MAX_CHANGES_PER_SYNC: usize = 20_000;
+/// Response data budget when the device does not ask for one, and the most it may ask for.
+pub const DEFAULT_PAGE_BYTES: u64 = 1 << 20;
+pub const MAX_PAGE_BYTES: u64 = 8 << 20;
+/// Most documents considered for one page.
+pub const MAX_PAGE_DOCS: usize = 2_000;
+
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(|| async { Json(crate::openapi::document()) }))
+        .route("/v1/devices", post(register_device))
+        .route("/v1/whoami", get(whoami))
+        .route("/v1/sync", post(sync))
+        .route("/v1/admin/devices", get(admin_devices))
+        .route("/v1/admin/documents", get(admin_documents))
+        .route("/v1/admin/users", get(admin_users).post(admin_add_user))
+        .route("/v1/admin/users/{id}/revoke", post(admin_revoke_user))
+}
+
+async fn metrics(State(s): State<Arc<AppState>>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render())
+}
+
+fn bearer(headers: &HeaderMap) -> ApiResult<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "send your token as 'Authorization: Bearer TOKEN'",
+            )
+        })
+}
+
+fn unknown_token() -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "this token is not known to the server")
+}
+
+fn revoked() -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "revoked", "this user has been revoked; ask an admin")
+}
+
+/// Runs a blocking store call off the async threads.
+async fn blocking<T: Send + 'static>(
+    s: &Arc<AppState>,
+    f: impl FnOnce(&AppState) -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    let s = s.clone();
+    tokio::task::spawn_blocking(move || f(&s))
+        .await
+        .map_err(|e| ApiError::internal("a blocking task failed", e))?
+}
+
+async fn device_auth(s: &Arc<AppState>, headers: &HeaderMap) -> ApiResult<DeviceRecord> {
+    let hash = tokens::hash(bearer(headers)?);
+    let d = blocking(s, move |s| Ok(s.store.device_by_token(&hash)?)).await?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "this is not a device token; run 'field init' to register the device",
+        )
+    })?;
+    if d.user.revoked {
+        return Err(revoked());
+    }
+    Ok(d)
+}
+
+/// A user token, or a device token standing for its user.
+async fn user_auth(s: &Arc<AppState>, headers: &HeaderMap) -> ApiResult<(UserRecord, Option<String>)> {
+    let hash = tokens::hash(bearer(headers)?);
+    let found = blocking(s, move |s| {
+        if let Some(u) = s.store.user_by_token(&hash)? {
+            return Ok(Some((u, None)));
+        }
+        Ok(s.store.device_by_token(&hash)?.map(|d| (d.user, Some(d.id))))
+    })
+    .await?
+    .ok_or_else(unknown_token)?;
+    if found.0.revoked {
+        return Err(revoked());
+    }
+    Ok(found)
+}
+
+async fn admin_auth(s: &Arc<AppState>, headers: &HeaderMap) -> ApiResult<UserRecord> {
+    let (u, _) = user_auth(s, headers).await?;
+    if u.role != Role::Admin {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "only an admin can do this"));
+    }
+    Ok(u)
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request("bad_json", format!("the request body is not valid: {e}")))
+}
+
+/// The part of the organisation a scope covers.
+pub fn org_for_scope(org: &Org, scope: &Scope) -> Org {
+    let grids: Vec<_> = org.grids.iter().filter(|g| scope.covers(&g.id, &g.town)).cloned().collect();
+    let villages = org.villages.iter().filter(|v| grids.iter().any(|g| g.village == v.id)).cloned().collect();
+    let towns = org.towns.iter().filter(|t| grids.iter().any(|g| g.town == t.id)).cloned().collect();
+    Org { county: org.county.clone(), towns, villages, grids }
+}
+
+fn whoami_of(u: &UserRecord, device: Option<String>) -> WhoAmI {
+    WhoAmI { user: u.id.clone(), name: u.name.clone(), role: u.role, scope: u.scope.clone(), device }
+}
+
+async fn register_device(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let hash = tokens::hash(bearer(&headers)?);
+    let user = blocking(&s, move |s| Ok(s.store.user_by_token(&hash)?)).await?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "register a device with the user token an admin gave you",
+        )
+    })?;
+    if user.revoked {
+        return Err(revoked());
+    }
+    let reg: DeviceRegistration = parse_json(&body)?;
+    if reg.actor.len() != 32 || !reg.actor.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+        return Err(ApiError::bad_request("bad_actor", "the actor id must be 32 lowercase hex digits"));
+    }
+    if reg.label.chars().count() > 200 {
+        return Err(ApiError::bad_request("bad_label", "the device label is longer than 200 characters"));
+    }
+    let device = uuid::Uuid::now_v7().to_string();
+    let token = tokens::new_token("gsd");
+    let at = s.clock.now_ms();
+    {
+        let (device, token_hash, user_id) = (device.clone(), tokens::hash(&token), user.id.clone());
+        blocking(&s, move |s| {
+            Ok(s.store.add_device(&device, &user_id, &reg.label, &reg.actor, &token_hash, at)?)
+        })
+        .await?;
+    }
+    let org = org_for_scope(&s.org.read().unwrap_or_else(|p| p.into_inner()), &user.scope);
+    tracing::info!(device = %device, user = %user.id, "device registered");
+    Ok((
+        StatusCode::CREATED,
+        Json(DeviceRegistered { device: device.clone(), token, whoami: whoami_of(&user, Some(device)), org }),
+    )
+        .into_response())
+}
+
+async fn whoami(State(s): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult<Json<WhoAmI>> {
+    let (u, device) = user_auth(&s, &headers).await?;
+    Ok(Json(whoami_of(&u, device)))
+}
+
+async fn sync(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
+    let started = Instant::now();
+    let device = device_auth(&s, &headers).await?;
+    let req: SyncRequest = parse_json(&body)?;
+    if req.changes.len() > MAX_CHANGES_PER_SYNC {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_changes",
+            format!("push at most {MAX_CHANGES_PER_SYNC} changes per sync"),
+        ));
+    }
+    let at = s.clock.now_ms();
+    let verdicts = s
+        .ingest
+        .push(device.clone(), req.cursor, req.changes, at)
+        .await
+        .map_err(|m| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m))?;
+    let budget = req.budget.unwrap_or(DEFAULT_PAGE_BYTES).clamp(1, MAX_PAGE_BYTES);
+    let cursor = req.cursor;
+    let (docs, cursor, has_more) = blocking(&s, move |s| {
+        let (entries, head) = s.store.page(&device.user.scope, cursor, &device.id, MAX_PAGE_DOCS)?;
+        let full = entries.len() == MAX_PAGE_DOCS;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let (mut docs, mut used, mut next, mut has_more) = (Vec::new(), 0u64, cursor, false);
+        for e in entries {
+            let (encoding, data) = match e.changes {
+                Some(ch) if ch.is_empty() => {
+                    next = e.doc.updated_seq;
+                    continue;
+                }
+                Some(ch) if ch.iter().map(Vec::len).sum::<usize>() < e.doc.snapshot.len() => {
+                    (Encoding::Changes, ch.concat())
+                }
+                _ => (Encoding::Snapshot, e.doc.snapshot),
+            };
+            if !docs.is_empty() && used + data.len() as u64 > budget {
+                has_more = true;
+                break;
+            }
+            used += data.len() as u64;
+            next = e.doc.updated_seq;
+            docs.push(DocUpdate { doc: e.doc.id, kind: e.doc.kind, encoding, data: b64.encode(data) });
+        }
+        if full {
+            has_more = true;
+        }
+        if !has_more {
+            next = next.max(head);
+        }
+        Ok((docs, next, has_more))
+    })
+    .await?;
+    let resp = SyncResponse { verdicts, docs, cursor, has_more };
+    let out = serde_json::to_vec(&resp).map_err(|e| ApiError::internal("encoding a response", e))?;
+    s.metrics.bytes(body.len() as u64, out.len() as u64);
+    s.metrics.sync_latency(started.elapsed().as_secs_f64());
+    Ok(([(header::CONTENT_TYPE, "application/json")], out).into_response())
+}
+
+async fn admin_devices(State(s): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult<Response> {
+    admin_auth(&s, &headers).await?;
+    let rows = blocking(&s, |s| Ok(s.store.device_statuses()?)).await?;
+    Ok(Json(rows).into_response())
+}
+
+#[derive(Deserialize)]
+struct DocumentsQuery {
+    #[serde(default)]
+    conflicts: bool,
+}
+
+async fn admin_documents(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<DocumentsQuery>,
+) -> ApiResult<Response> {
+    admin_auth(&s, &headers).await?;
+    let rows = blocking(&s, move |s| Ok(s.store.document_statuses(q.conflicts)?)).await?;
+    Ok(Json(rows).into_response())
+}
+
+async fn admin_users(State(s): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult<Response> {
+    admin_auth(&s, &headers).await?;
+    let users = blocking(&s, |s| Ok(s.store.users()?)).await?;
+    let rows: Vec<WhoAmI> = users.iter().map(|u| WhoAmI { device: None, ..whoami_of(u, None) }).collect();
+    Ok(Json(rows).into_response())
+}
+
+async fn admin_add_user(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    admin_auth(&s, &headers).await?;
+    let req: NewUser = parse_json(&body)?;
+    let created = crate::add_user(&s, &req.name, req.role, &req.scope, None)
+        .map_err(|e| ApiError::bad_request("bad_user", e.to_string()))?;
+    Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+async fn admin_revoke_user(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    admin_auth(&s, &headers).await?;
+    blocking(&s, move |s| Ok(s.store.revoke_user(&id)?)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

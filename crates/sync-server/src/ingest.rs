@@ -1,0 +1,571 @@
+//! Ingest: the single writer. Pushed changes from concurrent syncs queue here; the writer thread
+//! takes every queued push at once, decodes, orders, applies and validates each document's changes
+//! on a copy, and commits the whole group in one transaction (group commit) before anyone is
+//! answered. Hot documents stay in a bounded in-memory cache.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::num::NonZeroUsize;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, RwLock};
+
+use automerge::{ActorId, AutoCommit, Change, ChangeHash};
+use base64::Engine;
+use gridsync_core::doc::{self, DocKind, hash_hex};
+use gridsync_core::org::{Org, Principal};
+use gridsync_core::patrol::{PatrolView, materialize_patrol};
+use gridsync_core::protocol::{Outcome, PushedChange, Verdict};
+use gridsync_core::report::{ReportView, materialize_report};
+use gridsync_core::validate::{Refusal, Writer, check_patrol, check_report};
+use lru::LruCache;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::metrics::Metrics;
+use crate::store::{DeviceActivity, DeviceRecord, DocWrite, Store, StoreError};
+
+/// The actor the server reads documents with; it never writes with it.
+fn reader_actor() -> ActorId {
+    ActorId::from([0u8; 16])
+}
+
+/// A document's materialized view, of either kind.
+#[derive(Debug, Clone)]
+pub enum View {
+    Report(Box<ReportView>),
+    Patrol(Box<PatrolView>),
+}
+
+impl View {
+    fn place(&self) -> (&str, &str) {
+        match self {
+            View::Report(r) => (&r.grid, &r.town),
+            View::Patrol(p) => (&p.grid, &p.town),
+        }
+    }
+}
+
+/// Materializes under a panic guard: a document that makes the reader panic is refused, not fatal.
+pub fn materialize(kind: DocKind, d: &AutoCommit) -> Result<View, String> {
+    let out = catch_unwind(AssertUnwindSafe(|| match kind {
+        DocKind::Report => materialize_report(d).map(|v| View::Report(Box::new(v))),
+        DocKind::Patrol => materialize_patrol(d).map(|v| View::Patrol(Box::new(v))),
+    }));
+    match out {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("the document could not be read".into()),
+    }
+}
+
+fn check(org: &Org, w: &Writer<'_>, before: Option<&View>, after: &View) -> Result<(), Refusal> {
+    match (before, after) {
+        (None, View::Report(a)) => check_report(org, w, None, a),
+        (Some(View::Report(b)), View::Report(a)) => check_report(org, w, Some(b), a),
+        (None, View::Patrol(a)) => check_patrol(org, w, None, a),
+        (Some(View::Patrol(b)), View::Patrol(a)) => check_patrol(org, w, Some(b), a),
+        _ => Err(Refusal::Malformed { message: "the document changed kind".into() }),
+    }
+}
+
+/// A document as the writer holds it.
+struct Cached {
+    doc: AutoCommit,
+    kind: DocKind,
+    view: View,
+}
+
+/// One device's push, waiting for the writer.
+struct PushJob {
+    device: DeviceRecord,
+    cursor: u64,
+    changes: Vec<PushedChange>,
+    at: i64,
+    reply: oneshot::Sender<Result<Vec<Verdict>, String>>,
+}
+
+/// Handle to the writer thread.
+#[derive(Clone)]
+pub struct Ingest {
+    tx: mpsc::Sender<PushJob>,
+}
+
+/// Tuning for the writer.
+#[derive(Debug, Clone, Copy)]
+pub struct IngestConfig {
+    /// Documents kept in memory.
+    pub cache_docs: usize,
+    /// Most pushes committed in one transaction.
+    pub max_group: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig { cache_docs: 20_000, max_group: 512 }
+    }
+}
+
+impl Ingest {
+    /// Starts the writer thread. It stops when every `Ingest` handle is dropped.
+    pub fn start(
+        store: Arc<dyn Store>,
+        org: Arc<RwLock<Org>>,
+        metrics: Arc<Metrics>,
+        config: IngestConfig,
+    ) -> Ingest {
+        let (tx, rx) = mpsc::channel(4096);
+        std::thread::Builder::new()
+            .name("gridsync-ingest".into())
+            .spawn(move || WriterLoop::new(store, org, metrics, config).run(rx))
+            .expect("spawn the ingest thread");
+        Ingest { tx }
+    }
+
+    /// Validates and stores a device's changes; records its cursor and activity. Returns one verdict
+    /// per pushed change, in order, once the group holding it is durably committed.
+    pub async fn push(
+        &self,
+        device: DeviceRecord,
+        cursor: u64,
+        changes: Vec<PushedChange>,
+        at: i64,
+    ) -> Result<Vec<Verdict>, String> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(PushJob { device, cursor, changes, at, reply })
+            .await
+            .map_err(|_| "the writer has stopped".to_string())?;
+        rx.await.map_err(|_| "the writer has stopped".to_string())?
+    }
+}
+
+struct WriterLoop {
+    store: Arc<dyn Store>,
+    org: Arc<RwLock<Org>>,
+    metrics: Arc<Metrics>,
+    /// Committed documents, most recently used kept.
+    cache: LruCache<String, Cached>,
+    /// Documents changed by the group being processed: not committed yet, so not in `cache`.
+    staged: BTreeMap<String, Staged>,
+    max_group: usize,
+}
+
+/// A document changed in the current group, with the changes to append to the log.
+struct Staged {
+    cached: Cached,
+    /// (hash, raw bytes, pushing device) in application order.
+    changes: Vec<(Vec<u8>, Vec<u8>, Option<String>)>,
+}
+
+fn verdict(doc: &str, hash: Option<&ChangeHash>, outcome: Outcome) -> Verdict {
+    Verdict {
+        doc: doc.to_string(),
+        hash: hash.map(hash_hex),
+        outcome,
+        code: None,
+        message: None,
+        missing: vec![],
+    }
+}
+
+fn refused(
+    doc: &str,
+    hash: Option<&ChangeHash>,
+    outcome: Outcome,
+    code: &str,
+    message: impl Into<String>,
+) -> Verdict {
+    Verdict { code: Some(code.into()), message: Some(message.into()), ..verdict(doc, hash, outcome) }
+}
+
+/// Changes of one document from one push, decoded, with their positions in the request.
+struct DocBatch {
+    kind: DocKind,
+    items: Vec<(usize, Change)>,
+}
+
+impl WriterLoop {
+    fn new(
+        store: Arc<dyn Store>,
+        org: Arc<RwLock<Org>>,
+        metrics: Arc<Metrics>,
+        config: IngestConfig,
+    ) -> Self {
+        let cap = NonZeroUsize::new(config.cache_docs.max(1)).expect("non-zero");
+        WriterLoop {
+            store,
+            org,
+            metrics,
+            cache: LruCache::new(cap),
+            staged: BTreeMap::new(),
+            max_group: config.max_group.max(1),
+        }
+    }
+
+    fn run(mut self, mut rx: mpsc::Receiver<PushJob>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut jobs = vec![first];
+            while jobs.len() < self.max_group {
+                match rx.try_recv() {
+                    Ok(j) => jobs.push(j),
+                    Err(_) => break,
+                }
+            }
+            self.group(jobs);
+        }
+    }
+
+    fn group(&mut self, jobs: Vec<PushJob>) {
+        let org = self.org.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut results = Vec::with_capacity(jobs.len());
+        let mut activity = Vec::with_capacity(jobs.len());
+        for job in &jobs {
+            let r = self.process(&org, job);
+            if let Ok(verdicts) = &r {
+                activity.push(DeviceActivity {
+                    device: job.device.id.clone(),
+                    cursor: job.cursor,
+                    pushed: verdicts.iter().filter(|v| v.outcome == Outcome::Accepted).count() as u64,
+                    refused: verdicts
+                        .iter()
+                        .filter(|v| matches!(v.outcome, Outcome::Forbidden | Outcome::Malformed))
+                        .count() as u64,
+                    refusals: verdicts
+                        .iter()
+                        .filter(|v| matches!(v.outcome, Outcome::Forbidden | Outcome::Malformed))
+                        .map(|v| {
+                            (
+                                v.doc.clone(),
+                                v.hash.clone(),
+                                v.code.clone().unwrap_or_default(),
+                                v.message.clone().unwrap_or_default(),
+                            )
+                        })
+                        .collect(),
+                    at: job.at,
+                });
+            }
+            results.push(r);
+        }
+        let mut staged = std::mem::take(&mut self.staged);
+        let mut writes = Vec::with_capacity(staged.len());
+        for (id, st) in staged.iter_mut() {
+            let (id, changes, c) = (id.clone(), std::mem::take(&mut st.changes), &mut st.cached);
+            let (grid, town) = c.view.place();
+            let (grid, town) = (grid.to_string(), town.to_string());
+            let (view_json, conflicts_json, status, level) = match &c.view {
+                View::Report(r) => (
+                    serde_json::to_string(r).unwrap_or_default(),
+                    serde_json::to_string(&r.conflicts).unwrap_or_else(|_| "[]".into()),
+                    Some(r.status),
+                    Some(r.level),
+                ),
+                View::Patrol(p) => (
+                    serde_json::to_string(p).unwrap_or_default(),
+                    serde_json::to_string(&p.conflicts).unwrap_or_else(|_| "[]".into()),
+                    None,
+                    None,
+                ),
+            };
+            writes.push(DocWrite {
+                id,
+                kind: c.kind,
+                grid,
+                town,
+                snapshot: c.doc.save(),
+                heads: c.doc.get_heads().iter().map(hash_hex).collect(),
+                changes,
+                view_json,
+                conflicts_json,
+                status,
+                level,
+            });
+        }
+        let committed = self.store.commit_group(&writes, &activity);
+        match &committed {
+            // The cache keeps the committed versions; the staged ones are dropped.
+            Err(e) => {
+                tracing::error!(error = %e, "group commit failed; the pushes are answered with an error")
+            }
+            Ok(()) => {
+                self.metrics.group_commit(jobs.len());
+                for (id, s) in staged {
+                    self.cache.put(id, s.cached);
+                }
+                self.metrics
+                    .cached_documents
+                    .store(self.cache.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        for (job, r) in jobs.into_iter().zip(results) {
+            let answer = match (&committed, r) {
+                (Ok(()), Ok(verdicts)) => {
+                    for v in &verdicts {
+                        self.metrics.verdict(v);
+                    }
+                    Ok(verdicts)
+                }
+                (Err(_), _) => Err("the server could not store the changes; try again".to_string()),
+                (Ok(()), Err(e)) => Err(e),
+            };
+            let _ = job.reply.send(answer);
+        }
+    }
+
+    /// The latest state of a document: staged in this group, cached, or loaded from the store.
+    fn lookup(&mut self, id: &str) -> Result<Option<(AutoCommit, DocKind, View)>, String> {
+        if let Some(s) = self.staged.get(id) {
+            return Ok(Some((s.cached.doc.clone(), s.cached.kind, s.cached.view.clone())));
+        }
+        if !self.ensure_cached(id)? {
+            return Ok(None);
+        }
+        Ok(self.cache.get(id).map(|c| (c.doc.clone(), c.kind, c.view.clone())))
+    }
+
+    /// Loads a document into the cache; `Ok(false)` when the server does not have it.
+    fn ensure_cached(&mut self, id: &str) -> Result<bool, String> {
+        if self.cache.contains(id) {
+            return Ok(true);
+        }
+        let rec = self.store.load_doc(id).map_err(|e: StoreError| {
+            tracing::error!(error = %e, "loading a document failed");
+            "the server could not read a document; try again".to_string()
+        })?;
+        let Some(rec) = rec else { return Ok(false) };
+        let d = doc::load(&rec.snapshot, reader_actor())
+            .map_err(|e| format!("stored document {id} is unreadable: {e}"))?;
+        let view =
+            materialize(rec.kind, &d).map_err(|e| format!("stored document {id} is unreadable: {e}"))?;
+        self.cache.put(id.to_string(), Cached { doc: d, kind: rec.kind, view });
+        Ok(true)
+    }
+
+    fn process(&mut self, org: &Org, job: &PushJob) -> Result<Vec<Verdict>, String> {
+        let mut verdicts: Vec<Option<Verdict>> = vec![None; job.changes.len()];
+        let mut batches: BTreeMap<String, DocBatch> = BTreeMap::new();
+        for (i, p) in job.changes.iter().enumerate() {
+            if uuid::Uuid::parse_str(&p.doc).is_err() {
+                verdicts[i] = Some(refused(
+                    &p.doc,
+                    None,
+                    Outcome::Malformed,
+                    "bad_doc_id",
+                    "the document id is not a UUID",
+                ));
+                continue;
+            }
+            let bytes = match base64::engine::general_purpose::STANDARD.decode(&p.change) {
+                Ok(b) => b,
+                Err(_) => {
+                    verdicts[i] = Some(refused(
+                        &p.doc,
+                        None,
+                        Outcome::Malformed,
+                        "bad_base64",
+                        "the change is not valid base64",
+                    ));
+                    continue;
+                }
+            };
+            match doc::decode_change(&bytes) {
+                Ok(c) => {
+                    let b = batches.entry(p.doc.clone()).or_insert(DocBatch { kind: p.kind, items: vec![] });
+                    if b.kind != p.kind {
+                        verdicts[i] = Some(refused(
+                            &p.doc,
+                            Some(&c.hash()),
+                            Outcome::Malformed,
+                            "kind_mismatch",
+                            "changes of one document disagree about its kind",
+                        ));
+                    } else {
+                        b.items.push((i, c));
+                    }
+                }
+                Err(e) => {
+                    verdicts[i] =
+                        Some(refused(&p.doc, None, Outcome::Malformed, "bad_change", e.to_string()));
+                }
+            }
+        }
+        let who = Principal {
+            user: job.device.user.id.clone(),
+            role: job.device.user.role,
+            scope: job.device.user.scope.clone(),
+        };
+        let actors: BTreeSet<String> = [job.device.actor.clone()].into();
+        let writer = Writer { who: &who, actors: &actors };
+        for (doc_id, batch) in batches {
+            for (i, v) in self.process_doc(org, &writer, &job.device.id, &doc_id, batch)? {
+                verdicts[i] = Some(v);
+            }
+        }
+        Ok(verdicts.into_iter().map(|v| v.expect("every change has a verdict")).collect())
+    }
+
+    fn process_doc(
+        &mut self,
+        org: &Org,
+        writer: &Writer<'_>,
+        device: &str,
+        doc_id: &str,
+        batch: DocBatch,
+    ) -> Result<Vec<(usize, Verdict)>, String> {
+        let mut out = Vec::new();
+        let (mut current, before): (AutoCommit, Option<View>) = match self.lookup(doc_id)? {
+            Some((_, kind, _)) if kind != batch.kind => {
+                for (i, ch) in batch.items {
+                    out.push((
+                        i,
+                        refused(
+                            doc_id,
+                            Some(&ch.hash()),
+                            Outcome::Malformed,
+                            "kind_mismatch",
+                            "the document is of another kind",
+                        ),
+                    ));
+                }
+                return Ok(out);
+            }
+            Some((d, _, view)) => (d, Some(view)),
+            None => (AutoCommit::new().with_actor(reader_actor()), None),
+        };
+        // Duplicates and actor check.
+        let mut seen = HashSet::new();
+        let mut pending = Vec::new();
+        for (i, ch) in batch.items {
+            let h = ch.hash();
+            if current.get_change_by_hash(&h).is_some() || !seen.insert(h) {
+                out.push((i, verdict(doc_id, Some(&h), Outcome::Duplicate)));
+            } else if !writer.actors.contains(&ch.actor_id().to_hex_string()) {
+                out.push((
+                    i,
+                    refused(
+                        doc_id,
+                        Some(&h),
+                        Outcome::Forbidden,
+                        "actor_not_registered",
+                        "the change was written with an actor id not registered to this device",
+                    ),
+                ));
+            } else {
+                pending.push((i, ch));
+            }
+        }
+        // Causal order: a change is ready when all its dependencies are known or ready before it.
+        let mut known: HashSet<ChangeHash> = HashSet::new();
+        let mut ready = Vec::new();
+        loop {
+            let before_len = pending.len();
+            let mut rest = Vec::new();
+            for (i, ch) in pending {
+                let deps_ok =
+                    ch.deps().iter().all(|d| known.contains(d) || current.get_change_by_hash(d).is_some());
+                if deps_ok {
+                    known.insert(ch.hash());
+                    ready.push((i, ch));
+                } else {
+                    rest.push((i, ch));
+                }
+            }
+            pending = rest;
+            if pending.is_empty() || pending.len() == before_len {
+                break;
+            }
+        }
+        for (i, ch) in pending {
+            let missing: Vec<String> = ch
+                .deps()
+                .iter()
+                .filter(|d| !known.contains(d) && current.get_change_by_hash(d).is_none())
+                .map(hash_hex)
+                .collect();
+            out.push((
+                i,
+                Verdict {
+                    code: Some("missing_deps".into()),
+                    message: Some("push the changes it depends on first".into()),
+                    missing,
+                    ..verdict(doc_id, Some(&ch.hash()), Outcome::MissingDeps)
+                },
+            ));
+        }
+        if ready.is_empty() {
+            return Ok(out);
+        }
+        // Fast path: the whole batch at once.
+        let mut trial = current.clone();
+        let all: Vec<Change> = ready.iter().map(|(_, c)| c.clone()).collect();
+        let whole = doc::apply_changes(&mut trial, all)
+            .map_err(|e| e.to_string())
+            .and_then(|()| materialize(batch.kind, &trial).map_err(|e| e.to_string()));
+        let accepted: Vec<(usize, Change)>;
+        let final_view: View;
+        match whole {
+            Ok(after) if check(org, writer, before.as_ref(), &after).is_ok() => {
+                accepted = ready;
+                current = trial;
+                final_view = after;
+            }
+            _ => {
+                // Slow path: one change at a time, so one bad change does not sink the rest.
+                let mut ok = Vec::new();
+                let mut bad: HashSet<ChangeHash> = HashSet::new();
+                let mut view = before.clone();
+                for (i, ch) in ready {
+                    let h = ch.hash();
+                    if ch.deps().iter().any(|d| bad.contains(d)) {
+                        bad.insert(h);
+                        out.push((
+                            i,
+                            refused(
+                                doc_id,
+                                Some(&h),
+                                Outcome::Forbidden,
+                                "depends_on_refused",
+                                "it builds on a refused change",
+                            ),
+                        ));
+                        continue;
+                    }
+                    let mut t = current.clone();
+                    let step = doc::apply_changes(&mut t, vec![ch.clone()])
+                        .map_err(|e| (Outcome::Malformed, "bad_change".to_string(), e.to_string()))
+                        .and_then(|()| {
+                            materialize(batch.kind, &t)
+                                .map_err(|e| (Outcome::Forbidden, "malformed".to_string(), e))
+                        })
+                        .and_then(|after| {
+                            check(org, writer, view.as_ref(), &after)
+                                .map(|()| after)
+                                .map_err(|r| (Outcome::Forbidden, r.code().to_string(), r.to_string()))
+                        });
+                    match step {
+                        Ok(after) => {
+                            current = t;
+                            view = Some(after);
+                            ok.push((i, ch));
+                        }
+                        Err((outcome, code, message)) => {
+                            bad.insert(h);
+                            out.push((i, refused(doc_id, Some(&h), outcome, &code, message)));
+                        }
+                    }
+                }
+                accepted = ok;
+                match view {
+                    Some(v) if !accepted.is_empty() => final_view = v,
+                    _ => return Ok(out),
+                }
+            }
+        }
+        let mut changes = self.staged.remove(doc_id).map(|s| s.changes).unwrap_or_default();
+        for (i, ch) in &accepted {
+            out.push((*i, verdict(doc_id, Some(&ch.hash()), Outcome::Accepted)));
+            changes.push((ch.hash().0.to_vec(), ch.raw_bytes().to_vec(), Some(device.to_string())));
+        }
+        let cached = Cached { doc: current, kind: batch.kind, view: final_view };
+        self.staged.insert(doc_id.to_string(), Staged { cached, changes });
+        Ok(out)
+    }
+}

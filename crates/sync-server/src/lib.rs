@@ -1,0 +1,195 @@
+//! Gridsync sync server.
+//!
+//! - [`api`]: routes, authentication, JSON errors, handlers.
+//! - [`ingest`]: the single writer: validation, application, group commit, document cache.
+//! - [`store`]: the `Store` trait and its embedded SQLite implementation.
+//! - [`metrics`]: Prometheus counters and histogram.
+//! - [`tokens`]: bearer tokens, stored hashed.
+//! - [`openapi`]: the OpenAPI document.
+//! - [`demo`]: the demo county with one user per role.
+
+pub mod api;
+pub mod demo;
+pub mod ingest;
+pub mod metrics;
+pub mod openapi;
+pub mod store;
+pub mod tokens;
+
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+
+use axum::Router;
+use axum::response::IntoResponse;
+use gridsync_core::org::{Org, Role};
+use gridsync_core::protocol::UserCreated;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::compression::CompressionLayer;
+use tower_http::decompression::RequestDecompressionLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::ingest::{Ingest, IngestConfig};
+use crate::metrics::Metrics;
+use crate::store::{Store, StoreError, UserRecord};
+
+/// Where the server's time comes from; tests pass a fixed clock.
+pub trait Clock: Send + Sync + 'static {
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> i64;
+}
+
+/// The machine's clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
+    }
+}
+
+/// Everything a request handler reaches.
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    /// The organisation, read on every push for validation.
+    pub org: Arc<RwLock<Org>>,
+    pub ingest: Ingest,
+    pub metrics: Arc<Metrics>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl AppState {
+    /// Builds the state and starts the writer thread.
+    pub fn new(
+        store: Arc<dyn Store>,
+        org: Org,
+        clock: Arc<dyn Clock>,
+        config: IngestConfig,
+    ) -> Arc<AppState> {
+        let org = Arc::new(RwLock::new(org));
+        let metrics = Arc::new(Metrics::default());
+        let ingest = Ingest::start(store.clone(), org.clone(), metrics.clone(), config);
+        Arc::new(AppState { store, org, ingest, metrics, clock })
+    }
+}
+
+/// Largest request body accepted, compressed or not.
+pub const MAX_BODY_BYTES: usize = 32 << 20;
+
+/// The router with its middleware: panics become 500s, bodies are gzip-decoded and -encoded.
+pub fn app(state: Arc<AppState>) -> Router {
+    let metrics = state.metrics.clone();
+    api::routes()
+        .with_state(state)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(RequestDecompressionLayer::new())
+        .layer(CompressionLayer::new())
+        .layer(axum::middleware::from_fn(move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let metrics = metrics.clone();
+            async move {
+                let route = req.uri().path().to_string();
+                let route = if route.starts_with("/v1/admin/users/") {
+                    "/v1/admin/users/{id}".to_string()
+                } else {
+                    route
+                };
+                let resp = next.run(req).await;
+                metrics.request(&route, resp.status().as_u16());
+                resp
+            }
+        }))
+        .layer(CatchPanicLayer::custom(|_| {
+            api::ApiError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the server had a problem; try again later",
+            )
+            .into_response()
+        }))
+        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(TraceLayer::new_for_http())
+}
+
+/// Serves until `shutdown` resolves, then lets in-flight requests finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await
+}
+
+/// Why a user could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum UserError {
+    #[error("{0}")]
+    Scope(String),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+/// Creates a user with a fresh enrolment token (returned once, stored hashed).
+pub fn add_user(
+    state: &AppState,
+    name: &str,
+    role: Role,
+    scope: &str,
+    id: Option<&str>,
+) -> Result<UserCreated, UserError> {
+    let org = state.org.read().unwrap_or_else(|p| p.into_inner()).clone();
+    create_user(&*state.store, &org, state.clock.now_ms(), name, role, scope, id)
+}
+
+/// [`add_user`] without a running server (the `user add` command).
+pub fn create_user(
+    store: &dyn Store,
+    org: &Org,
+    now_ms: i64,
+    name: &str,
+    role: Role,
+    scope: &str,
+    id: Option<&str>,
+) -> Result<UserCreated, UserError> {
+    if role == Role::System {
+        return Err(UserError::Scope("the system role belongs to the server itself".into()));
+    }
+    if name.trim().is_empty() {
+        return Err(UserError::Scope("a user needs a name".into()));
+    }
+    let scope = org.parse_scope(role, scope).map_err(UserError::Scope)?;
+    let id = match id {
+        Some(i) => i.to_string(),
+        None => format!("u-{}", &uuid::Uuid::now_v7().simple().to_string()[20..]),
+    };
+    let token = tokens::new_token("gsu");
+    let user =
+        UserRecord { id: id.clone(), name: name.to_string(), role, scope: scope.clone(), revoked: false };
+    store.add_user(&user, &tokens::hash(&token), now_ms)?;
+    Ok(UserCreated { user: id, name: name.to_string(), role, scope, token })
+}
+
+/// A future that resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

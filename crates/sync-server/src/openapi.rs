@@ -1,0 +1,49 @@
+//! `GET /openapi.json`: the API described for integrators, with the schemas from `schemas/`.
+
+use serde_json::{Value, json};
+
+/// The OpenAPI 3.1 document.
+pub fn document() -> Value {
+    let mut schemas = serde_json::Map::new();
+    for (file, text) in gridsync_core::schema::all() {
+        let name = file.trim_end_matches(".schema.json");
+        let mut schema: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        // Each schema keeps its own `$defs`; an `$id` makes its `#/$defs/...` references resolve there.
+        if let Some(o) = schema.as_object_mut() {
+            o.insert("$id".into(), json!(format!("urn:gridsync:schema:{name}")));
+        }
+        schemas.insert(name.to_string(), schema);
+    }
+    let body = |name: &str| json!({ "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{name}") } } } });
+    let ok = |name: &str, what: &str| json!({ "description": what, "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{name}") } } } });
+    let err = json!({ "description": "an error", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/error" } } } });
+    json!({
+        "openapi": "3.1.0",
+        "info": { "title": "Gridsync sync server", "version": env!("CARGO_PKG_VERSION"),
+                  "description": "Scoped one-round-trip sync of Automerge report and patrol documents. See docs/protocol.md." },
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } }
+        },
+        "security": [ { "bearer": [] } ],
+        "paths": {
+            "/v1/devices": { "post": { "summary": "Register a device (user token)", "requestBody": body("device-registration"),
+                "responses": { "201": ok("device-registered", "the device and its token"), "400": err, "401": err, "409": err } } },
+            "/v1/whoami": { "get": { "summary": "Who this token belongs to", "responses": { "200": ok("whoami", "the user"), "401": err } } },
+            "/v1/sync": { "post": { "summary": "Push the outbox and pull one page of changes in scope (device token)",
+                "requestBody": body("sync-request"),
+                "responses": { "200": ok("sync-response", "verdicts, documents, the new cursor"), "400": err, "401": err, "403": err, "413": err } } },
+            "/v1/admin/devices": { "get": { "summary": "Sync state of every device (admin)", "responses": { "200": ok("device-status", "devices"), "403": err } } },
+            "/v1/admin/documents": { "get": { "summary": "Documents, heads, conflicts (admin); ?conflicts=true for only those with resolved conflicts",
+                "responses": { "200": ok("document-status", "documents"), "403": err } } },
+            "/v1/admin/users": {
+                "get": { "summary": "Users (admin)", "responses": { "200": { "description": "users" }, "403": err } },
+                "post": { "summary": "Create a user (admin)", "requestBody": body("new-user"), "responses": { "201": ok("user-created", "the user and their enrolment token"), "400": err, "403": err } } },
+            "/v1/admin/users/{id}/revoke": { "post": { "summary": "Revoke a user and all their devices (admin)",
+                "parameters": [ { "name": "id", "in": "path", "required": true, "schema": { "type": "string" } } ],
+                "responses": { "204": { "description": "revoked" }, "404": err } } },
+            "/healthz": { "get": { "summary": "Liveness", "security": [], "responses": { "200": { "description": "ok" } } } },
+            "/metrics": { "get": { "summary": "Prometheus metrics", "security": [], "responses": { "200": { "description": "text exposition" } } } }
+        }
+    })
+}

@@ -1,0 +1,660 @@
+//! Durable storage: the `Store` trait the server is written against, and its embedded SQLite
+//! implementation (WAL, versioned migrations, one writer plus a pool of readers).
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use gridsync_core::doc::DocKind;
+use gridsync_core::lifecycle::{Level, Status};
+use gridsync_core::org::{Org, Role, Scope};
+use gridsync_core::protocol::{DeviceStatus, DocumentStatus};
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// Storage errors. Callers above the store turn these into 500s without leaking details.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    NotFound(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A user as stored; the token itself is never stored, only its SHA-256.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserRecord {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    pub scope: Scope,
+    pub revoked: bool,
+}
+
+/// A registered device, with its user.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceRecord {
+    pub id: String,
+    pub actor: String,
+    pub user: UserRecord,
+}
+
+/// A stored document: the compacted snapshot and what the pull path needs to know about it.
+#[derive(Debug, Clone)]
+pub struct DocRecord {
+    pub id: String,
+    pub kind: DocKind,
+    pub grid: String,
+    pub town: String,
+    pub snapshot: Vec<u8>,
+    pub created_seq: u64,
+    pub updated_seq: u64,
+}
+
+/// One document's accepted changes in a group commit, with its new state.
+#[derive(Debug, Clone)]
+pub struct DocWrite {
+    pub id: String,
+    pub kind: DocKind,
+    pub grid: String,
+    pub town: String,
+    pub snapshot: Vec<u8>,
+    pub heads: Vec<String>,
+    /// (hash, raw bytes, pushing device or None for the server) in application order.
+    pub changes: Vec<(Vec<u8>, Vec<u8>, Option<String>)>,
+    pub view_json: String,
+    pub conflicts_json: String,
+    pub status: Option<Status>,
+    pub level: Option<Level>,
+}
+
+/// What a sync did to a device's counters.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceActivity {
+    pub device: String,
+    pub cursor: u64,
+    pub pushed: u64,
+    pub refused: u64,
+    /// (doc, hash, code, message) of each refusal.
+    pub refusals: Vec<(String, Option<String>, String, String)>,
+    pub at: i64,
+}
+
+/// One in-scope document that changed after a cursor, and what the device lacks of it.
+#[derive(Debug, Clone)]
+pub struct PageEntry {
+    pub doc: DocRecord,
+    /// Changes after the cursor by other devices, when the device already holds the document.
+    pub changes: Option<Vec<Vec<u8>>>,
+}
+
+/// The storage interface. SQLite is the default; a PostgreSQL backend would implement the same.
+pub trait Store: Send + Sync + 'static {
+    fn org(&self) -> StoreResult<Option<Org>>;
+    fn set_org(&self, org: &Org) -> StoreResult<()>;
+    fn add_user(&self, user: &UserRecord, token_hash: &[u8], at: i64) -> StoreResult<()>;
+    fn revoke_user(&self, id: &str) -> StoreResult<()>;
+    fn users(&self) -> StoreResult<Vec<UserRecord>>;
+    fn user_by_token(&self, token_hash: &[u8]) -> StoreResult<Option<UserRecord>>;
+    fn add_device(
+        &self,
+        id: &str,
+        user: &str,
+        label: &str,
+        actor: &str,
+        token_hash: &[u8],
+        at: i64,
+    ) -> StoreResult<()>;
+    fn device_by_token(&self, token_hash: &[u8]) -> StoreResult<Option<DeviceRecord>>;
+    fn load_doc(&self, id: &str) -> StoreResult<Option<DocRecord>>;
+    /// Writes a group of documents and device activity in one transaction.
+    fn commit_group(&self, docs: &[DocWrite], activity: &[DeviceActivity]) -> StoreResult<()>;
+    /// Documents in `scope` updated after `cursor`, oldest update first, up to `limit` entries.
+    /// Returns them with the head sequence read in the same snapshot.
+    fn page(
+        &self,
+        scope: &Scope,
+        cursor: u64,
+        device: &str,
+        limit: usize,
+    ) -> StoreResult<(Vec<PageEntry>, u64)>;
+    fn head_seq(&self) -> StoreResult<u64>;
+    fn device_statuses(&self) -> StoreResult<Vec<DeviceStatus>>;
+    fn document_statuses(&self, only_conflicted: bool) -> StoreResult<Vec<DocumentStatus>>;
+    /// Materialized report views (JSON) in scope, for server-side queries.
+    fn report_views(&self, scope: &Scope) -> StoreResult<Vec<String>>;
+}
+
+const MIGRATIONS: &[&str] = &[
+    // 1: the initial schema.
+    "CREATE TABLE org (id INTEGER PRIMARY KEY CHECK (id = 1), json TEXT NOT NULL);
+     CREATE TABLE users (
+        id TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL, scope TEXT NOT NULL,
+        token_hash BLOB NOT NULL UNIQUE, created_at INTEGER NOT NULL, revoked INTEGER NOT NULL DEFAULT 0);
+     CREATE TABLE devices (
+        id TEXT PRIMARY KEY, user_id TEXT NOT NULL REFERENCES users(id), label TEXT NOT NULL,
+        actor TEXT NOT NULL UNIQUE, token_hash BLOB NOT NULL UNIQUE, registered_at INTEGER NOT NULL,
+        last_seen INTEGER, cursor INTEGER NOT NULL DEFAULT 0, pushed INTEGER NOT NULL DEFAULT 0,
+        refused INTEGER NOT NULL DEFAULT 0, last_error TEXT);
+     CREATE TABLE docs (
+        id TEXT PRIMARY KEY, kind TEXT NOT NULL, grid TEXT NOT NULL, town TEXT NOT NULL,
+        snapshot BLOB NOT NULL, created_seq INTEGER NOT NULL, updated_seq INTEGER NOT NULL,
+        change_count INTEGER NOT NULL, heads TEXT NOT NULL, view TEXT NOT NULL,
+        conflicts TEXT NOT NULL, conflict_count INTEGER NOT NULL, status TEXT, level TEXT);
+     CREATE INDEX docs_updated ON docs(updated_seq);
+     CREATE INDEX docs_town_updated ON docs(town, updated_seq);
+     CREATE INDEX docs_grid_updated ON docs(grid, updated_seq);
+     CREATE TABLE changes (
+        seq INTEGER PRIMARY KEY, doc_id TEXT NOT NULL, hash BLOB NOT NULL UNIQUE,
+        device_id TEXT, bytes BLOB NOT NULL);
+     CREATE INDEX changes_doc_seq ON changes(doc_id, seq);
+     CREATE TABLE refusals (
+        id INTEGER PRIMARY KEY, device_id TEXT NOT NULL, doc_id TEXT NOT NULL, hash TEXT,
+        code TEXT NOT NULL, message TEXT NOT NULL, at INTEGER NOT NULL);",
+];
+
+/// The embedded SQLite store in a data directory.
+pub struct SqliteStore {
+    path: PathBuf,
+    /// The one connection that writes; SQLite allows one writer at a time anyway.
+    writer: Mutex<Connection>,
+    /// Idle read connections; WAL lets them read while the writer writes.
+    readers: Mutex<Vec<Connection>>,
+}
+
+fn open(path: &Path) -> StoreResult<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store in `dir` and runs pending migrations.
+    pub fn open(dir: &Path) -> StoreResult<SqliteStore> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Corrupt(format!("cannot create {}: {e}", dir.display())))?;
+        let path = dir.join("gridsync.sqlite3");
+        let mut conn = open(&path)?;
+        migrate(&mut conn)?;
+        Ok(SqliteStore { path, writer: Mutex::new(conn), readers: Mutex::new(Vec::new()) })
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
+        let conn = match self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+            Some(c) => c,
+            None => open(&self.path)?,
+        };
+        let out = f(&conn);
+        let mut pool = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < 16 {
+            pool.push(conn);
+        }
+        out
+    }
+
+    fn write<T>(&self, f: impl FnOnce(&mut Connection) -> StoreResult<T>) -> StoreResult<T> {
+        let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut conn)
+    }
+}
+
+fn migrate(conn: &mut Connection) -> StoreResult<()> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let version = usize::try_from(version).unwrap_or(0);
+    if version > MIGRATIONS.len() {
+        return Err(StoreError::Corrupt(format!(
+            "the data directory is at schema version {version}, newer than this server ({})",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+fn user_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, String, String, bool)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get::<_, i64>(4)? != 0))
+}
+
+fn to_user(
+    (id, name, role, scope, revoked): (String, String, String, String, bool),
+) -> StoreResult<UserRecord> {
+    let role = Role::parse(&role).ok_or_else(|| StoreError::Corrupt(format!("role {role:?}")))?;
+    let scope = serde_json::from_str(&scope).map_err(|e| StoreError::Corrupt(format!("scope: {e}")))?;
+    Ok(UserRecord { id, name, role, scope, revoked })
+}
+
+fn kind_of(s: &str) -> StoreResult<DocKind> {
+    DocKind::parse(s).ok_or_else(|| StoreError::Corrupt(format!("document kind {s:?}")))
+}
+
+fn doc_from_row(
+    r: &rusqlite::Row<'_>,
+) -> rusqlite::Result<(String, String, String, String, Vec<u8>, i64, i64)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+}
+
+fn to_doc(
+    (id, kind, grid, town, snapshot, created, updated): (String, String, String, String, Vec<u8>, i64, i64),
+) -> StoreResult<DocRecord> {
+    Ok(DocRecord {
+        id,
+        kind: kind_of(&kind)?,
+        grid,
+        town,
+        snapshot,
+        created_seq: created as u64,
+        updated_seq: updated as u64,
+    })
+}
+
+const DOC_COLUMNS: &str = "id, kind, grid, town, snapshot, created_seq, updated_seq";
+
+impl Store for SqliteStore {
+    fn org(&self) -> StoreResult<Option<Org>> {
+        self.read(|c| {
+            let json: Option<String> =
+                c.query_row("SELECT json FROM org WHERE id = 1", [], |r| r.get(0)).optional()?;
+            json.map(|j| serde_json::from_str(&j).map_err(|e| StoreError::Corrupt(format!("org: {e}"))))
+                .transpose()
+        })
+    }
+
+    fn set_org(&self, org: &Org) -> StoreResult<()> {
+        let json = serde_json::to_string(org).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.write(|c| {
+            c.execute("INSERT INTO org (id, json) VALUES (1, ?1) ON CONFLICT(id) DO UPDATE SET json = excluded.json", [json])?;
+            Ok(())
+        })
+    }
+
+    fn add_user(&self, user: &UserRecord, token_hash: &[u8], at: i64) -> StoreResult<()> {
+        let scope = serde_json::to_string(&user.scope).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.write(|c| {
+            let n = c.execute(
+                "INSERT INTO users (id, name, role, scope, token_hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(id) DO NOTHING",
+                params![user.id, user.name, user.role.as_str(), scope, token_hash, at],
+            )?;
+            if n == 0 {
+                return Err(StoreError::Conflict(format!("a user with id {:?} already exists", user.id)));
+            }
+            Ok(())
+        })
+    }
+
+    fn revoke_user(&self, id: &str) -> StoreResult<()> {
+        self.write(|c| {
+            let n = c.execute("UPDATE users SET revoked = 1 WHERE id = ?1", [id])?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("no user {id:?}")));
+            }
+            Ok(())
+        })
+    }
+
+    fn users(&self) -> StoreResult<Vec<UserRecord>> {
+        self.read(|c| {
+            let mut st = c.prepare("SELECT id, name, role, scope, revoked FROM users ORDER BY id")?;
+            let rows = st.query_map([], user_from_row)?.collect::<Result<Vec<_>, _>>()?;
+            rows.into_iter().map(to_user).collect()
+        })
+    }
+
+    fn user_by_token(&self, token_hash: &[u8]) -> StoreResult<Option<UserRecord>> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT id, name, role, scope, revoked FROM users WHERE token_hash = ?1",
+                [token_hash],
+                user_from_row,
+            )
+            .optional()?
+            .map(to_user)
+            .transpose()
+        })
+    }
+
+    fn add_device(
+        &self,
+        id: &str,
+        user: &str,
+        label: &str,
+        actor: &str,
+        token_hash: &[u8],
+        at: i64,
+    ) -> StoreResult<()> {
+        self.write(|c| {
+            let taken: bool =
+                c.query_row("SELECT EXISTS(SELECT 1 FROM devices WHERE actor = ?1)", [actor], |r| r.get(0))?;
+            if taken {
+                return Err(StoreError::Conflict(
+                    "that actor id is already registered; a device must make a fresh one".into(),
+                ));
+            }
+            c.execute(
+                "INSERT INTO devices (id, user_id, label, actor, token_hash, registered_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![id, user, label, actor, token_hash, at],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn device_by_token(&self, token_hash: &[u8]) -> StoreResult<Option<DeviceRecord>> {
+        self.read(|c| {
+            let row = c
+                .query_row(
+                    "SELECT d.id, d.actor, u.id, u.name, u.role, u.scope, u.revoked
+                     FROM devices d JOIN users u ON u.id = d.user_id WHERE d.token_hash = ?1",
+                    [token_hash],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            (r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get::<_, i64>(6)? != 0),
+                        ))
+                    },
+                )
+                .optional()?;
+            row.map(|(id, actor, u)| Ok(DeviceRecord { id, actor, user: to_user(u)? })).transpose()
+        })
+    }
+
+    fn load_doc(&self, id: &str) -> StoreResult<Option<DocRecord>> {
+        self.read(|c| {
+            c.query_row(&format!("SELECT {DOC_COLUMNS} FROM docs WHERE id = ?1"), [id], doc_from_row)
+                .optional()?
+                .map(to_doc)
+                .transpose()
+        })
+    }
+
+    fn commit_group(&self, docs: &[DocWrite], activity: &[DeviceActivity]) -> StoreResult<()> {
+        self.write(|c| {
+            let tx = c.transaction()?;
+            {
+                let mut ins = tx.prepare_cached("INSERT INTO changes (doc_id, hash, device_id, bytes) VALUES (?1, ?2, ?3, ?4)")?;
+                let mut upsert = tx.prepare_cached(
+                    "INSERT INTO docs (id, kind, grid, town, snapshot, created_seq, updated_seq, change_count, heads,
+                                       view, conflicts, conflict_count, status, level)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                     ON CONFLICT(id) DO UPDATE SET snapshot = excluded.snapshot, updated_seq = excluded.updated_seq,
+                        change_count = docs.change_count + excluded.change_count, heads = excluded.heads,
+                        view = excluded.view, conflicts = excluded.conflicts,
+                        conflict_count = excluded.conflict_count, status = excluded.status, level = excluded.level",
+                )?;
+                for d in docs {
+                    let mut first = None;
+                    let mut last = 0i64;
+                    for (hash, bytes, device) in &d.changes {
+                        ins.execute(params![d.id, hash, device, bytes])?;
+                        last = tx.last_insert_rowid();
+                        first.get_or_insert(last);
+                    }
+                    let Some(first) = first else { continue };
+                    let conflict_count = serde_json::from_str::<Vec<serde_json::Value>>(&d.conflicts_json)
+                        .map(|v| v.len())
+                        .unwrap_or(0) as i64;
+                    upsert.execute(params![
+                        d.id,
+                        d.kind.as_str(),
+                        d.grid,
+                        d.town,
+                        d.snapshot,
+                        first,
+                        d.changes.len() as i64,
+                        d.heads.join(","),
+                        d.view_json,
+                        d.conflicts_json,
+                        conflict_count,
+                        d.status.map(|s| s.as_str()),
+                        d.level.map(|l| l.as_str()),
+                    ])?;
+                    if last != first {
+                        tx.execute("UPDATE docs SET updated_seq = ?2 WHERE id = ?1", params![d.id, last])?;
+                    }
+                }
+                let mut dev = tx.prepare_cached(
+                    "UPDATE devices SET last_seen = ?2, cursor = ?3, pushed = pushed + ?4, refused = refused + ?5,
+                        last_error = COALESCE(?6, last_error) WHERE id = ?1",
+                )?;
+                let mut refusal = tx.prepare_cached(
+                    "INSERT INTO refusals (device_id, doc_id, hash, code, message, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?;
+                for a in activity {
+                    let last_error = a.refusals.last().map(|(doc, _, code, msg)| format!("{code} on {doc}: {msg}"));
+                    dev.execute(params![a.device, a.at, a.cursor as i64, a.pushed as i64, a.refused as i64, last_error])?;
+                    for (doc, hash, code, msg) in &a.refusals {
+                        refusal.execute(params![a.device, doc, hash, code, msg, a.at])?;
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    fn page(
+        &self,
+        scope: &Scope,
+        cursor: u64,
+        device: &str,
+        limit: usize,
+    ) -> StoreResult<(Vec<PageEntry>, u64)> {
+        self.read(|c| {
+            let tx = c.unchecked_transaction()?;
+            let head: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM changes", [], |r| r.get(0))?;
+            let cur = cursor as i64;
+            let lim = limit as i64;
+            let docs: Vec<DocRecord> = match scope {
+                Scope::County => {
+                    let mut st = tx.prepare_cached(&format!(
+                        "SELECT {DOC_COLUMNS} FROM docs WHERE updated_seq > ?1 ORDER BY updated_seq LIMIT ?2"
+                    ))?;
+                    st.query_map(params![cur, lim], doc_from_row)?.collect::<Result<Vec<_>, _>>()?
+                }
+                Scope::Town(t) => {
+                    let mut st = tx.prepare_cached(&format!(
+                        "SELECT {DOC_COLUMNS} FROM docs WHERE town = ?3 AND updated_seq > ?1 ORDER BY updated_seq LIMIT ?2"
+                    ))?;
+                    st.query_map(params![cur, lim, t], doc_from_row)?.collect::<Result<Vec<_>, _>>()?
+                }
+                Scope::Grids(grids) => {
+                    let list = grids.iter().map(|_| "?").collect::<Vec<_>>().join(",");
+                    let sql = format!(
+                        "SELECT {DOC_COLUMNS} FROM docs WHERE grid IN ({list}) AND updated_seq > ? ORDER BY updated_seq LIMIT ?"
+                    );
+                    let mut st = tx.prepare_cached(&sql)?;
+                    let mut args: Vec<rusqlite::types::Value> =
+                        grids.iter().map(|g| rusqlite::types::Value::Text(g.clone())).collect();
+                    args.push(cur.into());
+                    args.push(lim.into());
+                    st.query_map(rusqlite::params_from_iter(args), doc_from_row)?.collect::<Result<Vec<_>, _>>()?
+                }
+            }
+            .into_iter()
+            .map(to_doc)
+            .collect::<StoreResult<_>>()?;
+            let mut out = Vec::with_capacity(docs.len());
+            let mut changes_st = tx.prepare_cached(
+                "SELECT bytes FROM changes WHERE doc_id = ?1 AND seq > ?2 AND (device_id IS NULL OR device_id != ?3) ORDER BY seq",
+            )?;
+            for doc in docs {
+                let changes = if doc.created_seq > cursor {
+                    None
+                } else {
+                    let rows = changes_st
+                        .query_map(params![doc.id, cur, device], |r| r.get::<_, Vec<u8>>(0))?
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Some(rows)
+                };
+                out.push(PageEntry { doc, changes });
+            }
+            Ok((out, head as u64))
+        })
+    }
+
+    fn head_seq(&self) -> StoreResult<u64> {
+        self.read(|c| {
+            Ok(c.query_row("SELECT COALESCE(MAX(seq), 0) FROM changes", [], |r| r.get::<_, i64>(0))? as u64)
+        })
+    }
+
+    fn device_statuses(&self) -> StoreResult<Vec<DeviceStatus>> {
+        let head = self.head_seq()?;
+        self.read(|c| {
+            let mut st = c.prepare(
+                "SELECT d.id, d.label, u.id, u.name, u.role, d.registered_at, d.last_seen, d.cursor, d.pushed,
+                        d.refused, d.last_error, u.revoked
+                 FROM devices d JOIN users u ON u.id = d.user_id ORDER BY d.last_seen IS NULL, d.last_seen DESC, d.id",
+            )?;
+            let rows = st.query_map([], |r| {
+                let role: String = r.get(4)?;
+                let cursor = r.get::<_, i64>(7)? as u64;
+                Ok((
+                    role,
+                    DeviceStatus {
+                        device: r.get(0)?,
+                        label: r.get(1)?,
+                        user: r.get(2)?,
+                        name: r.get(3)?,
+                        role: Role::GridWorker,
+                        registered_at: r.get(5)?,
+                        last_seen: r.get(6)?,
+                        cursor,
+                        lag: head.saturating_sub(cursor),
+                        pushed: r.get::<_, i64>(8)? as u64,
+                        refused: r.get::<_, i64>(9)? as u64,
+                        last_error: r.get(10)?,
+                        revoked: r.get::<_, i64>(11)? != 0,
+                    },
+                ))
+            })?;
+            rows.map(|row| {
+                let (role, mut d) = row?;
+                d.role = Role::parse(&role).ok_or_else(|| StoreError::Corrupt(format!("role {role:?}")))?;
+                Ok(d)
+            })
+            .collect()
+        })
+    }
+
+    fn document_statuses(&self, only_conflicted: bool) -> StoreResult<Vec<DocumentStatus>> {
+        self.read(|c| {
+            let filter = if only_conflicted { "WHERE conflict_count > 0" } else { "" };
+            let mut st = c.prepare(&format!(
+                "SELECT id, kind, grid, town, heads, change_count, conflicts, status, level FROM docs {filter}
+                 ORDER BY updated_seq DESC"
+            ))?;
+            let rows = st.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, i64>(5)?,
+                    r.get::<_, String>(6)?,
+                    r.get::<_, Option<String>>(7)?,
+                    r.get::<_, Option<String>>(8)?,
+                ))
+            })?;
+            rows.map(|row| {
+                let (doc, kind, grid, town, heads, changes, conflicts, status, level) = row?;
+                Ok(DocumentStatus {
+                    doc,
+                    kind: kind_of(&kind)?,
+                    grid,
+                    town,
+                    heads: heads.split(',').filter(|h| !h.is_empty()).map(String::from).collect(),
+                    changes: changes as u64,
+                    conflicts: serde_json::from_str(&conflicts)
+                        .map_err(|e| StoreError::Corrupt(format!("conflicts: {e}")))?,
+                    status: status.as_deref().and_then(Status::parse),
+                    level: level.as_deref().and_then(Level::parse),
+                })
+            })
+            .collect()
+        })
+    }
+
+    fn report_views(&self, scope: &Scope) -> StoreResult<Vec<String>> {
+        self.read(|c| {
+            let mut st =
+                c.prepare("SELECT grid, town, view FROM docs WHERE kind = 'report' ORDER BY created_seq")?;
+            let rows = st.query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (grid, town, view) = row?;
+                if scope.covers(&grid, &town) {
+                    out.push(view);
+                }
+            }
+            Ok(out)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_run_once_and_reopen_is_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(dir.path()).unwrap();
+        s.set_org(&gridsync_core::org::demo_county(1)).unwrap();
+        drop(s);
+        let s = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(s.org().unwrap().unwrap().grids.len(), 942);
+        let v: i64 = s.read(|c| Ok(c.pragma_query_value(None, "user_version", |r| r.get(0))?)).unwrap();
+        assert_eq!(v, MIGRATIONS.len() as i64);
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused_not_clobbered() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(SqliteStore::open(dir.path()).unwrap());
+        let c = Connection::open(dir.path().join("gridsync.sqlite3")).unwrap();
+        c.pragma_update(None, "user_version", 99).unwrap();
+        drop(c);
+        assert!(matches!(SqliteStore::open(dir.path()), Err(StoreError::Corrupt(_))));
+    }
+
+    #[test]
+    fn users_and_devices_are_found_by_token_hash_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(dir.path()).unwrap();
+        let u = UserRecord {
+            id: "u1".into(),
+            name: "Li".into(),
+            role: Role::GridWorker,
+            scope: Scope::Grids(vec!["G1".into()]),
+            revoked: false,
+        };
+        s.add_user(&u, b"hash-u", 1).unwrap();
+        assert!(matches!(s.add_user(&u, b"hash-2", 1), Err(StoreError::Conflict(_))));
+        assert_eq!(s.user_by_token(b"hash-u").unwrap(), Some(u.clone()));
+        assert_eq!(s.user_by_token(b"nope").unwrap(), None);
+        s.add_device("d1", "u1", "phone", "aa", b"hash-d", 2).unwrap();
+        assert!(matches!(
+            s.add_device("d2", "u1", "phone", "aa", b"hash-e", 2),
+            Err(StoreError::Conflict(_))
+        ));
+        assert_eq!(s.device_by_token(b"hash-d").unwrap().unwrap().user, u);
+        s.revoke_user("u1").unwrap();
+        assert!(s.device_by_token(b"hash-d").unwrap().unwrap().user.revoked);
+    }
+}
