@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -161,6 +162,21 @@ async fn admin_auth(s: &Arc<AppState>, headers: &HeaderMap) -> ApiResult<UserRec
     Ok(u)
 }
 
+/// The request body, or a JSON error saying why it could not be read.
+fn body_bytes(body: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> {
+    body.map_err(|e| {
+        if e.body_text().contains("length limit") {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("the request body is over {} bytes", crate::MAX_BODY_BYTES),
+            )
+        } else {
+            ApiError::bad_request("bad_body", e.body_text())
+        }
+    })
+}
+
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
     serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request("bad_json", format!("the request body is not valid: {e}")))
@@ -225,9 +241,14 @@ async fn whoami(State(s): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult
     Ok(Json(whoami_of(&u, device)))
 }
 
-async fn sync(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
+async fn sync(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
     let started = Instant::now();
     let device = device_auth(&s, &headers).await?;
+    let body = body_bytes(body)?;
     let req: SyncRequest = parse_json(&body)?;
     if req.changes.len() > MAX_CHANGES_PER_SYNC {
         return Err(ApiError::new(
@@ -236,10 +257,15 @@ async fn sync(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -
             format!("push at most {MAX_CHANGES_PER_SYNC} changes per sync"),
         ));
     }
+    let changes = req.changes;
+    let decoded = tokio::task::spawn_blocking(move || crate::ingest::decode(changes))
+        .await
+        .map_err(|e| ApiError::internal("decoding a push", e))?
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "malformed_change", e.to_string()))?;
     let at = s.clock.now_ms();
     let verdicts = s
         .ingest
-        .push(device.clone(), req.cursor, req.changes, at)
+        .push(device.clone(), req.cursor, decoded, at)
         .await
         .map_err(|m| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m))?;
     let budget = req.budget.unwrap_or(DEFAULT_PAGE_BYTES).clamp(1, MAX_PAGE_BYTES);

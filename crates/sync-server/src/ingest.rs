@@ -77,9 +77,50 @@ struct Cached {
 struct PushJob {
     device: DeviceRecord,
     cursor: u64,
-    changes: Vec<PushedChange>,
+    changes: Vec<Decoded>,
     at: i64,
     reply: oneshot::Sender<Result<Vec<Verdict>, String>>,
+}
+
+/// A pushed change the HTTP layer has already decoded and probed.
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    pub doc: String,
+    pub kind: DocKind,
+    pub change: Change,
+}
+
+/// Why a pushed change was refused before reaching the writer.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("change {index} (document {doc}): {message}")]
+pub struct DecodeError {
+    pub index: usize,
+    pub doc: String,
+    pub message: String,
+}
+
+/// Decodes a push: document ids, base64, change bytes. A change without dependencies is also
+/// applied to an empty document under a panic guard, so bytes that crash automerge are refused
+/// here, before anything from the request is stored.
+pub fn decode(changes: Vec<PushedChange>) -> Result<Vec<Decoded>, DecodeError> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    changes
+        .into_iter()
+        .enumerate()
+        .map(|(index, p)| {
+            let fail = |message: String| DecodeError { index, doc: p.doc.clone(), message };
+            if uuid::Uuid::parse_str(&p.doc).is_err() {
+                return Err(fail("the document id is not a UUID".into()));
+            }
+            let bytes = b64.decode(&p.change).map_err(|_| fail("the change is not valid base64".into()))?;
+            let change = doc::decode_change(&bytes).map_err(|e| fail(e.to_string()))?;
+            if change.deps().is_empty() {
+                let mut probe = AutoCommit::new().with_actor(reader_actor());
+                doc::apply_changes(&mut probe, vec![change.clone()]).map_err(|e| fail(e.to_string()))?;
+            }
+            Ok(Decoded { doc: p.doc, kind: p.kind, change })
+        })
+        .collect()
 }
 
 /// Handle to the writer thread.
@@ -125,7 +166,7 @@ impl Ingest {
         &self,
         device: DeviceRecord,
         cursor: u64,
-        changes: Vec<PushedChange>,
+        changes: Vec<Decoded>,
         at: i64,
     ) -> Result<Vec<Verdict>, String> {
         let (reply, rx) = oneshot::channel();
@@ -342,49 +383,18 @@ impl WriterLoop {
     fn process(&mut self, org: &Org, job: &PushJob) -> Result<Vec<Verdict>, String> {
         let mut verdicts: Vec<Option<Verdict>> = vec![None; job.changes.len()];
         let mut batches: BTreeMap<String, DocBatch> = BTreeMap::new();
-        for (i, p) in job.changes.iter().enumerate() {
-            if uuid::Uuid::parse_str(&p.doc).is_err() {
+        for (i, d) in job.changes.iter().enumerate() {
+            let b = batches.entry(d.doc.clone()).or_insert(DocBatch { kind: d.kind, items: vec![] });
+            if b.kind == d.kind {
+                b.items.push((i, d.change.clone()));
+            } else {
                 verdicts[i] = Some(refused(
-                    &p.doc,
-                    None,
+                    &d.doc,
+                    Some(&d.change.hash()),
                     Outcome::Malformed,
-                    "bad_doc_id",
-                    "the document id is not a UUID",
+                    "kind_mismatch",
+                    "changes of one document disagree about its kind",
                 ));
-                continue;
-            }
-            let bytes = match base64::engine::general_purpose::STANDARD.decode(&p.change) {
-                Ok(b) => b,
-                Err(_) => {
-                    verdicts[i] = Some(refused(
-                        &p.doc,
-                        None,
-                        Outcome::Malformed,
-                        "bad_base64",
-                        "the change is not valid base64",
-                    ));
-                    continue;
-                }
-            };
-            match doc::decode_change(&bytes) {
-                Ok(c) => {
-                    let b = batches.entry(p.doc.clone()).or_insert(DocBatch { kind: p.kind, items: vec![] });
-                    if b.kind != p.kind {
-                        verdicts[i] = Some(refused(
-                            &p.doc,
-                            Some(&c.hash()),
-                            Outcome::Malformed,
-                            "kind_mismatch",
-                            "changes of one document disagree about its kind",
-                        ));
-                    } else {
-                        b.items.push((i, c));
-                    }
-                }
-                Err(e) => {
-                    verdicts[i] =
-                        Some(refused(&p.doc, None, Outcome::Malformed, "bad_change", e.to_string()));
-                }
             }
         }
         let who = Principal {

@@ -88,7 +88,8 @@ pub struct DeviceActivity {
 #[derive(Debug, Clone)]
 pub struct PageEntry {
     pub doc: DocRecord,
-    /// Changes after the cursor by other devices, when the device already holds the document.
+    /// Changes after the cursor by other devices; `None` when the device needs the whole
+    /// document (a snapshot). Empty when it lacks nothing.
     pub changes: Option<Vec<Vec<u8>>>,
 }
 
@@ -239,15 +240,14 @@ fn kind_of(s: &str) -> StoreResult<DocKind> {
     DocKind::parse(s).ok_or_else(|| StoreError::Corrupt(format!("document kind {s:?}")))
 }
 
-fn doc_from_row(
-    r: &rusqlite::Row<'_>,
-) -> rusqlite::Result<(String, String, String, String, Vec<u8>, i64, i64)> {
+/// A `docs` row as read: id, kind, grid, town, snapshot, created_seq, updated_seq.
+type DocRow = (String, String, String, String, Vec<u8>, i64, i64);
+
+fn doc_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DocRow> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
 }
 
-fn to_doc(
-    (id, kind, grid, town, snapshot, created, updated): (String, String, String, String, Vec<u8>, i64, i64),
-) -> StoreResult<DocRecord> {
+fn to_doc((id, kind, grid, town, snapshot, created, updated): DocRow) -> StoreResult<DocRecord> {
     Ok(DocRecord {
         id,
         kind: kind_of(&kind)?,
@@ -490,14 +490,12 @@ impl Store for SqliteStore {
                 "SELECT bytes FROM changes WHERE doc_id = ?1 AND seq > ?2 AND (device_id IS NULL OR device_id != ?3) ORDER BY seq",
             )?;
             for doc in docs {
-                let changes = if doc.created_seq > cursor {
-                    None
-                } else {
-                    let rows = changes_st
-                        .query_map(params![doc.id, cur, device], |r| r.get::<_, Vec<u8>>(0))?
-                        .collect::<Result<Vec<_>, _>>()?;
-                    Some(rows)
-                };
+                let others = changes_st
+                    .query_map(params![doc.id, cur, device], |r| r.get::<_, Vec<u8>>(0))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                // A document new to the device comes whole, unless every change in it is the
+                // device's own (it created it): then it has everything already.
+                let changes = if doc.created_seq > cursor && !others.is_empty() { None } else { Some(others) };
                 out.push(PageEntry { doc, changes });
             }
             Ok((out, head as u64))

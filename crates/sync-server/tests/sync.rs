@@ -1,0 +1,611 @@
+//! Server tests: the router through `oneshot`, and real sockets on port 0.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use automerge::{ActorId, AutoCommit};
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use base64::Engine;
+use gridsync_core::doc::{self, Author, DocKind};
+use gridsync_core::lifecycle::{Action, Status};
+use gridsync_core::org::{Org, Role};
+use gridsync_core::protocol::{DeviceRegistered, Encoding, Outcome, PushedChange, SyncRequest, SyncResponse};
+use gridsync_core::report::*;
+use gridsync_server::ingest::IngestConfig;
+use gridsync_server::store::{SqliteStore, Store};
+use gridsync_server::{AppState, Clock, app, demo};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tower::ServiceExt;
+
+struct FixedClock(AtomicI64);
+impl Clock for FixedClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+struct Harness {
+    state: Arc<AppState>,
+    org: Org,
+    users: Vec<demo::DemoUser>,
+    _dir: tempfile::TempDir,
+}
+
+fn harness() -> Harness {
+    harness_with(IngestConfig::default())
+}
+
+fn harness_with(config: IngestConfig) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let (org, users) = demo::install(&store, 1_000, "http://test").unwrap();
+    let store: Arc<dyn Store> = Arc::new(store);
+    let state =
+        AppState::new(store, org.clone(), Arc::new(FixedClock(AtomicI64::new(1_700_000_000_000))), config);
+    Harness { state, org, users, _dir: dir }
+}
+
+/// A registered device: its token, actor and user.
+#[derive(Clone)]
+struct Device {
+    token: String,
+    actor: ActorId,
+    user: String,
+    role: Role,
+    grid: String,
+    town: String,
+}
+
+impl Harness {
+    fn token(&self, user: &str) -> String {
+        self.users.iter().find(|u| u.user == user).unwrap().token.clone()
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
+        let mut req = Request::builder().method(method).uri(path).header("content-type", "application/json");
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let resp = app(self.state.clone()).oneshot(req.body(Body::from(body)).unwrap()).await.unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let json =
+            serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
+        (status, json)
+    }
+
+    async fn device(&self, user: &str, n: u8) -> Device {
+        let actor = ActorId::from([n; 16]);
+        let body = serde_json::json!({ "actor": actor.to_hex_string(), "label": format!("{user}'s phone") });
+        let (status, json) =
+            self.call("POST", "/v1/devices", Some(&self.token(user)), body.to_string().into_bytes()).await;
+        assert_eq!(status, StatusCode::CREATED, "{json}");
+        let reg: DeviceRegistered = serde_json::from_value(json).unwrap();
+        let grid = self.org.grids.iter().find(|g| reg.whoami.scope.covers(&g.id, &g.town)).unwrap();
+        Device {
+            token: reg.token,
+            actor,
+            user: reg.whoami.user,
+            role: reg.whoami.role,
+            grid: grid.id.clone(),
+            town: grid.town.clone(),
+        }
+    }
+
+    async fn sync(&self, d: &Device, cursor: u64, changes: Vec<PushedChange>) -> SyncResponse {
+        let req = SyncRequest { cursor, changes, budget: None };
+        let (status, json) =
+            self.call("POST", "/v1/sync", Some(&d.token), serde_json::to_vec(&req).unwrap()).await;
+        assert_eq!(status, StatusCode::OK, "{json}");
+        serde_json::from_value(json).unwrap()
+    }
+}
+
+fn author(d: &Device, at: i64) -> Author {
+    Author { user: d.user.clone(), role: d.role, at }
+}
+
+fn new_report(d: &Device, id: u128, title: &str) -> AutoCommit {
+    create_report(
+        d.actor.clone(),
+        &author(d, 1_000),
+        &NewReport {
+            id: uuid::Uuid::from_u128(id),
+            grid: d.grid.clone(),
+            town: d.town.clone(),
+            category: Category::Dispute,
+            title: title.into(),
+            description: "desc".into(),
+            urgency: Urgency::Normal,
+            location: Location::default(),
+            parties: vec![Party { name: "张三".into(), contact: Some("13800000000".into()) }],
+        },
+    )
+    .unwrap()
+}
+
+fn push_all(id: u128, d: &mut AutoCommit) -> Vec<PushedChange> {
+    d.get_changes(&[])
+        .iter()
+        .map(|c| PushedChange {
+            doc: uuid::Uuid::from_u128(id).to_string(),
+            kind: DocKind::Report,
+            change: base64::engine::general_purpose::STANDARD.encode(c.raw_bytes()),
+        })
+        .collect()
+}
+
+/// Applies a response's documents to a local set of replicas.
+fn absorb(local: &mut std::collections::BTreeMap<String, AutoCommit>, resp: &SyncResponse, actor: &ActorId) {
+    for u in &resp.docs {
+        let bytes = base64::engine::general_purpose::STANDARD.decode(&u.data).unwrap();
+        match local.get_mut(&u.doc) {
+            Some(d) => doc::load_incremental(d, &bytes).unwrap(),
+            None => {
+                assert_eq!(u.encoding, Encoding::Snapshot, "a new document comes as a snapshot");
+                local.insert(u.doc.clone(), doc::load(&bytes, actor.clone()).unwrap());
+            }
+        }
+    }
+}
+
+fn outcomes(r: &SyncResponse) -> Vec<Outcome> {
+    r.verdicts.iter().map(|v| v.outcome).collect()
+}
+
+#[tokio::test]
+async fn push_then_retry_is_idempotent_and_others_in_scope_receive_it() {
+    let h = harness();
+    let w = h.device("worker", 1).await;
+    let a = h.device("assistant", 2).await;
+    let mut doc = new_report(&w, 1, "wall");
+    add_note(&mut doc, &author(&w, 2_000), "first visit").unwrap();
+    let push = push_all(1, &mut doc);
+    let r1 = h.sync(&w, 0, push.clone()).await;
+    assert_eq!(outcomes(&r1), [Outcome::Accepted, Outcome::Accepted]);
+    // The pusher does not get its own changes back.
+    assert!(r1.docs.is_empty());
+    let r2 = h.sync(&w, r1.cursor, push).await;
+    assert_eq!(outcomes(&r2), [Outcome::Duplicate, Outcome::Duplicate]);
+    assert!(r2.docs.is_empty());
+
+    let ra = h.sync(&a, 0, vec![]).await;
+    assert_eq!(ra.docs.len(), 1);
+    assert!(!ra.has_more);
+    let mut local = Default::default();
+    absorb(&mut local, &ra, &a.actor);
+    let view = materialize_report(&local[&uuid::Uuid::from_u128(1).to_string()]).unwrap();
+    assert_eq!(view, materialize_report(&doc).unwrap());
+    // Nothing new: an empty page and the same cursor.
+    let again = h.sync(&a, ra.cursor, vec![]).await;
+    assert!(again.docs.is_empty() && again.verdicts.is_empty());
+    assert_eq!(again.cursor, ra.cursor);
+}
+
+#[tokio::test]
+async fn a_device_that_holds_a_document_receives_only_the_new_changes() {
+    let h = harness();
+    let w = h.device("worker", 1).await;
+    let op = h.device("townop", 3).await;
+    let mut doc = new_report(&w, 1, "wall");
+    let r = h.sync(&w, 0, push_all(1, &mut doc)).await;
+    let ro = h.sync(&op, 0, vec![]).await;
+    let mut local = Default::default();
+    absorb(&mut local, &ro, &op.actor);
+    let heads = doc.get_heads();
+    add_note(&mut doc, &author(&w, 3_000), "later").unwrap();
+    let new: Vec<_> = doc.get_changes(&heads);
+    assert_eq!(new.len(), 1);
+    let push = vec![PushedChange {
+        doc: uuid::Uuid::from_u128(1).to_string(),
+        kind: DocKind::Report,
+        change: base64::engine::general_purpose::STANDARD.encode(new[0].raw_bytes()),
+    }];
+    h.sync(&w, r.cursor, push).await;
+    let ro2 = h.sync(&op, ro.cursor, vec![]).await;
+    assert_eq!(ro2.docs.len(), 1);
+    assert_eq!(ro2.docs[0].encoding, Encoding::Changes);
+    absorb(&mut local, &ro2, &op.actor);
+    assert_eq!(materialize_report(&local[&uuid::Uuid::from_u128(1).to_string()]).unwrap().notes.len(), 1);
+}
+
+#[tokio::test]
+async fn scope_isolation_nothing_from_another_grid_or_town_is_returned() {
+    let h = harness();
+    let w = h.device("worker", 1).await;
+    let w2 = h.device("worker2", 5).await;
+    let op = h.device("townop", 3).await;
+    let county = h.device("countyop", 4).await;
+    // A town operator of another town.
+    let other_town = h.org.towns.iter().find(|t| t.id != w.town).unwrap().id.clone();
+    let created =
+        gridsync_server::add_user(&h.state, "其他", Role::TownOperator, &other_town, Some("town2")).unwrap();
+    let mut h2 = h;
+    h2.users.push(demo::DemoUser {
+        user: "town2".into(),
+        name: "其他".into(),
+        role: Role::TownOperator,
+        scope: other_town,
+        token: created.token,
+        init: String::new(),
+    });
+    let h = h2;
+    let op2 = h.device("town2", 6).await;
+
+    let a = h.device("assistant", 2).await;
+    let mut mine = new_report(&w, 1, "in grid 1");
+    h.sync(&w, 0, push_all(1, &mut mine)).await;
+    let mut theirs = new_report(&w2, 2, "in grid 2");
+    h.sync(&w2, 0, push_all(2, &mut theirs)).await;
+    // The hub files one in grid 2 too, so worker2 has something to receive.
+    let hub_in_grid2 = Device { grid: w2.grid.clone(), ..op.clone() };
+    let mut hub = new_report(&hub_in_grid2, 3, "hub report in grid 2");
+    let r = h.sync(&op, 0, push_all(3, &mut hub)).await;
+    assert_eq!(outcomes(&r), [Outcome::Accepted]);
+
+    let docs = |r: &SyncResponse| r.docs.iter().map(|d| d.doc.clone()).collect::<Vec<_>>();
+    let id = |n: u128| uuid::Uuid::from_u128(n).to_string();
+    assert_eq!(docs(&h.sync(&a, 0, vec![]).await), [id(1)]);
+    // worker2 gets the hub's report in its grid; its own it already has; grid 1's never.
+    assert_eq!(docs(&h.sync(&w2, 0, vec![]).await), [id(3)]);
+    assert_eq!(docs(&h.sync(&op, 0, vec![]).await), [id(1), id(2)]);
+    assert_eq!(docs(&h.sync(&county, 0, vec![]).await), [id(1), id(2), id(3)]);
+    assert!(docs(&h.sync(&op2, 0, vec![]).await).is_empty());
+}
+
+#[tokio::test]
+async fn forbidden_changes_are_refused_while_the_rest_of_the_batch_lands() {
+    let h = harness();
+    let w = h.device("worker", 1).await;
+    let w2 = h.device("worker2", 5).await;
+    let mut mine = new_report(&w, 1, "mine");
+    let r = h.sync(&w, 0, push_all(1, &mut mine)).await;
+    assert_eq!(outcomes(&r), [Outcome::Accepted]);
+
+    // worker2 edits worker's report (out of scope) and creates its own in the same request.
+    let mut stolen = doc::load(&mine.save(), w2.actor.clone()).unwrap();
+    let heads = stolen.get_heads();
+    edit_report(
+        &mut stolen,
+        &author(&w2, 2_000),
+        &ReportEdit { title: Some("mine now".into()), ..Default::default() },
+    )
+    .unwrap();
+    let bad = stolen.get_changes(&heads);
+    let mut own = new_report(&w2, 2, "own");
+    let mut push = push_all(2, &mut own);
+    push.insert(
+        0,
+        PushedChange {
+            doc: uuid::Uuid::from_u128(1).to_string(),
+            kind: DocKind::Report,
+            change: base64::engine::general_purpose::STANDARD.encode(bad[0].raw_bytes()),
+        },
+    );
+    let r = h.sync(&w2, 0, push).await;
+    assert_eq!(outcomes(&r), [Outcome::Forbidden, Outcome::Accepted]);
+    assert_eq!(r.verdicts[0].code.as_deref(), Some("out_of_scope"));
+    assert!(r.verdicts[0].message.as_deref().unwrap().contains("outside your scope"));
+
+    // A worker may not accept an escalation: a forged transition is refused, the note beside it lands.
+    let mut esc = mine.clone();
+    add_transition(&mut esc, &author(&w, 3_000), Action::Escalate, "help", None).unwrap();
+    let heads = esc.get_heads();
+    let forged = {
+        use automerge::{ObjType, ROOT, ReadDoc, transaction::Transactable};
+        let view = materialize_report(&esc).unwrap();
+        let list = esc.get(ROOT, "transitions").unwrap().unwrap().1;
+        let n = esc.length(&list);
+        let o = esc.insert_object(&list, n, ObjType::Map).unwrap();
+        for (k, v) in [
+            ("id", format!("{}/{n}", w.actor.to_hex_string())),
+            ("parent", view.tip.clone()),
+            ("action", "accept".into()),
+            ("author", w.user.clone()),
+            ("role", "grid_worker".into()),
+            ("from", "escalated".into()),
+            ("from_level", "town".into()),
+            ("to", "accepted".into()),
+            ("to_level", "town".into()),
+            ("reason", "".into()),
+        ] {
+            esc.put(&o, k, v).unwrap();
+        }
+        esc.put(&o, "at", 1i64).unwrap();
+        esc.commit();
+        esc.get_changes(&heads)
+    };
+    let mut all = push_all(1, &mut esc);
+    all.retain(|p| {
+        let b = base64::engine::general_purpose::STANDARD.decode(&p.change).unwrap();
+        doc::decode_change(&b).unwrap().hash() != forged[0].hash()
+    });
+    all.push(PushedChange {
+        doc: uuid::Uuid::from_u128(1).to_string(),
+        kind: DocKind::Report,
+        change: base64::engine::general_purpose::STANDARD.encode(forged[0].raw_bytes()),
+    });
+    let r = h.sync(&w, 0, all).await;
+    assert_eq!(outcomes(&r), [Outcome::Duplicate, Outcome::Accepted, Outcome::Forbidden]);
+    assert_eq!(r.verdicts[2].code.as_deref(), Some("transition_not_allowed"));
+    let (_, docs) = h.call("GET", "/v1/admin/documents", Some(&h.token("admin")), vec![]).await;
+    let row =
+        docs.as_array().unwrap().iter().find(|d| d["doc"] == uuid::Uuid::from_u128(1).to_string()).unwrap();
+    assert_eq!(row["status"], "escalated");
+
+    // Admins see the refusals per device.
+    let (status, devices) = h.call("GET", "/v1/admin/devices", Some(&h.token("admin")), vec![]).await;
+    assert_eq!(status, StatusCode::OK);
+    let d2 = devices.as_array().unwrap().iter().find(|d| d["user"] == "worker2").unwrap();
+    assert_eq!(d2["refused"], 1);
+    assert!(d2["last_error"].as_str().unwrap().starts_with("out_of_scope"));
+    // And non-admins do not.
+    let (status, _) = h.call("GET", "/v1/admin/devices", Some(&w.token), vec![]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn missing_dependencies_are_named_and_the_change_lands_once_they_arrive() {
+    let h = harness();
+    let w = h.device("worker", 1).await;
+    let mut d = new_report(&w, 1, "x");
+    add_note(&mut d, &author(&w, 2_000), "n").unwrap();
+    let push = push_all(1, &mut d);
+    let r = h.sync(&w, 0, vec![push[1].clone()]).await;
+    assert_eq!(outcomes(&r), [Outcome::MissingDeps]);
+    let first_hash =
+        doc::decode_change(&base64::engine::general_purpose::STANDARD.decode(&push[0].change).unwrap())
+            .unwrap()
+            .hash();
+    assert_eq!(r.verdicts[0].missing, [doc::hash_hex(&first_hash)]);
+    // Out of order within one request is fine.
+    let r = h.sync(&w, 0, vec![push[1].clone(), push[0].clone()]).await;
+    assert_eq!(outcomes(&r), [Outcome::Accepted, Outcome::Accepted]);
+}
+
+#[tokio::test]
+async fn an_actor_not_registered_to_the_device_is_refused() {
+    let h = harness();
+    let w = h.device("worker", 1).await;
+    let imposter = Device { actor: ActorId::from([99u8; 16]), ..w.clone() };
+    let mut d = new_report(&imposter, 1, "x");
+    let r = h.sync(&w, 0, push_all(1, &mut d)).await;
+    assert_eq!(outcomes(&r), [Outcome::Forbidden]);
+    assert_eq!(r.verdicts[0].code.as_deref(), Some("actor_not_registered"));
+}
+
+#[tokio::test]
+async fn pages_respect_the_budget_and_the_cursor_resumes_without_gaps_or_repeats() {
+    let h = harness();
+    let w = h.device("worker", 1).await;
+    let op = h.device("townop", 3).await;
+    let mut cursor = 0;
+    for i in 0..30u128 {
+        let mut d = new_report(&w, 100 + i, &format!("report {i}"));
+        cursor = h.sync(&w, cursor, push_all(100 + i, &mut d)).await.cursor;
+    }
+    let mut seen = Vec::new();
+    let (mut cursor, mut pages) = (0, 0);
+    loop {
+        let req = SyncRequest { cursor, changes: vec![], budget: Some(2_000) };
+        let (_, json) = h.call("POST", "/v1/sync", Some(&op.token), serde_json::to_vec(&req).unwrap()).await;
+        let r: SyncResponse = serde_json::from_value(json).unwrap();
+        pages += 1;
+        seen.extend(r.docs.iter().map(|d| d.doc.clone()));
+        cursor = r.cursor;
+        if !r.has_more {
+            break;
+        }
+        assert!(pages < 100);
+    }
+    assert!(pages > 3, "a small budget should take several pages, took {pages}");
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 30);
+    assert_eq!(seen.len(), 30, "no document repeated across pages");
+}
+
+#[tokio::test]
+async fn hostile_input_gets_4xx_json_and_the_server_keeps_serving() {
+    let h = harness();
+    let w = h.device("worker", 1).await;
+    let a = h.device("assistant", 2).await;
+    let mut d = new_report(&w, 1, "kept");
+    h.sync(&w, 0, push_all(1, &mut d)).await;
+
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/testdata/automerge-crashers");
+    let mut inputs: Vec<Vec<u8>> =
+        std::fs::read_dir(&dir).unwrap().map(|e| std::fs::read(e.unwrap().path()).unwrap()).collect();
+    assert!(inputs.len() >= 16);
+    let mut seed = 1u64;
+    for n in 0..200usize {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        inputs.push((0..(n % 97)).map(|i| (seed >> (i % 56)) as u8).collect());
+    }
+    std::panic::set_hook(Box::new(|_| {}));
+    for bytes in &inputs {
+        let push = vec![PushedChange {
+            doc: uuid::Uuid::from_u128(1).to_string(),
+            kind: DocKind::Report,
+            change: base64::engine::general_purpose::STANDARD.encode(bytes),
+        }];
+        let body = serde_json::to_vec(&SyncRequest { cursor: 0, changes: push, budget: None }).unwrap();
+        let (status, json) = h.call("POST", "/v1/sync", Some(&w.token), body).await;
+        // Either refused outright, or answered with a per-change verdict that is not "accepted".
+        if status == StatusCode::OK {
+            let r: SyncResponse = serde_json::from_value(json).unwrap();
+            assert!(r.verdicts.iter().all(|v| v.outcome != Outcome::Accepted), "garbage accepted");
+        } else {
+            assert!(status.is_client_error(), "{status}");
+            assert!(json["code"].is_string() && json["message"].is_string(), "{json}");
+        }
+        // Raw garbage as the body itself.
+        let (status, json) = h.call("POST", "/v1/sync", Some(&w.token), bytes.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{json}");
+        assert_eq!(json["code"], "bad_json");
+    }
+    let _ = std::panic::take_hook();
+    let bad_b64 = br#"{"cursor":0,"changes":[{"doc":"00000000-0000-0000-0000-000000000001","kind":"report","change":"!!"}]}"#;
+    let (status, json) = h.call("POST", "/v1/sync", Some(&w.token), bad_b64.to_vec()).await;
+    assert_eq!((status, json["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("malformed_change")));
+    let (status, _) = h.call("POST", "/v1/sync", Some("nonsense"), b"{}".to_vec()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, json) =
+        h.call("POST", "/v1/sync", Some(&w.token), vec![b' '; gridsync_server::MAX_BODY_BYTES + 10]).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{json}");
+
+    // Still serving, and the stored document still loads and reads.
+    let r = h.sync(&a, 0, vec![]).await;
+    let mut local = Default::default();
+    absorb(&mut local, &r, &a.actor);
+    assert_eq!(materialize_report(&local[&uuid::Uuid::from_u128(1).to_string()]).unwrap().title, "kept");
+}
+
+#[tokio::test]
+async fn concurrent_offline_edits_merge_on_the_server_and_the_conflicts_are_listed() {
+    let h = harness();
+    let w = h.device("worker", 1).await;
+    let a = h.device("assistant", 2).await;
+    let mut d = new_report(&w, 1, "x");
+    let c0 = h.sync(&w, 0, push_all(1, &mut d)).await.cursor;
+    let mut local_a = Default::default();
+    let ra = h.sync(&a, 0, vec![]).await;
+    absorb(&mut local_a, &ra, &a.actor);
+    let id = uuid::Uuid::from_u128(1).to_string();
+    let mut da: AutoCommit = local_a.remove(&id).unwrap();
+    add_transition(&mut d, &author(&w, 5_000), Action::SelfResolve, "done", None).unwrap();
+    add_transition(&mut da, &author(&a, 4_000), Action::Escalate, "hub please", None).unwrap();
+    h.sync(&w, c0, push_all(1, &mut d)).await;
+    let r = h.sync(&a, ra.cursor, push_all(1, &mut da)).await;
+    assert!(outcomes(&r).contains(&Outcome::Accepted));
+    let (_, docs) =
+        h.call("GET", "/v1/admin/documents?conflicts=true", Some(&h.token("admin")), vec![]).await;
+    let docs = docs.as_array().unwrap();
+    assert_eq!(docs.len(), 1);
+    assert_eq!(docs[0]["status"], Status::Escalated.as_str());
+    assert_eq!(docs[0]["conflicts"][0]["rule"], "transition_precedence");
+}
+
+#[tokio::test]
+async fn health_metrics_openapi_and_errors_are_json() {
+    let h = harness();
+    let (s, _) = h.call("GET", "/healthz", None, vec![]).await;
+    assert_eq!(s, StatusCode::OK);
+    let w = h.device("worker", 1).await;
+    h.sync(&w, 0, vec![]).await;
+    let (s, m) = h.call("GET", "/metrics", None, vec![]).await;
+    assert_eq!(s, StatusCode::OK);
+    let m = m.as_str().unwrap();
+    assert!(m.contains("gridsync_sync_seconds_count 1"), "{m}");
+    assert!(m.contains("gridsync_http_requests_total{route=\"/v1/sync\",status=\"200\"} 1"), "{m}");
+    let (s, o) = h.call("GET", "/openapi.json", None, vec![]).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(o["components"]["schemas"]["sync-request"].is_object());
+    let (s, e) = h
+        .call("POST", "/v1/devices", Some(&h.token("worker")), b"{\"actor\":\"xyz\",\"label\":\"\"}".to_vec())
+        .await;
+    assert_eq!((s, e["code"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_actor")));
+    // A revoked user's devices stop at once.
+    let (s, _) = h.call("POST", "/v1/admin/users/worker/revoke", Some(&h.token("admin")), vec![]).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let req = serde_json::to_vec(&SyncRequest { cursor: 0, changes: vec![], budget: None }).unwrap();
+    let (s, e) = h.call("POST", "/v1/sync", Some(&w.token), req).await;
+    assert_eq!((s, e["code"].as_str()), (StatusCode::FORBIDDEN, Some("revoked")));
+}
+
+// ------------------------------------------------------------------ real sockets
+
+async fn start(h: &Harness) -> (String, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let state = h.state.clone();
+    let task = tokio::spawn(async move {
+        gridsync_server::serve(listener, state, async move {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
+    });
+    (format!("http://{addr}"), tx, task)
+}
+
+#[tokio::test]
+async fn real_socket_resume_after_a_dropped_response_loses_and_duplicates_nothing() {
+    use tokio::io::AsyncWriteExt;
+    let h = harness();
+    let (url, stop, task) = start(&h).await;
+    let w = h.device("worker", 1).await;
+    let mut d = new_report(&w, 1, "over a flaky link");
+    add_note(&mut d, &author(&w, 2_000), "n1").unwrap();
+    let push = push_all(1, &mut d);
+    let body = serde_json::to_vec(&SyncRequest { cursor: 0, changes: push.clone(), budget: None }).unwrap();
+
+    // Send the request and hang up before reading the answer.
+    let addr = url.trim_start_matches("http://");
+    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /v1/sync HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        w.token,
+        body.len()
+    );
+    sock.write_all(head.as_bytes()).await.unwrap();
+    sock.write_all(&body).await.unwrap();
+    sock.flush().await.unwrap();
+    drop(sock);
+
+    // Retry over a fresh connection until the server has the changes: each retry is harmless.
+    let client = reqwest::Client::new();
+    let mut outcomes_seen = Vec::new();
+    for _ in 0..50 {
+        let r: SyncResponse = client
+            .post(format!("{url}/v1/sync"))
+            .bearer_auth(&w.token)
+            .json(&SyncRequest { cursor: 0, changes: push.clone(), budget: None })
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        outcomes_seen = outcomes(&r);
+        if outcomes_seen.iter().all(|o| *o == Outcome::Duplicate) {
+            break;
+        }
+        assert!(outcomes_seen.iter().all(|o| matches!(o, Outcome::Accepted | Outcome::Duplicate)));
+    }
+    assert!(outcomes_seen.iter().all(|o| matches!(o, Outcome::Accepted | Outcome::Duplicate)));
+    let (_, docs) = h.call("GET", "/v1/admin/documents", Some(&h.token("admin")), vec![]).await;
+    assert_eq!(docs[0]["changes"], 2, "each change stored exactly once: {docs}");
+
+    // Compressed both ways: a gzip request body is understood, and a large answer comes gzipped.
+    let op = h.device("townop", 3).await;
+    let raw = serde_json::to_vec(&SyncRequest { cursor: 0, changes: vec![], budget: None }).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, &raw).unwrap();
+    let resp = client
+        .post(format!("{url}/v1/sync"))
+        .bearer_auth(&op.token)
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(gz.finish().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let r: SyncResponse = resp.json().await.unwrap();
+    assert_eq!(r.docs.len(), 1);
+
+    stop.send(()).unwrap();
+    task.await.unwrap();
+}
