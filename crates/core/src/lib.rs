@@ -6,6 +6,7 @@
 //! - [`doc`]: shared document plumbing; loading and applying outside bytes without panics.
 //! - [`report`]: report documents, local edits, `ReportView`.
 //! - [`patrol`]: patrol documents, compact tracks, `PatrolView`.
+//! - [`policy`]: deadlines per step and urgency, and the green/yellow/red light.
 //! - [`lifecycle`]: statuses, levels, actions, and the fold of concurrent transitions.
 //! - [`merge`]: the deterministic rules that pick among concurrent values.
 //! - [`validate`]: whether a write is allowed for its author's role and scope.
@@ -17,6 +18,7 @@ pub mod lifecycle;
 pub mod merge;
 pub mod org;
 pub mod patrol;
+pub mod policy;
 pub mod protocol;
 pub mod report;
 pub mod schema;

@@ -1,0 +1,139 @@
+//! `field admin …`: what admins see of sync state (devices, conflicts) and user management.
+
+use anyhow::{Result, bail};
+use clap::Subcommand;
+use gridsync_core::org::Role;
+use gridsync_core::protocol::{DeviceStatus, DocumentStatus, NewUser, UserCreated};
+
+use crate::home::Home;
+use crate::report::short;
+use crate::show::{new_table, print_json, when};
+use crate::sync::Client;
+
+#[derive(Subcommand)]
+pub enum AdminCommand {
+    /// Every device: user, last seen, how far behind, refused changes, last error.
+    Devices {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Documents with concurrent edits the merge rules resolved, and which rule chose.
+    Conflicts {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Subcommand)]
+pub enum UserCommand {
+    /// Create a user; prints their enrolment token.
+    Add {
+        #[arg(long)]
+        name: String,
+        /// grid_worker, grid_assistant, town_operator, county_operator or admin.
+        #[arg(long)]
+        role: String,
+        /// Grid ids (comma-separated), a town id, or 'county'.
+        #[arg(long)]
+        scope: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a user: their devices stop syncing.
+    Revoke { user: String },
+}
+
+pub fn run(home: &mut Home, c: AdminCommand) -> Result<()> {
+    let p = home.profile()?;
+    if p.whoami.role != Role::Admin {
+        bail!("admin commands need an admin's device (this one belongs to a {})", p.whoami.role.as_str());
+    }
+    let mut client = Client::new(&p.server, &p.token, 2)?;
+    match c {
+        AdminCommand::Devices { json } => {
+            let rows: Vec<DeviceStatus> = client.call("GET", "/v1/admin/devices", None::<&()>)?;
+            if json {
+                return print_json(&rows);
+            }
+            let mut t = new_table(&[
+                "device",
+                "user",
+                "role",
+                "last seen",
+                "behind",
+                "pushed",
+                "refused",
+                "last error",
+            ]);
+            for d in &rows {
+                t.add_row(vec![
+                    format!("{} {}", short(&d.device), d.label),
+                    format!("{} {}{}", d.user, d.name, if d.revoked { " (revoked)" } else { "" }),
+                    d.role.as_str().to_string(),
+                    d.last_seen.map(when).unwrap_or_else(|| "never".into()),
+                    d.lag.to_string(),
+                    d.pushed.to_string(),
+                    d.refused.to_string(),
+                    d.last_error.clone().unwrap_or_default(),
+                ]);
+            }
+            println!("{t}");
+        }
+        AdminCommand::Conflicts { json } => {
+            let rows: Vec<DocumentStatus> =
+                client.call("GET", "/v1/admin/documents?conflicts=true", None::<&()>)?;
+            if json {
+                return print_json(&rows);
+            }
+            if rows.is_empty() {
+                println!("no document has resolved conflicts");
+            }
+            let mut t = new_table(&["document", "grid", "status", "field", "kept", "set aside", "rule"]);
+            for d in &rows {
+                for c in &d.conflicts {
+                    let lost: Vec<String> = c
+                        .discarded
+                        .iter()
+                        .map(|x| format!("{} by {}", x.value, x.by.as_deref().unwrap_or("?")))
+                        .collect();
+                    t.add_row(vec![
+                        short(&d.doc).to_string(),
+                        d.grid.clone(),
+                        d.status.map(|s| s.to_string()).unwrap_or_default(),
+                        c.field.clone(),
+                        format!("{} by {}", c.kept, c.kept_by.as_deref().unwrap_or("?")),
+                        lost.join("; "),
+                        serde_json::to_value(c.rule)?.as_str().unwrap_or("").to_string(),
+                    ]);
+                }
+            }
+            if !rows.is_empty() {
+                println!("{t}");
+            }
+        }
+        AdminCommand::User(UserCommand::Add { name, role, scope, json }) => {
+            let Some(role) = Role::parse(&role).filter(|r| *r != Role::System) else {
+                bail!(
+                    "unknown role {role:?}: use grid_worker, grid_assistant, town_operator, county_operator or admin"
+                );
+            };
+            let u: UserCreated =
+                client.call("POST", "/v1/admin/users", Some(&NewUser { name, role, scope }))?;
+            if json {
+                return print_json(&u);
+            }
+            println!("created {} ({}, {}, scope {})", u.user, u.name, u.role.as_str(), u.scope.describe());
+            println!("token (shown once): {}", u.token);
+            println!("register their device: field init --server {} --token {}", p.server, u.token);
+        }
+        AdminCommand::User(UserCommand::Revoke { user }) => {
+            let _: serde_json::Value =
+                client.call("POST", &format!("/v1/admin/users/{user}/revoke"), None::<&()>)?;
+            println!("revoked {user}; their devices stop syncing");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,307 @@
+//! `field patrol …`: a patrol's check-ins, visits, narrative and track, recorded offline. Track
+//! points are buffered locally and packed into compact chunks, so a day's track is a few changes.
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::Subcommand;
+use gridsync_core::doc::DocKind;
+use gridsync_core::patrol::{CheckIn, PatrolEdit, PatrolView, TrackPoint, edit_patrol, start_patrol};
+use rusqlite::params;
+
+use crate::home::Home;
+use crate::report::short;
+use crate::{author, now_ms, show, sync};
+
+#[derive(Subcommand)]
+pub enum PatrolCommand {
+    /// Start a patrol; later patrol commands act on it until it ends.
+    Start {
+        #[arg(long)]
+        companion: Vec<String>,
+        #[arg(long)]
+        grid: Option<String>,
+    },
+    /// Check in at a place.
+    Checkin {
+        #[arg(long)]
+        place: String,
+        #[arg(long, allow_negative_numbers = true)]
+        lat: Option<f64>,
+        #[arg(long, allow_negative_numbers = true)]
+        lon: Option<f64>,
+    },
+    /// Record one track point.
+    Track {
+        #[arg(long, allow_negative_numbers = true)]
+        lat: f64,
+        #[arg(long, allow_negative_numbers = true)]
+        lon: f64,
+    },
+    /// Import a track from a GPX file or a CSV of lat,lon[,time].
+    Import { file: std::path::PathBuf },
+    /// Record a household visit (走访).
+    Visit {
+        #[arg(long)]
+        household: String,
+    },
+    /// Add to the patrol's narrative.
+    Note { text: String },
+    /// Link a report found on this patrol.
+    Finding { report: String },
+    /// End the patrol.
+    End,
+    /// List patrols on this device.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a patrol (the current one by default).
+    Show {
+        id: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn active(home: &Home) -> Result<String> {
+    home.profile()?
+        .active_patrol
+        .ok_or_else(|| anyhow!("no patrol is under way; start one with: field patrol start"))
+}
+
+fn edit(home: &mut Home, id: &str, e: PatrolEdit) -> Result<()> {
+    let profile = home.profile()?;
+    let (mut d, kind) =
+        home.load(id, &profile.actor_id()?)?.ok_or_else(|| anyhow!("patrol {id} is missing"))?;
+    let before = d.get_heads();
+    edit_patrol(&mut d, &author(&profile), &e).map_err(|e| anyhow!("{e}"))?;
+    home.commit_local(id, kind, &mut d, &before)
+}
+
+pub fn run(home: &mut Home, c: PatrolCommand) -> Result<()> {
+    match c {
+        PatrolCommand::Start { companion, grid } => {
+            let mut profile = home.profile()?;
+            if let Some(p) = &profile.active_patrol {
+                bail!("patrol {} is still under way; end it first with: field patrol end", short(p));
+            }
+            let grids = &profile.org.grids;
+            let grid = match grid {
+                Some(g) => {
+                    grids.iter().find(|x| x.id == g).ok_or_else(|| anyhow!("grid {g} is not one of yours"))?
+                }
+                None if grids.len() == 1 => &grids[0],
+                None => bail!("you cover several grids; say which with --grid"),
+            };
+            let id = uuid::Uuid::now_v7();
+            let mut d =
+                start_patrol(profile.actor_id()?, &author(&profile), id, &grid.id, &grid.town, &companion)
+                    .map_err(|e| anyhow!("{e}"))?;
+            home.commit_local(&id.to_string(), DocKind::Patrol, &mut d, &[])?;
+            profile.active_patrol = Some(id.to_string());
+            home.save_profile(&profile)?;
+            println!("{id}");
+            Ok(())
+        }
+        PatrolCommand::Checkin { place, lat, lon } => {
+            if lat.is_some() != lon.is_some() {
+                bail!("give both --lat and --lon, or neither");
+            }
+            let id = active(home)?;
+            edit(home, &id, PatrolEdit::CheckIn(CheckIn { place, lat, lon, at: now_ms() }))?;
+            println!("checked in (saved)");
+            Ok(())
+        }
+        PatrolCommand::Track { lat, lon } => {
+            if !(lat.is_finite()
+                && lon.is_finite()
+                && (-90.0..=90.0).contains(&lat)
+                && (-180.0..=180.0).contains(&lon))
+            {
+                bail!("{lat},{lon} is not a position on Earth");
+            }
+            let id = active(home)?;
+            home.conn.execute(
+                "INSERT INTO pending_track (patrol_id, lat, lon, at) VALUES (?1, ?2, ?3, ?4)",
+                params![id, lat, lon, now_ms()],
+            )?;
+            let waiting: i64 = home.conn.query_row(
+                "SELECT COUNT(*) FROM pending_track WHERE patrol_id = ?1",
+                [&id],
+                |r| r.get(0),
+            )?;
+            if waiting as usize >= gridsync_core::patrol::TRACK_CHUNK_POINTS {
+                sync::flush_track(home)?;
+            }
+            println!("track point saved");
+            Ok(())
+        }
+        PatrolCommand::Import { file } => {
+            let id = active(home)?;
+            let text =
+                std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let points = parse_track(&text, now_ms()).with_context(|| {
+                format!("{} is not a GPX file or a CSV of lat,lon[,time]", file.display())
+            })?;
+            let n = points.len();
+            edit(home, &id, PatrolEdit::Track(points))?;
+            println!("imported {n} track points");
+            Ok(())
+        }
+        PatrolCommand::Visit { household } => {
+            let id = active(home)?;
+            edit(home, &id, PatrolEdit::Visit(household))?;
+            println!("visit recorded (saved)");
+            Ok(())
+        }
+        PatrolCommand::Note { text } => {
+            let id = active(home)?;
+            edit(home, &id, PatrolEdit::Narrative(text))?;
+            println!("added to the narrative (saved)");
+            Ok(())
+        }
+        PatrolCommand::Finding { report } => {
+            let id = active(home)?;
+            let report = home.resolve_id(DocKind::Report, &report)?;
+            edit(home, &id, PatrolEdit::Finding(report))?;
+            println!("finding linked (saved)");
+            Ok(())
+        }
+        PatrolCommand::End => {
+            let id = active(home)?;
+            sync::flush_track(home)?;
+            edit(home, &id, PatrolEdit::End)?;
+            let mut profile = home.profile()?;
+            profile.active_patrol = None;
+            home.save_profile(&profile)?;
+            println!("patrol {} ended (saved; it is sent at the next 'field sync')", short(&id));
+            Ok(())
+        }
+        PatrolCommand::List { json } => {
+            let views = patrol_views(home)?;
+            show::patrol_list(&views, json)
+        }
+        PatrolCommand::Show { id, json } => {
+            let id = match id {
+                Some(i) => home.resolve_id(DocKind::Patrol, &i)?,
+                None => active(home)?,
+            };
+            let mut view =
+                patrol_views(home)?.into_iter().find(|v| v.id == id).ok_or_else(|| anyhow!("gone"))?;
+            // Points recorded but not yet packed into the document.
+            let mut st = home
+                .conn
+                .prepare("SELECT lat, lon, at FROM pending_track WHERE patrol_id = ?1 ORDER BY id")?;
+            let pending: Vec<TrackPoint> = st
+                .query_map([&id], |r| Ok(TrackPoint { lat: r.get(0)?, lon: r.get(1)?, at: r.get(2)? }))?
+                .collect::<Result<_, _>>()?;
+            view.track.extend(pending);
+            show::patrol(&view, json)
+        }
+    }
+}
+
+fn patrol_views(home: &Home) -> Result<Vec<PatrolView>> {
+    home.list(DocKind::Patrol)?.into_iter().map(|r| Ok(serde_json::from_str(&r.view)?)).collect()
+}
+
+/// Parses a GPX track (`<trkpt lat=".." lon="..">` with optional `<time>`) or CSV lines of
+/// `lat,lon[,time]` where time is Unix seconds or RFC 3339. Points without a time get `default_at`.
+pub fn parse_track(text: &str, default_at: i64) -> Result<Vec<TrackPoint>> {
+    let mut out = Vec::new();
+    if text.contains("<trkpt") || text.contains("<gpx") {
+        for chunk in text.split("<trkpt").skip(1) {
+            let attr = |name: &str| -> Option<f64> {
+                let start = chunk.find(&format!("{name}=\""))? + name.len() + 2;
+                let end = chunk[start..].find('"')? + start;
+                chunk[start..end].trim().parse().ok()
+            };
+            let (Some(lat), Some(lon)) = (attr("lat"), attr("lon")) else { bail!("a trkpt without lat/lon") };
+            let body = chunk.split("</trkpt>").next().unwrap_or("");
+            let at = body
+                .find("<time>")
+                .and_then(|s| body[s + 6..].split("</time>").next())
+                .and_then(parse_time)
+                .unwrap_or(default_at);
+            out.push(TrackPoint { lat, lon, at });
+        }
+    } else {
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let cols: Vec<&str> = line.split(',').map(str::trim).collect();
+            let (Some(lat), Some(lon)) = (
+                cols.first().and_then(|c| c.parse::<f64>().ok()),
+                cols.get(1).and_then(|c| c.parse::<f64>().ok()),
+            ) else {
+                if n == 0 {
+                    continue; // a header line
+                }
+                bail!("line {} is not lat,lon[,time]", n + 1);
+            };
+            let at = cols.get(2).and_then(|t| parse_time(t)).unwrap_or(default_at);
+            out.push(TrackPoint { lat, lon, at });
+        }
+    }
+    if out.is_empty() {
+        bail!("no track points found");
+    }
+    for p in &out {
+        if !((-90.0..=90.0).contains(&p.lat) && (-180.0..=180.0).contains(&p.lon)) {
+            bail!("{},{} is not a position on Earth", p.lat, p.lon);
+        }
+    }
+    Ok(out)
+}
+
+/// Unix seconds, or RFC 3339 in UTC (`2026-11-26T08:30:00Z`), to milliseconds.
+fn parse_time(s: &str) -> Option<i64> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<i64>() {
+        return Some(secs * 1000);
+    }
+    let b = s.as_bytes();
+    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || (b[10] != b'T' && b[10] != b' ') {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 24 + hh) * 60 + mm) * 60_000 + ss * 1000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gpx_and_csv_tracks_parse() {
+        let gpx = r#"<gpx><trk><trkseg>
+            <trkpt lat="30.5" lon="114.25"><time>2026-11-26T08:30:00Z</time></trkpt>
+            <trkpt lon="114.26" lat="30.51"></trkpt>
+        </trkseg></trk></gpx>"#;
+        let p = parse_track(gpx, 7).unwrap();
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[0].at, 1_795_681_800_000);
+        assert_eq!((p[1].lat, p[1].lon, p[1].at), (30.51, 114.26, 7));
+        let csv = "lat,lon,time\n30.5,114.25,1795681800\n30.6,114.3\n";
+        let p = parse_track(csv, 9).unwrap();
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[0].at, 1_795_681_800_000);
+        assert_eq!(p[1].at, 9);
+        assert!(parse_track("30.5,114\nnot,a,point\n", 0).is_err());
+        assert!(parse_track("", 0).is_err());
+        assert!(parse_track("95,10\n", 0).is_err());
+    }
+}

@@ -1,0 +1,354 @@
+//! `field sync` and the other calls to the server: one request per page, gzip both ways, retries
+//! with backoff, and a response applied in one local transaction before the cursor moves.
+
+use std::collections::HashSet;
+use std::io::{IsTerminal, Read, Write};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use automerge::AutoCommit;
+use base64::Engine;
+use gridsync_core::doc::{self, DocKind};
+use gridsync_core::patrol::{PatrolEdit, TrackPoint, edit_patrol};
+use gridsync_core::protocol::{Encoding, ErrorBody, Outcome, PushedChange, SyncRequest, SyncResponse};
+use rand::Rng;
+use rusqlite::params;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::home::{Home, SyncRecord, save_profile_in, store_doc};
+use crate::now_ms;
+
+/// Most changes sent in one request, and about how many bytes of them.
+const PUSH_CHANGES: usize = 5_000;
+const PUSH_BYTES: usize = 2 << 20;
+
+/// What one `field sync` did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SyncSummary {
+    pub pushed: u64,
+    pub accepted: u64,
+    pub duplicate: u64,
+    pub refused: u64,
+    pub waiting: u64,
+    pub pulled_documents: u64,
+    pub round_trips: u64,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub cursor: u64,
+    /// Refusals received in this sync: (document, code, message).
+    pub refusals: Vec<(String, String, String)>,
+}
+
+/// A JSON-over-HTTP client for one server and token.
+pub struct Client {
+    http: reqwest::blocking::Client,
+    base: String,
+    token: String,
+    retries: u32,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+}
+
+/// A failure worth retrying (network, 5xx) or not (the server said no).
+enum CallError {
+    Retry(String),
+    Final(anyhow::Error),
+}
+
+impl Client {
+    pub fn new(base: &str, token: &str, retries: u32) -> Result<Client> {
+        let http = reqwest::blocking::Client::builder()
+            .connect_timeout(Duration::from_secs(15))
+            .timeout(Duration::from_secs(120))
+            .gzip(false)
+            .build()
+            .context("cannot set up the network client")?;
+        Ok(Client {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+            retries,
+            bytes_up: 0,
+            bytes_down: 0,
+        })
+    }
+
+    /// Sends a request (retrying network failures with exponential backoff and jitter).
+    pub fn call<T: DeserializeOwned>(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T> {
+        let raw = body.map(serde_json::to_vec).transpose()?;
+        let mut attempt = 0;
+        loop {
+            match self.once(method, path, raw.as_deref()) {
+                Ok(bytes) => {
+                    // An empty answer (204) reads as JSON null.
+                    let bytes = if bytes.is_empty() { b"null".to_vec() } else { bytes };
+                    return serde_json::from_slice(&bytes)
+                        .with_context(|| format!("the server's answer to {path} was not understood"));
+                }
+                Err(CallError::Final(e)) => return Err(e),
+                Err(CallError::Retry(why)) if attempt >= self.retries => {
+                    bail!(
+                        "could not reach the server at {} ({why}). Your work is saved on this device; try again when there is signal.",
+                        self.base
+                    )
+                }
+                Err(CallError::Retry(_)) => {
+                    let base = 500u64.saturating_mul(1 << attempt.min(5));
+                    let jitter = rand::rng().random_range(0..=base / 2);
+                    std::thread::sleep(Duration::from_millis((base + jitter).min(10_000)));
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    fn once(&mut self, method: &str, path: &str, body: Option<&[u8]>) -> Result<Vec<u8>, CallError> {
+        let url = format!("{}{path}", self.base);
+        let mut req = match method {
+            "GET" => self.http.get(&url),
+            _ => self.http.post(&url),
+        }
+        .bearer_auth(&self.token)
+        .header("accept-encoding", "gzip");
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json");
+            let sent = if b.len() > 1024 {
+                let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                gz.write_all(b).map_err(|e| CallError::Final(e.into()))?;
+                req = req.header("content-encoding", "gzip");
+                gz.finish().map_err(|e| CallError::Final(e.into()))?
+            } else {
+                b.to_vec()
+            };
+            self.bytes_up += sent.len() as u64;
+            req = req.body(sent);
+        }
+        let resp = req.send().map_err(|e| CallError::Retry(short_error(&e)))?;
+        let status = resp.status();
+        let gzipped = resp
+            .headers()
+            .get("content-encoding")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
+        let wire = resp.bytes().map_err(|e| CallError::Retry(short_error(&e)))?;
+        self.bytes_down += wire.len() as u64;
+        let bytes = if gzipped {
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(&wire[..])
+                .read_to_end(&mut out)
+                .map_err(|e| CallError::Retry(format!("a damaged answer: {e}")))?;
+            out
+        } else {
+            wire.to_vec()
+        };
+        if status.is_success() {
+            return Ok(bytes);
+        }
+        let message = serde_json::from_slice::<ErrorBody>(&bytes)
+            .map(|e| e.message)
+            .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).chars().take(200).collect());
+        if status.is_server_error() || status.as_u16() == 429 {
+            return Err(CallError::Retry(format!("the server answered {status}: {message}")));
+        }
+        Err(CallError::Final(anyhow!("the server refused: {message}")))
+    }
+}
+
+fn short_error(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "the connection timed out".into()
+    } else if e.is_connect() {
+        "no connection".into()
+    } else {
+        "the connection broke".into()
+    }
+}
+
+/// Turns buffered track points into compact chunks in their patrol documents (as local edits).
+pub fn flush_track(home: &mut Home) -> Result<usize> {
+    let profile = home.profile()?;
+    let actor = profile.actor_id()?;
+    let mut st = home.conn.prepare("SELECT DISTINCT patrol_id FROM pending_track")?;
+    let patrols: Vec<String> = st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    drop(st);
+    let mut flushed = 0;
+    for id in patrols {
+        let mut st = home
+            .conn
+            .prepare("SELECT id, lat, lon, at FROM pending_track WHERE patrol_id = ?1 ORDER BY id")?;
+        let rows: Vec<(i64, TrackPoint)> = st
+            .query_map([&id], |r| {
+                Ok((r.get(0)?, TrackPoint { lat: r.get(1)?, lon: r.get(2)?, at: r.get(3)? }))
+            })?
+            .collect::<Result<_, _>>()?;
+        drop(st);
+        let Some((mut d, kind)) = home.load(&id, &actor)? else { continue };
+        let before = d.get_heads();
+        let points: Vec<TrackPoint> = rows.iter().map(|(_, p)| *p).collect();
+        let author = crate::author(&profile);
+        edit_patrol(&mut d, &author, &PatrolEdit::Track(points)).map_err(|e| anyhow!("{e}"))?;
+        let changes = d.get_changes(&before);
+        let tx = home.conn.transaction()?;
+        store_doc(&tx, &id, kind, &mut d)?;
+        for c in &changes {
+            tx.execute(
+                "INSERT OR IGNORE INTO outbox (hash, doc_id, kind, bytes) VALUES (?1, ?2, ?3, ?4)",
+                params![doc::hash_hex(&c.hash()), id, kind.as_str(), c.raw_bytes()],
+            )?;
+        }
+        let last = rows.last().map(|(i, _)| *i).unwrap_or(0);
+        tx.execute("DELETE FROM pending_track WHERE patrol_id = ?1 AND id <= ?2", params![id, last])?;
+        tx.commit()?;
+        flushed += rows.len();
+    }
+    Ok(flushed)
+}
+
+/// Pushes the outbox and pulls pages until the device is up to date.
+pub fn sync(home: &mut Home, retries: u32, budget: Option<u64>) -> Result<SyncSummary> {
+    flush_track(home)?;
+    let profile = home.profile()?;
+    let mut client = Client::new(&profile.server, &profile.token, retries)?;
+    let mut summary = SyncSummary { cursor: profile.cursor, ..SyncSummary::default() };
+    let mut sent: HashSet<String> = HashSet::new();
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let b = indicatif::ProgressBar::new_spinner();
+        b.set_message("syncing");
+        b
+    });
+    let result = (|| -> Result<()> {
+        loop {
+            let (hashes, changes) = next_outbox_batch(home, &sent)?;
+            let req = SyncRequest { cursor: summary.cursor, changes, budget };
+            let resp: SyncResponse = client.call("POST", "/v1/sync", Some(&req))?;
+            summary.round_trips += 1;
+            summary.pushed += hashes.len() as u64;
+            sent.extend(hashes.iter().cloned());
+            apply_response(home, &resp, &mut summary)?;
+            if let Some(b) = &bar {
+                b.set_message(format!(
+                    "syncing: {} sent, {} documents received, {} round trips",
+                    summary.pushed, summary.pulled_documents, summary.round_trips
+                ));
+                b.tick();
+            }
+            let more_to_push = !next_outbox_batch(home, &sent)?.0.is_empty();
+            if !resp.has_more && !more_to_push {
+                return Ok(());
+            }
+        }
+    })();
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    summary.bytes_up = client.bytes_up;
+    summary.bytes_down = client.bytes_down;
+    let mut p = home.profile()?;
+    p.last_sync = Some(SyncRecord {
+        at: now_ms(),
+        ok: result.is_ok(),
+        message: match &result {
+            Ok(()) => format!(
+                "pushed {} (accepted {}, refused {}), pulled {} documents",
+                summary.pushed, summary.accepted, summary.refused, summary.pulled_documents
+            ),
+            Err(e) => format!("{e:#}"),
+        },
+    });
+    home.save_profile(&p)?;
+    result.map(|()| summary)
+}
+
+/// The next outbox changes not yet sent in this run, oldest first.
+fn next_outbox_batch(home: &Home, sent: &HashSet<String>) -> Result<(Vec<String>, Vec<PushedChange>)> {
+    let mut st = home.conn.prepare_cached("SELECT hash, doc_id, kind, bytes FROM outbox ORDER BY seq")?;
+    let mut rows = st.query([])?;
+    let (mut hashes, mut changes, mut bytes) = (Vec::new(), Vec::new(), 0usize);
+    let b64 = base64::engine::general_purpose::STANDARD;
+    while let Some(r) = rows.next()? {
+        let hash: String = r.get(0)?;
+        if sent.contains(&hash) {
+            continue;
+        }
+        let kind: String = r.get(2)?;
+        let raw: Vec<u8> = r.get(3)?;
+        bytes += raw.len();
+        changes.push(PushedChange {
+            doc: r.get(1)?,
+            kind: DocKind::parse(&kind).ok_or_else(|| anyhow!("the outbox is damaged"))?,
+            change: b64.encode(raw),
+        });
+        hashes.push(hash);
+        if changes.len() >= PUSH_CHANGES || bytes >= PUSH_BYTES {
+            break;
+        }
+    }
+    Ok((hashes, changes))
+}
+
+/// Applies one response in one transaction: acknowledgements, refusals, documents, then the cursor.
+fn apply_response(home: &mut Home, resp: &SyncResponse, summary: &mut SyncSummary) -> Result<()> {
+    let profile = home.profile()?;
+    let actor = profile.actor_id()?;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut loaded = Vec::with_capacity(resp.docs.len());
+    for u in &resp.docs {
+        let bytes = b64.decode(&u.data).context("the server sent a damaged document")?;
+        let local = home.load(&u.doc, &actor)?;
+        let (d, kind): (AutoCommit, DocKind) = match local {
+            Some((mut d, kind)) => {
+                doc::load_incremental(&mut d, &bytes).map_err(|e| anyhow!("document {}: {e}", u.doc))?;
+                (d, kind)
+            }
+            None => {
+                if u.encoding == Encoding::Changes {
+                    bail!(
+                        "the server sent changes for a document this device does not have; run field sync again"
+                    );
+                }
+                (doc::load(&bytes, actor.clone()).map_err(|e| anyhow!("document {}: {e}", u.doc))?, u.kind)
+            }
+        };
+        loaded.push((u.doc.clone(), kind, d));
+    }
+    let now = now_ms();
+    let tx = home.conn.transaction()?;
+    for v in &resp.verdicts {
+        let Some(hash) = &v.hash else { continue };
+        match v.outcome {
+            Outcome::Accepted => summary.accepted += 1,
+            Outcome::Duplicate => summary.duplicate += 1,
+            Outcome::MissingDeps => {
+                summary.waiting += 1;
+                continue;
+            }
+            Outcome::Forbidden | Outcome::Malformed => {
+                summary.refused += 1;
+                let code = v.code.clone().unwrap_or_else(|| "refused".into());
+                let message = v.message.clone().unwrap_or_default();
+                tx.execute(
+                    "INSERT OR REPLACE INTO refusals (hash, doc_id, code, message, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![hash, v.doc, code, message, now],
+                )?;
+                summary.refusals.push((v.doc.clone(), code, message));
+            }
+        }
+        tx.execute("DELETE FROM outbox WHERE hash = ?1", [hash])?;
+    }
+    for (id, kind, mut d) in loaded {
+        store_doc(&tx, &id, kind, &mut d)?;
+        summary.pulled_documents += 1;
+    }
+    let mut p = profile;
+    p.cursor = resp.cursor;
+    save_profile_in(&tx, &p)?;
+    tx.commit()?;
+    summary.cursor = resp.cursor;
+    Ok(())
+}
