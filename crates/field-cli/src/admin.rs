@@ -22,6 +22,11 @@ pub enum AdminCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Every document: kind, grid, status, change count, heads.
+    Documents {
+        #[arg(long)]
+        json: bool,
+    },
     /// Manage users.
     #[command(subcommand)]
     User(UserCommand),
@@ -113,6 +118,25 @@ pub fn run(home: &mut Home, c: AdminCommand) -> Result<()> {
             if !rows.is_empty() {
                 println!("{t}");
             }
+        }
+        AdminCommand::Documents { json } => {
+            let rows: Vec<DocumentStatus> = client.call("GET", "/v1/admin/documents", None::<&()>)?;
+            if json {
+                return print_json(&rows);
+            }
+            let mut t = new_table(&["document", "kind", "grid", "status", "level", "changes", "conflicts"]);
+            for d in &rows {
+                t.add_row(vec![
+                    short(&d.doc).to_string(),
+                    d.kind.to_string(),
+                    d.grid.clone(),
+                    d.status.map(|s| s.to_string()).unwrap_or_default(),
+                    d.level.map(|l| l.to_string()).unwrap_or_default(),
+                    d.changes.to_string(),
+                    d.conflicts.len().to_string(),
+                ]);
+            }
+            println!("{t}");
         }
         AdminCommand::User(UserCommand::Add { name, role, scope, json }) => {
             let Some(role) = Role::parse(&role).filter(|r| *r != Role::System) else {

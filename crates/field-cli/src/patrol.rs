@@ -78,6 +78,7 @@ fn edit(home: &mut Home, id: &str, e: PatrolEdit) -> Result<()> {
 }
 
 pub fn run(home: &mut Home, c: PatrolCommand) -> Result<()> {
+    home.profile()?;
     match c {
         PatrolCommand::Start { companion, grid } => {
             let mut profile = home.profile()?;

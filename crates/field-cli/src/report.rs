@@ -244,6 +244,7 @@ pub fn short(id: &str) -> &str {
 }
 
 pub fn run(home: &mut Home, c: ReportCommand) -> Result<()> {
+    home.profile()?;
     match c {
         ReportCommand::New { category, title, description, urgency, lat, lon, address, party, grid } => {
             let profile = home.profile()?;
