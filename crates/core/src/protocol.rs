@@ -52,14 +52,17 @@ pub enum Outcome {
     Malformed,
 }
 
-/// The verdict on one pushed change, in request order.
+/// The verdict on one pushed change. Verdicts are in request order, one per pushed change; to keep
+/// answers small, `accepted` and `duplicate` carry only the outcome, the others name the document
+/// and the change hash.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Verdict {
-    pub doc: String,
-    /// The change hash (hex) when the bytes could be decoded.
+    pub outcome: Outcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub doc: Option<String>,
+    /// The change hash (hex).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash: Option<String>,
-    pub outcome: Outcome,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

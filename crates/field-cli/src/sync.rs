@@ -230,7 +230,7 @@ pub fn sync(home: &mut Home, retries: u32, budget: Option<u64>) -> Result<SyncSu
             summary.round_trips += 1;
             summary.pushed += hashes.len() as u64;
             sent.extend(hashes.iter().cloned());
-            apply_response(home, &resp, &mut summary)?;
+            apply_response(home, &resp, &hashes, &mut summary)?;
             if let Some(b) = &bar {
                 b.set_message(format!(
                     "syncing: {} sent, {} documents received, {} round trips",
@@ -293,7 +293,12 @@ fn next_outbox_batch(home: &Home, sent: &HashSet<String>) -> Result<(Vec<String>
 }
 
 /// Applies one response in one transaction: acknowledgements, refusals, documents, then the cursor.
-fn apply_response(home: &mut Home, resp: &SyncResponse, summary: &mut SyncSummary) -> Result<()> {
+fn apply_response(
+    home: &mut Home,
+    resp: &SyncResponse,
+    sent: &[String],
+    summary: &mut SyncSummary,
+) -> Result<()> {
     let profile = home.profile()?;
     let actor = profile.actor_id()?;
     let b64 = base64::engine::general_purpose::STANDARD;
@@ -319,8 +324,10 @@ fn apply_response(home: &mut Home, resp: &SyncResponse, summary: &mut SyncSummar
     }
     let now = now_ms();
     let tx = home.conn.transaction()?;
-    for v in &resp.verdicts {
-        let Some(hash) = &v.hash else { continue };
+    if resp.verdicts.len() != sent.len() {
+        bail!("the server answered {} verdicts for {} changes; try again", resp.verdicts.len(), sent.len());
+    }
+    for (v, hash) in resp.verdicts.iter().zip(sent) {
         match v.outcome {
             Outcome::Accepted => summary.accepted += 1,
             Outcome::Duplicate => summary.duplicate += 1,
@@ -334,9 +341,9 @@ fn apply_response(home: &mut Home, resp: &SyncResponse, summary: &mut SyncSummar
                 let message = v.message.clone().unwrap_or_default();
                 tx.execute(
                     "INSERT OR REPLACE INTO refusals (hash, doc_id, code, message, at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![hash, v.doc, code, message, now],
+                    params![hash, v.doc.as_deref().unwrap_or_default(), code, message, now],
                 )?;
-                summary.refusals.push((v.doc.clone(), code, message));
+                summary.refusals.push((v.doc.clone().unwrap_or_default(), code, message));
             }
         }
         tx.execute("DELETE FROM outbox WHERE hash = ?1", [hash])?;

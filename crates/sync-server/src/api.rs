@@ -13,8 +13,8 @@ use axum::{Json, Router};
 use base64::Engine;
 use gridsync_core::org::{Org, Role, Scope};
 use gridsync_core::protocol::{
-    DeviceRegistered, DeviceRegistration, DocUpdate, Encoding, ErrorBody, NewUser, SyncRequest, SyncResponse,
-    WhoAmI,
+    DeviceRegistered, DeviceRegistration, DocUpdate, Encoding, ErrorBody, NewUser, Outcome, SyncRequest,
+    SyncResponse, Verdict, WhoAmI,
 };
 use serde::Deserialize;
 
@@ -303,6 +303,14 @@ async fn sync(
         Ok((docs, next, has_more))
     })
     .await?;
+    let verdicts = verdicts
+        .into_iter()
+        .map(|v| match v.outcome {
+            // Position says which change; the rest would only cost bytes.
+            Outcome::Accepted | Outcome::Duplicate => Verdict { doc: None, hash: None, ..v },
+            _ => v,
+        })
+        .collect();
     let resp = SyncResponse { verdicts, docs, cursor, has_more };
     let out = serde_json::to_vec(&resp).map_err(|e| ApiError::internal("encoding a response", e))?;
     s.metrics.bytes(body.len() as u64, out.len() as u64);

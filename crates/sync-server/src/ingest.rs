@@ -140,7 +140,7 @@ pub struct IngestConfig {
 
 impl Default for IngestConfig {
     fn default() -> Self {
-        IngestConfig { cache_docs: 20_000, max_group: 512 }
+        IngestConfig { cache_docs: 5_000, max_group: 512 }
     }
 }
 
@@ -198,7 +198,7 @@ struct Staged {
 
 fn verdict(doc: &str, hash: Option<&ChangeHash>, outcome: Outcome) -> Verdict {
     Verdict {
-        doc: doc.to_string(),
+        doc: Some(doc.to_string()),
         hash: hash.map(hash_hex),
         outcome,
         code: None,
@@ -274,7 +274,7 @@ impl WriterLoop {
                         .filter(|v| matches!(v.outcome, Outcome::Forbidden | Outcome::Malformed))
                         .map(|v| {
                             (
-                                v.doc.clone(),
+                                v.doc.clone().unwrap_or_default(),
                                 v.hash.clone(),
                                 v.code.clone().unwrap_or_default(),
                                 v.message.clone().unwrap_or_default(),

@@ -24,7 +24,7 @@ use axum::response::IntoResponse;
 use gridsync_core::org::{Org, Role};
 use gridsync_core::protocol::UserCreated;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::compression::CompressionLayer;
+use tower_http::compression::{CompressionLayer, predicate::SizeAbove};
 use tower_http::decompression::RequestDecompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
@@ -86,7 +86,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         .with_state(state)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(RequestDecompressionLayer::new())
-        .layer(CompressionLayer::new())
+        // Small answers (a no-op sync) would grow under gzip: compress only above 1 KiB.
+        .layer(CompressionLayer::new().compress_when(SizeAbove::new(1024)))
         .layer(axum::middleware::from_fn(move |req: axum::extract::Request, next: axum::middleware::Next| {
             let metrics = metrics.clone();
             async move {

@@ -31,7 +31,7 @@ enum Command {
         #[arg(long)]
         demo: bool,
         /// Documents kept in memory.
-        #[arg(long, default_value_t = 20_000)]
+        #[arg(long, default_value_t = 5_000)]
         cache_docs: usize,
     },
     /// Manage the organisation.
