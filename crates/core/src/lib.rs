@@ -4,6 +4,7 @@
 //!
 //! - [`org`]: county → towns → villages → grids; roles and scopes; the demo county.
 //! - [`doc`]: shared document plumbing; loading and applying outside bytes without panics.
+//! - [`indicators`]: supervision indicators (自办自结率, 按期结案率, …) from report views.
 //! - [`report`]: report documents, local edits, `ReportView`.
 //! - [`patrol`]: patrol documents, compact tracks, `PatrolView`.
 //! - [`policy`]: deadlines per step and urgency, and the green/yellow/red light.
@@ -14,6 +15,7 @@
 //! - [`schema`]: JSON Schemas generated from the types above.
 
 pub mod doc;
+pub mod indicators;
 pub mod lifecycle;
 pub mod merge;
 pub mod org;

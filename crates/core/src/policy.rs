@@ -40,6 +40,49 @@ pub struct Policy {
     pub resolve: StepLimits,
     /// From resolution to closure (结案), including the check and the return visit.
     pub close: StepLimits,
+    /// What the server escalates on its own.
+    #[serde(default)]
+    pub auto: AutoRules,
+}
+
+/// Auto-escalation rules, run by the server and written into the report as its own transitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AutoRules {
+    /// A `critical` report still open in its grid goes to its town at once.
+    pub critical_to_town: bool,
+    /// A report not accepted at the town within the `accept` limit goes to the county.
+    pub unaccepted_to_county: bool,
+}
+
+impl Default for AutoRules {
+    fn default() -> Self {
+        AutoRules { critical_to_town: true, unaccepted_to_county: true }
+    }
+}
+
+/// Why the server should escalate a report now, if it should.
+pub fn auto_escalation(
+    rules: &AutoRules,
+    policy: &Policy,
+    status: Status,
+    level: crate::lifecycle::Level,
+    urgency: Urgency,
+    status_since: i64,
+    now: i64,
+) -> Option<String> {
+    use crate::lifecycle::Level;
+    match (status, level) {
+        (Status::Open, Level::Grid) if rules.critical_to_town && urgency == Urgency::Critical => {
+            Some("auto-escalated: a critical report goes to the town hub at once".into())
+        }
+        (Status::Escalated, Level::Town) if rules.unaccepted_to_county => {
+            let limit = policy.limit_minutes("accept", urgency)?;
+            (now > status_since + i64::from(limit) * 60_000)
+                .then(|| format!("auto-escalated: not accepted at the town within {limit} minutes"))
+        }
+        _ => None,
+    }
 }
 
 impl Default for Policy {
@@ -50,6 +93,7 @@ impl Default for Policy {
             dispatch: StepLimits { low: 4 * h, normal: 2 * h, high: h, critical: 30 },
             resolve: StepLimits { low: 15 * 24 * h, normal: 7 * 24 * h, high: 3 * 24 * h, critical: 24 * h },
             close: StepLimits { low: 5 * 24 * h, normal: 3 * 24 * h, high: 2 * 24 * h, critical: 24 * h },
+            auto: AutoRules::default(),
         }
     }
 }
@@ -138,5 +182,26 @@ mod tests {
         let text = toml::to_string(&p).unwrap();
         assert_eq!(Policy::from_toml(&text).unwrap(), p);
         assert!(Policy::from_toml("accept = 3").is_err());
+        let shipped = include_str!("../../../docs/policy.toml");
+        assert_eq!(Policy::from_toml(shipped).unwrap(), p, "docs/policy.toml shows the defaults");
+    }
+
+    #[test]
+    fn auto_escalation_rules() {
+        use crate::lifecycle::Level;
+        let p = Policy::default();
+        let r = p.auto;
+        let hour = 3_600_000;
+        assert!(auto_escalation(&r, &p, Status::Open, Level::Grid, Urgency::Critical, 0, 0).is_some());
+        assert!(auto_escalation(&r, &p, Status::Open, Level::Grid, Urgency::High, 0, 10 * hour).is_none());
+        assert!(auto_escalation(&r, &p, Status::Escalated, Level::Town, Urgency::Normal, 0, hour).is_none());
+        assert!(
+            auto_escalation(&r, &p, Status::Escalated, Level::Town, Urgency::Normal, 0, hour + 1).is_some()
+        );
+        assert!(
+            auto_escalation(&r, &p, Status::Accepted, Level::Town, Urgency::Normal, 0, 99 * hour).is_none()
+        );
+        let off = AutoRules { critical_to_town: false, unaccepted_to_county: false };
+        assert!(auto_escalation(&off, &p, Status::Open, Level::Grid, Urgency::Critical, 0, 0).is_none());
     }
 }

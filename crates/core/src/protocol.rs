@@ -195,3 +195,34 @@ pub struct UserCreated {
     pub scope: Scope,
     pub token: String,
 }
+
+/// A lease on a queue item: while it runs, only its holder works the item.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Claim {
+    pub doc: String,
+    pub user: String,
+    pub name: String,
+    /// Milliseconds since the epoch (server clock).
+    pub expires_at: i64,
+}
+
+/// `GET /v1/queue`: one item a hub has to act on, with its server-side deadline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct QueueEntry {
+    pub doc: String,
+    pub title: String,
+    pub category: crate::report::Category,
+    pub urgency: crate::report::Urgency,
+    pub status: Status,
+    pub level: Level,
+    pub grid: String,
+    pub town: String,
+    /// The step the item waits for: accept, dispatch, resolve or close.
+    pub step: String,
+    /// When the server saw the item enter its current status (ms).
+    pub since: i64,
+    pub due: i64,
+    pub light: crate::policy::Light,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<Claim>,
+}

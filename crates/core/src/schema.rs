@@ -27,6 +27,10 @@ pub fn all() -> Vec<(&'static str, String)> {
         ("document-status.schema.json", render::<Vec<protocol::DocumentStatus>>()),
         ("new-user.schema.json", render::<protocol::NewUser>()),
         ("user-created.schema.json", render::<protocol::UserCreated>()),
+        ("claim.schema.json", render::<protocol::Claim>()),
+        ("queue.schema.json", render::<Vec<protocol::QueueEntry>>()),
+        ("indicators.schema.json", render::<crate::indicators::Indicators>()),
+        ("policy.schema.json", render::<crate::policy::Policy>()),
     ]
 }
 

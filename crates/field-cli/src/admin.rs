@@ -27,6 +27,20 @@ pub enum AdminCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Supervision indicators: 自办自结率, 按期处置率, 结案率, 按期结案率, 返工率, times, overdue.
+    Stats {
+        /// Only this town.
+        #[arg(long)]
+        town: Option<String>,
+        /// First day, YYYY-MM-DD (UTC).
+        #[arg(long)]
+        from: Option<String>,
+        /// Last day, YYYY-MM-DD (UTC), included.
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Manage users.
     #[command(subcommand)]
     User(UserCommand),
@@ -51,8 +65,33 @@ pub enum UserCommand {
     Revoke { user: String },
 }
 
+/// Milliseconds at the start of a UTC day given as YYYY-MM-DD.
+fn day_start(s: &str) -> Result<i64> {
+    crate::patrol::parse_time(&format!("{}T00:00:00Z", s.trim()))
+        .ok_or_else(|| anyhow::anyhow!("{s:?} is not a date like 2026-11-26"))
+}
+
 pub fn run(home: &mut Home, c: AdminCommand) -> Result<()> {
     let p = home.profile()?;
+    if let AdminCommand::Stats { town, from, to, json } = &c {
+        if !p.whoami.role.is_operator() {
+            bail!("indicators are for operators and admins");
+        }
+        let mut query = Vec::new();
+        if let Some(t) = town {
+            query.push(format!("town={t}"));
+        }
+        if let Some(f) = from {
+            query.push(format!("from={}", day_start(f)?));
+        }
+        if let Some(t) = to {
+            query.push(format!("to={}", day_start(t)? + 86_400_000));
+        }
+        let mut client = Client::new(&p.server, &p.token, 2)?;
+        let path = format!("/v1/admin/stats{}{}", if query.is_empty() { "" } else { "?" }, query.join("&"));
+        let i: gridsync_core::indicators::Indicators = client.call("GET", &path, None::<&()>)?;
+        return if *json { print_json(&i) } else { crate::show::indicators(&i) };
+    }
     if p.whoami.role != Role::Admin {
         bail!("admin commands need an admin's device (this one belongs to a {})", p.whoami.role.as_str());
     }
@@ -138,6 +177,7 @@ pub fn run(home: &mut Home, c: AdminCommand) -> Result<()> {
             }
             println!("{t}");
         }
+        AdminCommand::Stats { .. } => unreachable!("answered above"),
         AdminCommand::User(UserCommand::Add { name, role, scope, json }) => {
             let Some(role) = Role::parse(&role).filter(|r| *r != Role::System) else {
                 bail!(

@@ -257,7 +257,7 @@ pub fn parse_track(text: &str, default_at: i64) -> Result<Vec<TrackPoint>> {
 }
 
 /// Unix seconds, or RFC 3339 in UTC (`2026-11-26T08:30:00Z`), to milliseconds.
-fn parse_time(s: &str) -> Option<i64> {
+pub fn parse_time(s: &str) -> Option<i64> {
     let s = s.trim();
     if let Ok(secs) = s.parse::<i64>() {
         return Some(secs * 1000);

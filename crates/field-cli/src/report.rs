@@ -118,6 +118,10 @@ pub enum QueueCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Claim it so no other operator works it at the same time (needs the server; renew by claiming again).
+    Claim { id: String },
+    /// Give up your claim.
+    Release { id: String },
     /// Take it on (受理).
     Accept {
         id: String,
@@ -414,6 +418,24 @@ pub fn run_queue(home: &mut Home, c: QueueCommand) -> Result<()> {
     match c {
         QueueCommand::List { waiting, json } => {
             show::queue(&queue_items(home, waiting, now_ms())?, now_ms(), json)
+        }
+        QueueCommand::Claim { id } => {
+            let id = home.resolve_id(DocKind::Report, &id)?;
+            let p = home.profile()?;
+            let mut client = crate::sync::Client::new(&p.server, &p.token, 2)?;
+            let c: gridsync_core::protocol::Claim =
+                client.call("POST", &format!("/v1/queue/{id}/claim"), None::<&()>)?;
+            println!("you hold {} until {} (claim again to renew)", short(&id), show::when(c.expires_at));
+            Ok(())
+        }
+        QueueCommand::Release { id } => {
+            let id = home.resolve_id(DocKind::Report, &id)?;
+            let p = home.profile()?;
+            let mut client = crate::sync::Client::new(&p.server, &p.token, 2)?;
+            let _: serde_json::Value =
+                client.call("POST", &format!("/v1/queue/{id}/release"), None::<&()>)?;
+            println!("released {}", short(&id));
+            Ok(())
         }
         QueueCommand::Accept { id, note } => act(home, &id, Action::Accept, &note, None),
         QueueCommand::Reject { id, reason } => act(home, &id, Action::Reject, &reason, None),

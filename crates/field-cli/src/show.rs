@@ -329,3 +329,43 @@ pub fn print_json<T: Serialize + ?Sized>(v: &T) -> Result<()> {
 pub fn new_table(header: &[&str]) -> Table {
     table(header)
 }
+
+pub fn indicators(i: &gridsync_core::indicators::Indicators) -> Result<()> {
+    let pct = |r: Option<f64>| r.map(|r| format!("{:.1}%", r * 100.0)).unwrap_or_else(|| "—".into());
+    let mins = |m: Option<f64>| m.map(|m| span((m * 60_000.0) as i64)).unwrap_or_else(|| "—".into());
+    let mut t = table(&["indicator", "value", "of"]);
+    t.add_row(vec![
+        "reports".to_string(),
+        i.reports.to_string(),
+        format!("{} cancelled left out", i.cancelled),
+    ]);
+    t.add_row(vec![
+        "自办自结率 self-resolved".into(),
+        pct(i.self_resolved_share),
+        format!("{} / {}", i.self_resolved, i.reports),
+    ]);
+    t.add_row(vec![
+        "按期处置率 handled on time".into(),
+        pct(i.on_time_handling_rate),
+        format!("{} / {} due", i.handled_on_time, i.due_for_handling),
+    ]);
+    t.add_row(vec!["结案率 closed".into(), pct(i.closure_rate), format!("{} / {}", i.closed, i.reports)]);
+    t.add_row(vec![
+        "按期结案率 closed on time".into(),
+        pct(i.on_time_closure_rate),
+        format!("{} / ({} due − {} deferred)", i.closed_on_time, i.due_for_closure, i.deferred),
+    ]);
+    t.add_row(vec![
+        "返工率 rework".into(),
+        pct(i.rework_rate),
+        format!("{} / {} due", i.reworked, i.due_for_closure),
+    ]);
+    t.add_row(vec!["median time to accept".into(), mins(i.median_minutes_to_accept), String::new()]);
+    t.add_row(vec!["median time to close".into(), mins(i.median_minutes_to_close), String::new()]);
+    t.add_row(vec!["overdue now".into(), i.overdue_now.to_string(), String::new()]);
+    println!("{t}");
+    let cats: Vec<String> = i.by_category.iter().map(|(c, n)| format!("{} {n}", c.label_zh())).collect();
+    let levels: Vec<String> = i.by_level.iter().map(|(l, n)| format!("{l} {n}")).collect();
+    println!("by category: {}\nby level: {}", cats.join(", "), levels.join(", "));
+    Ok(())
+}

@@ -11,15 +11,21 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
+use std::collections::BTreeMap;
+
+use gridsync_core::indicators;
+use gridsync_core::lifecycle::{Level, Status};
 use gridsync_core::org::{Org, Role, Scope};
+use gridsync_core::policy::{light, pending_step};
 use gridsync_core::protocol::{
-    DeviceRegistered, DeviceRegistration, DocUpdate, Encoding, ErrorBody, NewUser, Outcome, SyncRequest,
-    SyncResponse, Verdict, WhoAmI,
+    Claim, DeviceRegistered, DeviceRegistration, DocUpdate, Encoding, ErrorBody, NewUser, Outcome,
+    QueueEntry, SyncRequest, SyncResponse, Verdict, WhoAmI,
 };
+use gridsync_core::report::ReportView;
 use serde::Deserialize;
 
 use crate::AppState;
-use crate::store::{DeviceRecord, StoreError, UserRecord};
+use crate::store::{DeviceRecord, StoreError, UserRecord, WorkRow};
 use crate::tokens;
 
 /// An error answer: a status and `{ code, message }`. Internal details are logged, never sent.
@@ -81,6 +87,10 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/admin/documents", get(admin_documents))
         .route("/v1/admin/users", get(admin_users).post(admin_add_user))
         .route("/v1/admin/users/{id}/revoke", post(admin_revoke_user))
+        .route("/v1/admin/stats", get(admin_stats))
+        .route("/v1/queue", get(queue))
+        .route("/v1/queue/{doc}/claim", post(claim))
+        .route("/v1/queue/{doc}/release", post(release))
 }
 
 async fn metrics(State(s): State<Arc<AppState>>) -> impl IntoResponse {
@@ -367,4 +377,159 @@ async fn admin_revoke_user(
     admin_auth(&s, &headers).await?;
     blocking(&s, move |s| Ok(s.store.revoke_user(&id)?)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The levels whose queue a role works.
+fn queue_levels(role: Role) -> ApiResult<&'static [Level]> {
+    match role {
+        Role::TownOperator => Ok(&[Level::Town]),
+        Role::CountyOperator => Ok(&[Level::County]),
+        Role::Admin => Ok(&[Level::Town, Level::County]),
+        _ => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "the queue is for town and county operators",
+        )),
+    }
+}
+
+/// Reports waiting for a hub step at `levels`, in `scope`.
+fn queue_rows(s: &AppState, scope: &Scope, levels: &[Level]) -> ApiResult<Vec<WorkRow>> {
+    let states: Vec<(Status, Level)> = levels
+        .iter()
+        .flat_map(|&l| {
+            [Status::Escalated, Status::Accepted, Status::Dispatched, Status::Resolved].map(|st| (st, l))
+        })
+        .collect();
+    Ok(s.store.reports_in(&states)?.into_iter().filter(|r| scope.covers(&r.grid, &r.town)).collect())
+}
+
+async fn queue(State(s): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult<Response> {
+    let (u, _) = user_auth(&s, &headers).await?;
+    let levels = queue_levels(u.role)?;
+    let now = s.clock.now_ms();
+    let entries = blocking(&s, move |s| {
+        let claims: BTreeMap<String, Claim> =
+            s.store.claims(now)?.into_iter().map(|c| (c.doc.clone(), c)).collect();
+        let policy = &s.config.policy;
+        let mut out = Vec::new();
+        for r in queue_rows(s, &u.scope, levels)? {
+            let view: ReportView =
+                serde_json::from_str(&r.view_json).map_err(|e| ApiError::internal("a stored view", e))?;
+            let Some(step) = pending_step(r.status) else { continue };
+            let Some(due) = policy.deadline(r.status, r.urgency, r.status_since) else { continue };
+            out.push(QueueEntry {
+                claim: claims.get(&r.id).cloned(),
+                doc: r.id,
+                title: view.title,
+                category: view.category,
+                urgency: r.urgency,
+                status: r.status,
+                level: r.level,
+                grid: r.grid,
+                town: r.town,
+                step: step.to_string(),
+                since: r.status_since,
+                due,
+                light: light(r.status_since, due, now),
+            });
+        }
+        out.sort_by(|a, b| b.urgency.cmp(&a.urgency).then(a.since.cmp(&b.since)).then(a.doc.cmp(&b.doc)));
+        Ok(out)
+    })
+    .await?;
+    Ok(Json(entries).into_response())
+}
+
+async fn claim(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(doc): Path<String>,
+) -> ApiResult<Response> {
+    let (u, _) = user_auth(&s, &headers).await?;
+    let levels = queue_levels(u.role)?;
+    let now = s.clock.now_ms();
+    let lease = i64::from(s.config.lease_minutes) * 60_000;
+    let claim = blocking(&s, move |s| {
+        let in_queue = queue_rows(s, &u.scope, levels)?.into_iter().any(|r| r.id == doc);
+        if !in_queue {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_in_queue",
+                "no such item in your queue (it may have been handled already; sync and look again)",
+            ));
+        }
+        Ok((s.store.claim(&doc, &u.id, &u.name, now, lease)?, u.id))
+    })
+    .await?;
+    let (claim, me) = claim;
+    if claim.user != me {
+        let minutes = ((claim.expires_at - now).max(0) + 59_999) / 60_000;
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "claimed",
+            format!("{} ({}) holds this item for {minutes} more minute(s)", claim.name, claim.user),
+        ));
+    }
+    Ok(Json(claim).into_response())
+}
+
+async fn release(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(doc): Path<String>,
+) -> ApiResult<Response> {
+    let (u, _) = user_auth(&s, &headers).await?;
+    queue_levels(u.role)?;
+    blocking(&s, move |s| Ok(s.store.release(&doc, &u.id)?)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+struct StatsQuery {
+    town: Option<String>,
+    /// Milliseconds since the epoch, inclusive.
+    from: Option<i64>,
+    /// Milliseconds since the epoch, exclusive.
+    to: Option<i64>,
+}
+
+async fn admin_stats(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<StatsQuery>,
+) -> ApiResult<Response> {
+    let (u, _) = user_auth(&s, &headers).await?;
+    let scope = match (u.role, &q.town) {
+        (Role::Admin | Role::CountyOperator, Some(t)) => Scope::Town(t.clone()),
+        (Role::Admin | Role::CountyOperator, None) => Scope::County,
+        (Role::TownOperator, None) => u.scope.clone(),
+        (Role::TownOperator, Some(t)) if u.scope == Scope::Town(t.clone()) => u.scope.clone(),
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "indicators cover your own scope only",
+            ));
+        }
+    };
+    let now = s.clock.now_ms();
+    let out = blocking(&s, move |s| {
+        let views = s
+            .store
+            .report_views(&scope)?
+            .iter()
+            .map(|v| serde_json::from_str::<ReportView>(v))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ApiError::internal("a stored view", e))?;
+        Ok(indicators::compute(
+            &views,
+            &s.config.policy,
+            now,
+            q.from.unwrap_or(i64::MIN),
+            q.to.unwrap_or(i64::MAX),
+        ))
+    })
+    .await?;
+    Ok(Json(out).into_response())
 }

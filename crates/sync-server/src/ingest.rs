@@ -286,22 +286,25 @@ impl WriterLoop {
             }
             results.push(r);
         }
+        let now = jobs.iter().map(|j| j.at).max().unwrap_or(0);
         let mut staged = std::mem::take(&mut self.staged);
         let mut writes = Vec::with_capacity(staged.len());
         for (id, st) in staged.iter_mut() {
             let (id, changes, c) = (id.clone(), std::mem::take(&mut st.changes), &mut st.cached);
             let (grid, town) = c.view.place();
             let (grid, town) = (grid.to_string(), town.to_string());
-            let (view_json, conflicts_json, status, level) = match &c.view {
+            let (view_json, conflicts_json, status, level, urgency) = match &c.view {
                 View::Report(r) => (
                     serde_json::to_string(r).unwrap_or_default(),
                     serde_json::to_string(&r.conflicts).unwrap_or_else(|_| "[]".into()),
                     Some(r.status),
                     Some(r.level),
+                    Some(r.urgency),
                 ),
                 View::Patrol(p) => (
                     serde_json::to_string(p).unwrap_or_default(),
                     serde_json::to_string(&p.conflicts).unwrap_or_else(|_| "[]".into()),
+                    None,
                     None,
                     None,
                 ),
@@ -318,6 +321,8 @@ impl WriterLoop {
                 conflicts_json,
                 status,
                 level,
+                urgency,
+                at: now,
             });
         }
         let committed = self.store.commit_group(&writes, &activity);

@@ -1,6 +1,7 @@
 //! Gridsync sync server.
 //!
 //! - [`api`]: routes, authentication, JSON errors, handlers.
+//! - [`auto`]: auto-escalation, written into reports as the server's own transitions.
 //! - [`ingest`]: the single writer: validation, application, group commit, document cache.
 //! - [`store`]: the `Store` trait and its embedded SQLite implementation.
 //! - [`metrics`]: Prometheus counters and histogram.
@@ -9,6 +10,7 @@
 //! - [`demo`]: the demo county with one user per role.
 
 pub mod api;
+pub mod auto;
 pub mod demo;
 pub mod ingest;
 pub mod metrics;
@@ -31,7 +33,8 @@ use tower_http::trace::TraceLayer;
 
 use crate::ingest::{Ingest, IngestConfig};
 use crate::metrics::Metrics;
-use crate::store::{Store, StoreError, UserRecord};
+use crate::store::{DeviceRecord, Store, StoreError, UserRecord};
+use gridsync_core::policy::Policy;
 
 /// Where the server's time comes from; tests pass a fixed clock.
 pub trait Clock: Send + Sync + 'static {
@@ -51,6 +54,22 @@ impl Clock for SystemClock {
     }
 }
 
+/// How a server runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub ingest: IngestConfig,
+    /// Deadlines and auto-escalation rules.
+    pub policy: Policy,
+    /// How long a claim on a queue item lasts unless renewed.
+    pub lease_minutes: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { ingest: IngestConfig::default(), policy: Policy::default(), lease_minutes: 15 }
+    }
+}
+
 /// Everything a request handler reaches.
 pub struct AppState {
     pub store: Arc<dyn Store>,
@@ -59,6 +78,9 @@ pub struct AppState {
     pub ingest: Ingest,
     pub metrics: Arc<Metrics>,
     pub clock: Arc<dyn Clock>,
+    pub config: Config,
+    /// The server's own device: it writes auto-escalations with its own Automerge actor.
+    pub system: DeviceRecord,
 }
 
 impl AppState {
@@ -67,12 +89,26 @@ impl AppState {
         store: Arc<dyn Store>,
         org: Org,
         clock: Arc<dyn Clock>,
-        config: IngestConfig,
-    ) -> Arc<AppState> {
+        config: Config,
+    ) -> Result<Arc<AppState>, StoreError> {
+        let mut fresh = [0u8; 16];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut fresh);
+        let actor = store.server_actor(&hex::encode(fresh))?;
+        let system = DeviceRecord {
+            id: "server".into(),
+            actor,
+            user: UserRecord {
+                id: "system".into(),
+                name: "Gridsync server".into(),
+                role: Role::System,
+                scope: gridsync_core::org::Scope::County,
+                revoked: false,
+            },
+        };
         let org = Arc::new(RwLock::new(org));
         let metrics = Arc::new(Metrics::default());
-        let ingest = Ingest::start(store.clone(), org.clone(), metrics.clone(), config);
-        Arc::new(AppState { store, org, ingest, metrics, clock })
+        let ingest = Ingest::start(store.clone(), org.clone(), metrics.clone(), config.ingest);
+        Ok(Arc::new(AppState { store, org, ingest, metrics, clock, config, system }))
     }
 }
 

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use gridsync_core::org::{Org, Role};
+use gridsync_core::policy::Policy;
 use gridsync_server::ingest::IngestConfig;
 use gridsync_server::store::{SqliteStore, Store};
-use gridsync_server::{AppState, Clock, SystemClock, demo};
+use gridsync_server::{AppState, Clock, Config, SystemClock, demo};
 
 #[derive(Parser)]
 #[command(name = "gridsync-server", version, about = "Gridsync sync server")]
@@ -33,6 +34,15 @@ enum Command {
         /// Documents kept in memory.
         #[arg(long, default_value_t = 5_000)]
         cache_docs: usize,
+        /// Deadline and auto-escalation policy (TOML; see docs/policy.toml). Default: built in.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Minutes a claim on a queue item lasts unless renewed.
+        #[arg(long, default_value_t = 15)]
+        lease_minutes: u32,
+        /// Seconds between auto-escalation passes.
+        #[arg(long, default_value_t = 30)]
+        auto_every: u64,
     },
     /// Manage the organisation.
     Org {
@@ -110,7 +120,23 @@ fn loaded_org(store: &dyn Store) -> Result<Org> {
 fn try_main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { listen, demo, cache_docs } => serve(&cli.data, &listen, demo, cache_docs),
+        Command::Serve { listen, demo, cache_docs, policy, lease_minutes, auto_every } => {
+            let policy = match policy {
+                Some(p) => {
+                    let text = std::fs::read_to_string(&p)
+                        .with_context(|| format!("cannot read {}", p.display()))?;
+                    Policy::from_toml(&text)
+                        .map_err(|e| anyhow::anyhow!("{} is not a valid policy file: {e}", p.display()))?
+                }
+                None => Policy::default(),
+            };
+            let config = Config {
+                ingest: IngestConfig { cache_docs, ..IngestConfig::default() },
+                policy,
+                lease_minutes,
+            };
+            serve(&cli.data, &listen, demo, config, auto_every)
+        }
         Command::Org { command } => {
             let store = open_store(&cli.data)?;
             match command {
@@ -196,7 +222,13 @@ fn try_main() -> Result<()> {
     }
 }
 
-fn serve(dir: &std::path::Path, listen: &str, demo_mode: bool, cache_docs: usize) -> Result<()> {
+fn serve(
+    dir: &std::path::Path,
+    listen: &str,
+    demo_mode: bool,
+    config: Config,
+    auto_every: u64,
+) -> Result<()> {
     let store = open_store(dir)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
@@ -227,7 +259,8 @@ fn serve(dir: &std::path::Path, listen: &str, demo_mode: bool, cache_docs: usize
             None => loaded_org(&store)?,
         };
         let store: Arc<dyn Store> = Arc::new(store);
-        let state = AppState::new(store, org, clock, IngestConfig { cache_docs, ..IngestConfig::default() });
+        let state = AppState::new(store, org, clock, config)?;
+        gridsync_server::auto::spawn(state.clone(), std::time::Duration::from_secs(auto_every.max(1)));
         // The line tests and scripts wait for.
         println!("gridsync-server listening on http://{addr}");
         gridsync_server::serve(listener, state, gridsync_server::shutdown_signal())

@@ -7,7 +7,8 @@ use std::sync::Mutex;
 use gridsync_core::doc::DocKind;
 use gridsync_core::lifecycle::{Level, Status};
 use gridsync_core::org::{Org, Role, Scope};
-use gridsync_core::protocol::{DeviceStatus, DocumentStatus};
+use gridsync_core::protocol::{Claim, DeviceStatus, DocumentStatus};
+use gridsync_core::report::Urgency;
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// Storage errors. Callers above the store turn these into 500s without leaking details.
@@ -70,6 +71,23 @@ pub struct DocWrite {
     pub conflicts_json: String,
     pub status: Option<Status>,
     pub level: Option<Level>,
+    pub urgency: Option<Urgency>,
+    /// Server time of the group commit: becomes `status_since` when status or level changed.
+    pub at: i64,
+}
+
+/// A report as the queue and auto-escalation see it.
+#[derive(Debug, Clone)]
+pub struct WorkRow {
+    pub id: String,
+    pub grid: String,
+    pub town: String,
+    pub status: Status,
+    pub level: Level,
+    pub urgency: Urgency,
+    /// Server time the report entered its current status and level.
+    pub status_since: i64,
+    pub view_json: String,
 }
 
 /// What a sync did to a device's counters.
@@ -128,6 +146,16 @@ pub trait Store: Send + Sync + 'static {
     fn document_statuses(&self, only_conflicted: bool) -> StoreResult<Vec<DocumentStatus>>;
     /// Materialized report views (JSON) in scope, for server-side queries.
     fn report_views(&self, scope: &Scope) -> StoreResult<Vec<String>>;
+    /// Reports whose (status, level) is one of `states`.
+    fn reports_in(&self, states: &[(Status, Level)]) -> StoreResult<Vec<WorkRow>>;
+    /// The server's own Automerge actor; stores `fresh` the first time.
+    fn server_actor(&self, fresh: &str) -> StoreResult<String>;
+    /// Takes or renews the lease on `doc` for `user` unless another holds an unexpired one;
+    /// returns whoever holds it afterwards.
+    fn claim(&self, doc: &str, user: &str, name: &str, now: i64, lease_ms: i64) -> StoreResult<Claim>;
+    fn release(&self, doc: &str, user: &str) -> StoreResult<()>;
+    /// Unexpired claims.
+    fn claims(&self, now: i64) -> StoreResult<Vec<Claim>>;
 }
 
 const MIGRATIONS: &[&str] = &[
@@ -156,6 +184,14 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE refusals (
         id INTEGER PRIMARY KEY, device_id TEXT NOT NULL, doc_id TEXT NOT NULL, hash TEXT,
         code TEXT NOT NULL, message TEXT NOT NULL, at INTEGER NOT NULL);",
+    // 2: the escalation queue — urgency and when the status last changed (server clock), claims,
+    // and server metadata (its own Automerge actor).
+    "ALTER TABLE docs ADD COLUMN urgency TEXT;
+     ALTER TABLE docs ADD COLUMN status_since INTEGER NOT NULL DEFAULT 0;
+     CREATE INDEX docs_status_level ON docs(status, level);
+     CREATE TABLE claims (
+        doc_id TEXT PRIMARY KEY, user_id TEXT NOT NULL, name TEXT NOT NULL, expires_at INTEGER NOT NULL);
+     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
 ];
 
 /// The embedded SQLite store in a data directory.
@@ -386,12 +422,15 @@ impl Store for SqliteStore {
                 let mut ins = tx.prepare_cached("INSERT INTO changes (doc_id, hash, device_id, bytes) VALUES (?1, ?2, ?3, ?4)")?;
                 let mut upsert = tx.prepare_cached(
                     "INSERT INTO docs (id, kind, grid, town, snapshot, created_seq, updated_seq, change_count, heads,
-                                       view, conflicts, conflict_count, status, level)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                                       view, conflicts, conflict_count, status, level, urgency, status_since)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
                      ON CONFLICT(id) DO UPDATE SET snapshot = excluded.snapshot, updated_seq = excluded.updated_seq,
                         change_count = docs.change_count + excluded.change_count, heads = excluded.heads,
                         view = excluded.view, conflicts = excluded.conflicts,
-                        conflict_count = excluded.conflict_count, status = excluded.status, level = excluded.level",
+                        conflict_count = excluded.conflict_count, status = excluded.status, level = excluded.level,
+                        urgency = excluded.urgency,
+                        status_since = CASE WHEN docs.status IS excluded.status AND docs.level IS excluded.level
+                                            THEN docs.status_since ELSE excluded.status_since END",
                 )?;
                 for d in docs {
                     let mut first = None;
@@ -419,6 +458,8 @@ impl Store for SqliteStore {
                         conflict_count,
                         d.status.map(|s| s.as_str()),
                         d.level.map(|l| l.as_str()),
+                        d.urgency.map(|u| u.as_str()),
+                        d.at,
                     ])?;
                     if last != first {
                         tx.execute("UPDATE docs SET updated_seq = ?2 WHERE id = ?1", params![d.id, last])?;
@@ -601,6 +642,91 @@ impl Store for SqliteStore {
                 }
             }
             Ok(out)
+        })
+    }
+
+    fn reports_in(&self, states: &[(Status, Level)]) -> StoreResult<Vec<WorkRow>> {
+        self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT id, grid, town, status, level, urgency, status_since, view FROM docs
+                 WHERE kind = 'report' AND status = ?1 AND level = ?2 ORDER BY status_since, id",
+            )?;
+            let mut out = Vec::new();
+            for (status, level) in states {
+                let rows = st.query_map(params![status.as_str(), level.as_str()], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, Option<String>>(5)?,
+                        r.get::<_, i64>(6)?,
+                        r.get::<_, String>(7)?,
+                    ))
+                })?;
+                for row in rows {
+                    let (id, grid, town, urgency, status_since, view_json) = row?;
+                    let urgency = urgency
+                        .as_deref()
+                        .and_then(Urgency::parse)
+                        .ok_or_else(|| StoreError::Corrupt(format!("urgency of {id}")))?;
+                    out.push(WorkRow {
+                        id,
+                        grid,
+                        town,
+                        status: *status,
+                        level: *level,
+                        urgency,
+                        status_since,
+                        view_json,
+                    });
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn server_actor(&self, fresh: &str) -> StoreResult<String> {
+        self.write(|c| {
+            c.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('server_actor', ?1)", [fresh])?;
+            Ok(c.query_row("SELECT value FROM meta WHERE key = 'server_actor'", [], |r| r.get(0))?)
+        })
+    }
+
+    fn claim(&self, doc: &str, user: &str, name: &str, now: i64, lease_ms: i64) -> StoreResult<Claim> {
+        self.write(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "INSERT INTO claims (doc_id, user_id, name, expires_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(doc_id) DO UPDATE SET user_id = excluded.user_id, name = excluded.name,
+                    expires_at = excluded.expires_at
+                 WHERE claims.expires_at <= ?5 OR claims.user_id = excluded.user_id",
+                params![doc, user, name, now + lease_ms, now],
+            )?;
+            let claim = tx.query_row(
+                "SELECT doc_id, user_id, name, expires_at FROM claims WHERE doc_id = ?1",
+                [doc],
+                |r| Ok(Claim { doc: r.get(0)?, user: r.get(1)?, name: r.get(2)?, expires_at: r.get(3)? }),
+            )?;
+            tx.commit()?;
+            Ok(claim)
+        })
+    }
+
+    fn release(&self, doc: &str, user: &str) -> StoreResult<()> {
+        self.write(|c| {
+            c.execute("DELETE FROM claims WHERE doc_id = ?1 AND user_id = ?2", params![doc, user])?;
+            Ok(())
+        })
+    }
+
+    fn claims(&self, now: i64) -> StoreResult<Vec<Claim>> {
+        self.read(|c| {
+            let mut st =
+                c.prepare("SELECT doc_id, user_id, name, expires_at FROM claims WHERE expires_at > ?1")?;
+            let rows = st.query_map([now], |r| {
+                Ok(Claim { doc: r.get(0)?, user: r.get(1)?, name: r.get(2)?, expires_at: r.get(3)? })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
         })
     }
 }

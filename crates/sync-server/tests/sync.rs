@@ -12,9 +12,8 @@ use gridsync_core::lifecycle::{Action, Status};
 use gridsync_core::org::{Org, Role};
 use gridsync_core::protocol::{DeviceRegistered, Encoding, Outcome, PushedChange, SyncRequest, SyncResponse};
 use gridsync_core::report::*;
-use gridsync_server::ingest::IngestConfig;
 use gridsync_server::store::{SqliteStore, Store};
-use gridsync_server::{AppState, Clock, app, demo};
+use gridsync_server::{AppState, Clock, Config, app, demo};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
@@ -28,23 +27,25 @@ impl Clock for FixedClock {
 
 struct Harness {
     state: Arc<AppState>,
+    /// The server's clock: tests move it instead of sleeping.
+    clock: Arc<FixedClock>,
     org: Org,
     users: Vec<demo::DemoUser>,
     _dir: tempfile::TempDir,
 }
 
 fn harness() -> Harness {
-    harness_with(IngestConfig::default())
+    harness_with(Config::default())
 }
 
-fn harness_with(config: IngestConfig) -> Harness {
+fn harness_with(config: Config) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).unwrap();
     let (org, users) = demo::install(&store, 1_000, "http://test").unwrap();
     let store: Arc<dyn Store> = Arc::new(store);
-    let state =
-        AppState::new(store, org.clone(), Arc::new(FixedClock(AtomicI64::new(1_700_000_000_000))), config);
-    Harness { state, org, users, _dir: dir }
+    let clock = Arc::new(FixedClock(AtomicI64::new(1_700_000_000_000)));
+    let state = AppState::new(store, org.clone(), clock.clone(), config).unwrap();
+    Harness { state, clock, org, users, _dir: dir }
 }
 
 /// A registered device: its token, actor and user.
@@ -608,4 +609,185 @@ async fn real_socket_resume_after_a_dropped_response_loses_and_duplicates_nothin
 
     stop.send(()).unwrap();
     task.await.unwrap();
+}
+
+// ------------------------------------------------------------------ the escalation queue
+
+impl Harness {
+    fn advance(&self, ms: i64) {
+        self.clock.0.fetch_add(ms, Ordering::Relaxed);
+    }
+
+    async fn add_town_operator(&mut self, id: &str) {
+        let town = self.users.iter().find(|u| u.user == "townop").unwrap().scope.clone();
+        let created =
+            gridsync_server::add_user(&self.state, id, Role::TownOperator, &town, Some(id)).unwrap();
+        self.users.push(demo::DemoUser {
+            user: id.into(),
+            name: id.into(),
+            role: Role::TownOperator,
+            scope: town,
+            token: created.token,
+            init: String::new(),
+        });
+    }
+
+    /// The server's stored view of a report.
+    async fn stored(&self, id: u128) -> ReportView {
+        let views = self.state.store.report_views(&gridsync_core::org::Scope::County).unwrap();
+        let id = uuid::Uuid::from_u128(id).to_string();
+        views.iter().map(|v| serde_json::from_str::<ReportView>(v).unwrap()).find(|v| v.id == id).unwrap()
+    }
+}
+
+async fn escalated_report(h: &Harness, w: &Device, id: u128, urgency: Urgency) {
+    let mut d = new_report(w, id, "needs the hub");
+    edit_report(&mut d, &author(w, 1_500), &ReportEdit { urgency: Some(urgency), ..Default::default() })
+        .unwrap();
+    add_transition(&mut d, &author(w, 2_000), Action::Escalate, "help", None).unwrap();
+    let r = h.sync(w, 0, push_all(id, &mut d)).await;
+    assert!(outcomes(&r).iter().all(|o| *o == Outcome::Accepted));
+}
+
+#[tokio::test]
+async fn two_operators_claiming_one_item_one_wins_and_the_other_is_told_who() {
+    let mut h = harness();
+    h.add_town_operator("townop2").await;
+    let w = h.device("worker", 1).await;
+    escalated_report(&h, &w, 1, Urgency::Normal).await;
+    let doc = uuid::Uuid::from_u128(1).to_string();
+    let path = format!("/v1/queue/{doc}/claim");
+    let (t1, t2) = (h.token("townop"), h.token("townop2"));
+    let (a, b) =
+        tokio::join!(h.call("POST", &path, Some(&t1), vec![]), h.call("POST", &path, Some(&t2), vec![]));
+    let mut statuses = [a.0, b.0];
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::OK, StatusCode::CONFLICT], "{a:?} {b:?}");
+    let (winner, loser) = if a.0 == StatusCode::OK { (&t1, &t2) } else { (&t2, &t1) };
+    let (won, lost) = if a.0 == StatusCode::OK { (&a.1, &b.1) } else { (&b.1, &a.1) };
+    assert_eq!(lost["code"], "claimed");
+    assert!(lost["message"].as_str().unwrap().contains(won["name"].as_str().unwrap()), "{lost}");
+
+    // The holder renews; the other still cannot take it.
+    h.advance(10 * 60_000);
+    let (s, renewed) = h.call("POST", &path, Some(winner), vec![]).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(renewed["expires_at"].as_i64() > won["expires_at"].as_i64());
+    h.advance(14 * 60_000);
+    assert_eq!(h.call("POST", &path, Some(loser), vec![]).await.0, StatusCode::CONFLICT);
+    // An expired lease frees the item.
+    h.advance(2 * 60_000);
+    let (s, taken) = h.call("POST", &path, Some(loser), vec![]).await;
+    assert_eq!(s, StatusCode::OK, "{taken}");
+    // Release hands it back at once.
+    assert_eq!(
+        h.call("POST", &format!("/v1/queue/{doc}/release"), Some(loser), vec![]).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(h.call("POST", &path, Some(winner), vec![]).await.0, StatusCode::OK);
+
+    // Grid workers have no queue; a report not escalated is not in it.
+    assert_eq!(h.call("POST", &path, Some(&w.token), vec![]).await.0, StatusCode::FORBIDDEN);
+    let mut open = new_report(&w, 2, "still in the grid");
+    h.sync(&w, 0, push_all(2, &mut open)).await;
+    let (s, e) =
+        h.call("POST", &format!("/v1/queue/{}/claim", uuid::Uuid::from_u128(2)), Some(&t1), vec![]).await;
+    assert_eq!((s, e["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_in_queue")));
+}
+
+#[tokio::test]
+async fn the_queue_shows_server_deadlines_with_lights() {
+    let h = harness();
+    let w = h.device("worker", 1).await;
+    escalated_report(&h, &w, 1, Urgency::Normal).await;
+    escalated_report(&h, &w, 2, Urgency::High).await;
+    let t = h.token("townop");
+    let (s, q) = h.call("GET", "/v1/queue", Some(&t), vec![]).await;
+    assert_eq!(s, StatusCode::OK);
+    let q = q.as_array().unwrap();
+    assert_eq!(q.len(), 2);
+    assert_eq!(q[0]["urgency"], "high", "most urgent first");
+    assert_eq!(q[1]["step"], "accept");
+    assert_eq!(q[1]["due"].as_i64().unwrap() - q[1]["since"].as_i64().unwrap(), 60 * 60_000);
+    assert_eq!(q[1]["light"], "green");
+    h.advance(50 * 60_000);
+    let (_, q) = h.call("GET", "/v1/queue", Some(&t), vec![]).await;
+    assert_eq!((q[0]["light"].as_str(), q[1]["light"].as_str()), (Some("red"), Some("yellow")));
+    // The county has nothing yet; grid workers have no queue.
+    let (_, cq) = h.call("GET", "/v1/queue", Some(&h.token("countyop")), vec![]).await;
+    assert_eq!(cq.as_array().unwrap().len(), 0);
+    assert_eq!(h.call("GET", "/v1/queue", Some(&w.token), vec![]).await.0, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn auto_escalation_runs_on_an_injected_clock_and_writes_server_transitions() {
+    let h = harness();
+    let w = h.device("worker", 1).await;
+    let a = h.device("assistant", 2).await;
+    // A critical report, still open in its grid.
+    let mut d = new_report(&w, 1, "gas leak");
+    edit_report(
+        &mut d,
+        &author(&w, 1_500),
+        &ReportEdit { urgency: Some(Urgency::Critical), ..Default::default() },
+    )
+    .unwrap();
+    // And a normal one, escalated but never accepted.
+    let mut n = new_report(&w, 2, "blocked drain");
+    h.sync(&w, 0, push_all(1, &mut d)).await;
+    h.sync(&w, 0, push_all(2, &mut n)).await;
+    escalated_report(&h, &w, 3, Urgency::Normal).await;
+
+    assert_eq!(gridsync_server::auto::run_once(&h.state).await.unwrap(), 1);
+    let v = h.stored(1).await;
+    assert_eq!((v.status, v.level), (Status::Escalated, gridsync_core::lifecycle::Level::Town));
+    let t = v.transitions.iter().find(|t| t.applied).unwrap();
+    assert_eq!((t.author.as_str(), t.role), ("system", Role::System));
+    assert!(t.reason.contains("critical"));
+    // Nothing twice.
+    assert_eq!(gridsync_server::auto::run_once(&h.state).await.unwrap(), 0);
+
+    // Devices see the server's transition after sync.
+    let mut local = Default::default();
+    absorb(&mut local, &h.sync(&a, 0, vec![]).await, &a.actor);
+    let seen = materialize_report(&local[&uuid::Uuid::from_u128(1).to_string()]).unwrap();
+    assert_eq!(seen.status, Status::Escalated);
+
+    // Not accepted within the accept limit (normal: 60 min; critical: 15 min) → the county.
+    h.advance(14 * 60_000);
+    assert_eq!(gridsync_server::auto::run_once(&h.state).await.unwrap(), 0);
+    h.advance(2 * 60_000);
+    assert_eq!(
+        gridsync_server::auto::run_once(&h.state).await.unwrap(),
+        1,
+        "the critical one, after 15 minutes"
+    );
+    assert_eq!(h.stored(1).await.level, gridsync_core::lifecycle::Level::County);
+    assert_eq!(h.stored(3).await.level, gridsync_core::lifecycle::Level::Town);
+    h.advance(45 * 60_000);
+    assert_eq!(
+        gridsync_server::auto::run_once(&h.state).await.unwrap(),
+        1,
+        "the normal one, after 60 minutes"
+    );
+    assert_eq!(h.stored(3).await.level, gridsync_core::lifecycle::Level::County);
+    assert_eq!(h.stored(2).await.status, Status::Open, "a normal open report stays with its grid");
+    assert_eq!(gridsync_server::auto::run_once(&h.state).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn indicators_cover_the_callers_scope() {
+    let h = harness();
+    let w = h.device("worker", 1).await;
+    escalated_report(&h, &w, 1, Urgency::Normal).await;
+    let (s, i) = h.call("GET", "/v1/admin/stats", Some(&h.token("admin")), vec![]).await;
+    assert_eq!(s, StatusCode::OK, "{i}");
+    assert_eq!((i["reports"].as_u64(), i["escalated"].as_u64()), (Some(1), Some(1)));
+    let (_, i) = h.call("GET", "/v1/admin/stats?from=0&to=1", Some(&h.token("admin")), vec![]).await;
+    assert_eq!(i["reports"], 0);
+    let (s, i) = h.call("GET", "/v1/admin/stats", Some(&h.token("townop")), vec![]).await;
+    assert_eq!((s, i["reports"].as_u64()), (StatusCode::OK, Some(1)));
+    let (s, _) = h.call("GET", "/v1/admin/stats?town=T08", Some(&h.token("townop")), vec![]).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert_eq!(h.call("GET", "/v1/admin/stats", Some(&w.token), vec![]).await.0, StatusCode::FORBIDDEN);
 }

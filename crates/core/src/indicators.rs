@@ -1,0 +1,177 @@
+//! Supervision indicators (监督考核) computed from report views: a pure function of the reports,
+//! the deadline policy and the time of asking.
+//!
+//! Definitions, over the reports created in the period (cancelled ones are counted, then left out of
+//! every rate):
+//! - handled (处置): the first applied `resolve` or `self_resolve`. Its deadline is creation plus the
+//!   `resolve` limit for a report settled in its grid, or plus `accept + dispatch + resolve` once it
+//!   was escalated. A report is *due for handling* when it was handled or its deadline has passed.
+//! - closed (结案): the applied `close`; its deadline is the handling deadline plus the `close`
+//!   limit. A report is *due for closure* when it is closed or that deadline has passed.
+//! - 自办自结率 self-resolved share = self-resolved / reports.
+//! - 按期处置率 on-time handling = handled by the deadline / due for handling.
+//! - 结案率 closure rate = closed / reports.
+//! - 按期结案率 on-time closure = closed by the deadline / (due for closure − deferred); this version
+//!   has no extension (延期) action, so deferred is 0.
+//! - 返工率 rework rate = reports with an applied `rework` / due for closure.
+//! - median minutes from escalation to acceptance, and from creation to closure.
+//! - overdue now: unfinished reports past their handling deadline unhandled, or past their closure
+//!   deadline unclosed.
+//!
+//! Times come from the transitions' `at` (the acting device's clock).
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::lifecycle::{Action, Level, Status};
+use crate::policy::Policy;
+use crate::report::{Category, ReportView};
+
+/// The indicators for one period and place. Rates are `None` when their denominator is zero.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Indicators {
+    pub reports: u64,
+    pub cancelled: u64,
+    pub by_category: BTreeMap<Category, u64>,
+    pub by_level: BTreeMap<Level, u64>,
+    pub self_resolved: u64,
+    pub escalated: u64,
+    pub handled: u64,
+    pub handled_on_time: u64,
+    pub due_for_handling: u64,
+    pub closed: u64,
+    pub closed_on_time: u64,
+    pub due_for_closure: u64,
+    pub deferred: u64,
+    pub reworked: u64,
+    pub overdue_now: u64,
+    /// 自办自结率
+    pub self_resolved_share: Option<f64>,
+    /// 按期处置率
+    pub on_time_handling_rate: Option<f64>,
+    /// 结案率
+    pub closure_rate: Option<f64>,
+    /// 按期结案率
+    pub on_time_closure_rate: Option<f64>,
+    /// 返工率
+    pub rework_rate: Option<f64>,
+    pub median_minutes_to_accept: Option<f64>,
+    pub median_minutes_to_close: Option<f64>,
+}
+
+fn rate(n: u64, d: u64) -> Option<f64> {
+    (d > 0).then(|| n as f64 / d as f64)
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    Some(if v.len() % 2 == 1 { v[m] } else { (v[m - 1] + v[m]) / 2.0 })
+}
+
+fn minutes(limit: Option<u32>) -> i64 {
+    i64::from(limit.unwrap_or(0)) * 60_000
+}
+
+/// Computes the indicators over `reports` created in `[from, to)` (milliseconds), as of `now`.
+pub fn compute(reports: &[ReportView], policy: &Policy, now: i64, from: i64, to: i64) -> Indicators {
+    let mut out = Indicators {
+        reports: 0,
+        cancelled: 0,
+        by_category: BTreeMap::new(),
+        by_level: BTreeMap::new(),
+        self_resolved: 0,
+        escalated: 0,
+        handled: 0,
+        handled_on_time: 0,
+        due_for_handling: 0,
+        closed: 0,
+        closed_on_time: 0,
+        due_for_closure: 0,
+        deferred: 0,
+        reworked: 0,
+        overdue_now: 0,
+        self_resolved_share: None,
+        on_time_handling_rate: None,
+        closure_rate: None,
+        on_time_closure_rate: None,
+        rework_rate: None,
+        median_minutes_to_accept: None,
+        median_minutes_to_close: None,
+    };
+    let (mut to_accept, mut to_close) = (Vec::new(), Vec::new());
+    for r in reports.iter().filter(|r| r.created_at >= from && r.created_at < to) {
+        *out.by_category.entry(r.category).or_default() += 1;
+        *out.by_level.entry(r.level).or_default() += 1;
+        if r.status == Status::Cancelled {
+            out.cancelled += 1;
+            continue;
+        }
+        out.reports += 1;
+        let applied: Vec<_> = r.transitions.iter().filter(|t| t.applied).collect();
+        let first = |a: Action| applied.iter().find(|t| t.action == a).map(|t| t.at);
+        let escalated_at = first(Action::Escalate);
+        let self_resolved = first(Action::SelfResolve);
+        let handled_at =
+            applied.iter().find(|t| matches!(t.action, Action::Resolve | Action::SelfResolve)).map(|t| t.at);
+        let closed_at = first(Action::Close);
+        if self_resolved.is_some() {
+            out.self_resolved += 1;
+        }
+        if escalated_at.is_some() {
+            out.escalated += 1;
+        }
+        if applied.iter().any(|t| t.action == Action::Rework) {
+            out.reworked += 1;
+        }
+        if let (Some(e), Some(a)) = (escalated_at, first(Action::Accept)) {
+            to_accept.push((a - e) as f64 / 60_000.0);
+        }
+        let u = r.urgency;
+        let handle_limit = if escalated_at.is_some() {
+            minutes(policy.limit_minutes("accept", u))
+                + minutes(policy.limit_minutes("dispatch", u))
+                + minutes(policy.limit_minutes("resolve", u))
+        } else {
+            minutes(policy.limit_minutes("resolve", u))
+        };
+        let handle_due = r.created_at + handle_limit;
+        let close_due = handle_due + minutes(policy.limit_minutes("close", u));
+        if let Some(h) = handled_at {
+            out.handled += 1;
+            if h <= handle_due {
+                out.handled_on_time += 1;
+            }
+        }
+        if handled_at.is_some() || handle_due <= now {
+            out.due_for_handling += 1;
+        }
+        if let Some(c) = closed_at {
+            out.closed += 1;
+            to_close.push((c - r.created_at) as f64 / 60_000.0);
+            if c <= close_due {
+                out.closed_on_time += 1;
+            }
+        }
+        if closed_at.is_some() || close_due <= now {
+            out.due_for_closure += 1;
+        }
+        let finished = r.status == Status::Closed;
+        if !finished && ((handled_at.is_none() && handle_due < now) || close_due < now) {
+            out.overdue_now += 1;
+        }
+    }
+    out.self_resolved_share = rate(out.self_resolved, out.reports);
+    out.on_time_handling_rate = rate(out.handled_on_time, out.due_for_handling);
+    out.closure_rate = rate(out.closed, out.reports);
+    out.on_time_closure_rate = rate(out.closed_on_time, out.due_for_closure.saturating_sub(out.deferred));
+    out.rework_rate = rate(out.reworked, out.due_for_closure);
+    out.median_minutes_to_accept = median(to_accept);
+    out.median_minutes_to_close = median(to_close);
+    out
+}

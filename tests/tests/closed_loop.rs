@@ -1,0 +1,134 @@
+//! The closed loop end to end: a worker's offline report is escalated, the town hub claims, accepts,
+//! dispatches and resolves it, the worker sees the outcome, the hub closes it; concurrent claims.
+
+use gridsync_e2e::{Device, Server};
+
+fn town_operator(server: &Server, admin: &Device, name: &str) -> Device {
+    let created = admin.json(&[
+        "admin",
+        "user",
+        "add",
+        "--name",
+        name,
+        "--role",
+        "town_operator",
+        "--scope",
+        &town_of_demo(server),
+        "--json",
+    ]);
+    let token = created["token"].as_str().unwrap().to_string();
+    let d = Device { home: tempfile::tempdir().unwrap(), name: name.into() };
+    d.ok(&["init", "--server", &server.url, "--token", &token]);
+    d
+}
+
+fn town_of_demo(server: &Server) -> String {
+    let text = std::fs::read_to_string(server.data.path().join("demo-users.json")).unwrap();
+    let users: serde_json::Value = serde_json::from_str(&text).unwrap();
+    users.as_array().unwrap().iter().find(|u| u["user"] == "townop").unwrap()["scope"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn report_to_closure_through_the_town_hub() {
+    let server = Server::start();
+    let worker = server.device("worker");
+    let hub = server.device("townop");
+    let admin = server.device("admin");
+
+    // Offline: the worker files and escalates.
+    let id = worker
+        .ok(&["report", "new", "--category", "public_security", "--title", "路灯损坏", "--urgency", "high"])
+        .trim()
+        .to_string();
+    worker.ok(&["report", "escalate", &id, "--reason", "需要镇里派人维修"]);
+    assert_eq!(worker.json(&["status", "--json"])["pending_changes"], 2);
+    worker.sync();
+
+    // The hub sees it in its queue, offline after one sync.
+    hub.sync();
+    let q = hub.json(&["queue", "list", "--json"]);
+    assert_eq!(q.as_array().unwrap().len(), 1);
+    assert_eq!(q[0]["id"], id.as_str());
+    assert_eq!(q[0]["step"], "accept");
+    assert_eq!(q[0]["light"], "green");
+    let table = hub.ok(&["queue", "list"]);
+    assert!(table.contains("路灯损坏") && table.contains("accept"), "{table}");
+
+    let claimed = hub.ok(&["queue", "claim", &id[..8]]);
+    assert!(claimed.contains("you hold"), "{claimed}");
+    hub.ok(&["queue", "accept", &id[..8]]);
+    hub.ok(&["queue", "dispatch", &id[..8], "--to", "城管办"]);
+    hub.ok(&["queue", "resolve", &id[..8], "--note", "已更换灯泡"]);
+    // A worker cannot close it; the local check says so before anything is written.
+    worker.sync();
+    hub.sync();
+
+    // The worker sees the outcome after sync.
+    worker.sync();
+    let v = worker.json(&["report", "show", &id, "--json"]);
+    assert_eq!(v["status"], "resolved");
+    assert_eq!(v["level"], "town");
+    let actions: Vec<&str> =
+        v["transitions"].as_array().unwrap().iter().map(|t| t["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["escalate", "accept", "dispatch", "resolve"]);
+    assert_eq!(v["transitions"][1]["dept"], serde_json::Value::Null);
+    assert_eq!(v["transitions"][2]["dept"], "城管办");
+    let err = worker.fails(&["queue", "close", &id]);
+    assert!(err.contains("queue is for town and county operators") || err.contains("cannot"), "{err}");
+
+    // The hub checks, calls back, closes.
+    hub.ok(&["queue", "close", &id[..8], "--note", "回访满意"]);
+    hub.sync();
+    worker.sync();
+    assert_eq!(worker.json(&["report", "show", &id, "--json"])["status"], "closed");
+    assert_eq!(hub.json(&["queue", "list", "--json"]).as_array().unwrap().len(), 0);
+    // A closed report takes no more edits.
+    let err = worker.fails(&["report", "edit", &id, "--title", "x"]);
+    assert!(err.contains("closed"), "{err}");
+
+    // The indicators count it.
+    let stats = admin.json(&["admin", "stats", "--json"]);
+    assert_eq!(stats["reports"], 1);
+    assert_eq!(stats["closed"], 1);
+    assert_eq!(stats["escalated"], 1);
+    assert_eq!(stats["closure_rate"], 1.0);
+    let text = admin.ok(&["admin", "stats"]);
+    assert!(text.contains("按期结案率"), "{text}");
+}
+
+#[test]
+fn concurrent_claims_one_operator_wins_the_other_is_told_who_holds_it() {
+    let server = Server::start();
+    let worker = server.device("worker");
+    let admin = server.device("admin");
+    let hub1 = server.device("townop");
+    let hub2 = town_operator(&server, &admin, "周丽");
+    let id =
+        worker.ok(&["report", "new", "--category", "fire", "--title", "消防通道堵塞"]).trim().to_string();
+    worker.ok(&["report", "escalate", &id, "--reason", "商户占道"]);
+    worker.sync();
+    hub1.sync();
+    hub2.sync();
+    let mut a = hub1
+        .command(&["queue", "claim", &id])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut b = hub2
+        .command(&["queue", "claim", &id])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (sa, sb) = (a.wait().unwrap(), b.wait().unwrap());
+    assert!(sa.success() != sb.success(), "exactly one claim succeeds");
+    let loser = if sa.success() { &mut b } else { &mut a };
+    let mut err = String::new();
+    std::io::Read::read_to_string(loser.stderr.as_mut().unwrap(), &mut err).unwrap();
+    let winner_name = if sa.success() { "陈静" } else { "周丽" };
+    assert!(err.contains(winner_name) && err.contains("holds this item"), "{err}");
+}
