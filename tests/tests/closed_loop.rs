@@ -131,4 +131,7 @@ fn concurrent_claims_one_operator_wins_the_other_is_told_who_holds_it() {
     std::io::Read::read_to_string(loser.stderr.as_mut().unwrap(), &mut err).unwrap();
     let winner_name = if sa.success() { "陈静" } else { "周丽" };
     assert!(err.contains(winner_name) && err.contains("holds this item"), "{err}");
+    // Both see who holds it when they ask the server.
+    let q = hub2.json(&["queue", "list", "--server", "--json"]);
+    assert_eq!(q[0]["claim"]["name"], winner_name);
 }

@@ -63,8 +63,10 @@ pub struct County {
 /// Why an org file was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OrgError {
-    #[error("the org file is not valid JSON of the expected shape: {0}")]
+    #[error("the org file is not valid JSON: {0}")]
     Shape(String),
+    #[error("the org file does not match schemas/org.schema.json: {0}")]
+    Schema(String),
     #[error("id {0:?} is used twice")]
     DuplicateId(String),
     #[error("{what} {id:?} names {target:?}, which does not exist")]
@@ -76,9 +78,28 @@ pub enum OrgError {
 }
 
 impl Org {
-    /// Parses and checks an org file.
+    /// Parses an org file, validates it against its JSON Schema (the committed
+    /// `schemas/org.schema.json` is generated from this type), then checks ids and references.
     pub fn from_json(text: &str) -> Result<Org, OrgError> {
-        let org: Org = serde_json::from_str(text).map_err(|e| OrgError::Shape(e.to_string()))?;
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| OrgError::Shape(e.to_string()))?;
+        let schema =
+            serde_json::to_value(schemars::schema_for!(Org)).map_err(|e| OrgError::Schema(e.to_string()))?;
+        let validator = jsonschema::validator_for(&schema).map_err(|e| OrgError::Schema(e.to_string()))?;
+        let problems: Vec<String> = validator
+            .iter_errors(&value)
+            .take(5)
+            .map(|e| {
+                format!(
+                    "at {}: {e}",
+                    if e.instance_path().as_str().is_empty() { "/" } else { e.instance_path().as_str() }
+                )
+            })
+            .collect();
+        if !problems.is_empty() {
+            return Err(OrgError::Schema(problems.join("; ")));
+        }
+        let org: Org = serde_json::from_value(value).map_err(|e| OrgError::Shape(e.to_string()))?;
         org.check()?;
         Ok(org)
     }
@@ -443,7 +464,12 @@ mod tests {
         wrong_town.grids[0].town = other.id.clone();
         assert!(matches!(wrong_town.check(), Err(OrgError::TownMismatch { .. })));
 
-        assert!(matches!(Org::from_json("{\"county\":1}"), Err(OrgError::Shape(_))));
+        assert!(matches!(Org::from_json("{\"county\":1}"), Err(OrgError::Schema(_))));
+        assert!(matches!(Org::from_json("{not json"), Err(OrgError::Shape(_))));
+        let mut v = serde_json::to_value(demo_county(3)).unwrap();
+        v["grids"][2]["kind"] = "farm".into();
+        let err = Org::from_json(&v.to_string()).unwrap_err().to_string();
+        assert!(err.contains("/grids/2/kind"), "the error points at the field: {err}");
     }
 
     #[test]

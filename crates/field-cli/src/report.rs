@@ -110,11 +110,14 @@ pub struct EditArgs {
 
 #[derive(Subcommand)]
 pub enum QueueCommand {
-    /// Escalated reports at your level and the ones in hand, most urgent and oldest first.
+    /// Escalated reports waiting at your level, most urgent and oldest first, with deadlines.
     List {
-        /// Only those waiting to be accepted.
+        /// Also the reports in hand (accepted, dispatched, resolved), with their next step's deadline.
         #[arg(long)]
-        waiting: bool,
+        all: bool,
+        /// Ask the server (needs signal): its clock, and who holds a claim on each item.
+        #[arg(long)]
+        server: bool,
         #[arg(long)]
         json: bool,
     },
@@ -373,10 +376,14 @@ pub struct QueueItem {
     pub since: i64,
     pub due: i64,
     pub light: gridsync_core::policy::Light,
+    /// Who holds a claim (only when asked of the server).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claim: Option<gridsync_core::protocol::Claim>,
 }
 
-/// The queue as this device sees it, offline: reports at the operator's level awaiting a hub step.
-pub fn queue_items(home: &Home, waiting_only: bool, now: i64) -> Result<Vec<QueueItem>> {
+/// The queue as this device sees it, offline: escalated reports at the operator's level, and with
+/// `all` the reports in hand there too.
+pub fn queue_items(home: &Home, all: bool, now: i64) -> Result<Vec<QueueItem>> {
     let role = home.profile()?.whoami.role;
     let levels: &[Level] = match role {
         Role::TownOperator => &[Level::Town],
@@ -389,7 +396,7 @@ pub fn queue_items(home: &Home, waiting_only: bool, now: i64) -> Result<Vec<Queu
         .report_views()?
         .into_iter()
         .filter(|v| levels.contains(&v.level))
-        .filter(|v| !waiting_only || v.status == Status::Escalated)
+        .filter(|v| all || v.status == Status::Escalated)
         .filter_map(|v| {
             let step = pending_step(v.status)?;
             let since =
@@ -397,6 +404,7 @@ pub fn queue_items(home: &Home, waiting_only: bool, now: i64) -> Result<Vec<Queu
             let due = policy.deadline(v.status, v.urgency, since)?;
             Some(QueueItem {
                 light: light(since, due, now),
+                claim: None,
                 id: v.id,
                 title: v.title,
                 category: v.category,
@@ -416,8 +424,32 @@ pub fn queue_items(home: &Home, waiting_only: bool, now: i64) -> Result<Vec<Queu
 
 pub fn run_queue(home: &mut Home, c: QueueCommand) -> Result<()> {
     match c {
-        QueueCommand::List { waiting, json } => {
-            show::queue(&queue_items(home, waiting, now_ms())?, now_ms(), json)
+        QueueCommand::List { all, server, json } if server => {
+            let p = home.profile()?;
+            let mut client = crate::sync::Client::new(&p.server, &p.token, 2)?;
+            let path = if all { "/v1/queue?all=true" } else { "/v1/queue" };
+            let entries: Vec<gridsync_core::protocol::QueueEntry> = client.call("GET", path, None::<&()>)?;
+            let items: Vec<QueueItem> = entries
+                .into_iter()
+                .map(|e| QueueItem {
+                    id: e.doc,
+                    title: e.title,
+                    category: e.category,
+                    urgency: e.urgency,
+                    status: e.status,
+                    level: e.level,
+                    grid: e.grid,
+                    step: e.step,
+                    since: e.since,
+                    due: e.due,
+                    light: e.light,
+                    claim: e.claim,
+                })
+                .collect();
+            show::queue(&items, now_ms(), json)
+        }
+        QueueCommand::List { all, json, .. } => {
+            show::queue(&queue_items(home, all, now_ms())?, now_ms(), json)
         }
         QueueCommand::Claim { id } => {
             let id = home.resolve_id(DocKind::Report, &id)?;

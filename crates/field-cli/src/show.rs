@@ -246,7 +246,7 @@ pub fn queue(items: &[QueueItem], now: i64, as_json: bool) -> Result<()> {
         println!("the queue is empty");
         return Ok(());
     }
-    let mut t = table(&["", "id", "urgency", "waiting for", "since", "due", "grid", "title"]);
+    let mut t = table(&["", "id", "urgency", "waiting for", "since", "due", "grid", "title", "claimed by"]);
     for i in items {
         let light = match i.light {
             Light::Green => "green",
@@ -267,6 +267,7 @@ pub fn queue(items: &[QueueItem], now: i64, as_json: bool) -> Result<()> {
             due,
             i.grid.clone(),
             i.title.clone(),
+            i.claim.as_ref().map(|c| format!("{} until {}", c.name, when(c.expires_at))).unwrap_or_default(),
         ]);
     }
     println!("{t}");

@@ -393,18 +393,31 @@ fn queue_levels(role: Role) -> ApiResult<&'static [Level]> {
     }
 }
 
-/// Reports waiting for a hub step at `levels`, in `scope`.
-fn queue_rows(s: &AppState, scope: &Scope, levels: &[Level]) -> ApiResult<Vec<WorkRow>> {
-    let states: Vec<(Status, Level)> = levels
-        .iter()
-        .flat_map(|&l| {
-            [Status::Escalated, Status::Accepted, Status::Dispatched, Status::Resolved].map(|st| (st, l))
-        })
-        .collect();
+/// Reports at `levels` in `scope` that are escalated (the queue proper) or, with `in_hand`, also
+/// accepted, dispatched or resolved there (a later step is due).
+fn queue_rows(s: &AppState, scope: &Scope, levels: &[Level], in_hand: bool) -> ApiResult<Vec<WorkRow>> {
+    let statuses: &[Status] = if in_hand {
+        &[Status::Escalated, Status::Accepted, Status::Dispatched, Status::Resolved]
+    } else {
+        &[Status::Escalated]
+    };
+    let states: Vec<(Status, Level)> =
+        levels.iter().flat_map(|&l| statuses.iter().map(move |&st| (st, l))).collect();
     Ok(s.store.reports_in(&states)?.into_iter().filter(|r| scope.covers(&r.grid, &r.town)).collect())
 }
 
-async fn queue(State(s): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult<Response> {
+#[derive(Deserialize)]
+struct QueueQuery {
+    /// Also the items in hand (accepted, dispatched, resolved), each with its next step's deadline.
+    #[serde(default)]
+    all: bool,
+}
+
+async fn queue(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(q): Query<QueueQuery>,
+) -> ApiResult<Response> {
     let (u, _) = user_auth(&s, &headers).await?;
     let levels = queue_levels(u.role)?;
     let now = s.clock.now_ms();
@@ -413,7 +426,7 @@ async fn queue(State(s): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult<
             s.store.claims(now)?.into_iter().map(|c| (c.doc.clone(), c)).collect();
         let policy = &s.config.policy;
         let mut out = Vec::new();
-        for r in queue_rows(s, &u.scope, levels)? {
+        for r in queue_rows(s, &u.scope, levels, q.all)? {
             let view: ReportView =
                 serde_json::from_str(&r.view_json).map_err(|e| ApiError::internal("a stored view", e))?;
             let Some(step) = pending_step(r.status) else { continue };
@@ -451,7 +464,7 @@ async fn claim(
     let now = s.clock.now_ms();
     let lease = i64::from(s.config.lease_minutes) * 60_000;
     let claim = blocking(&s, move |s| {
-        let in_queue = queue_rows(s, &u.scope, levels)?.into_iter().any(|r| r.id == doc);
+        let in_queue = queue_rows(s, &u.scope, levels, true)?.into_iter().any(|r| r.id == doc);
         if !in_queue {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,

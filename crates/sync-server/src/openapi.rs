@@ -42,6 +42,20 @@ pub fn document() -> Value {
             "/v1/admin/users/{id}/revoke": { "post": { "summary": "Revoke a user and all their devices (admin)",
                 "parameters": [ { "name": "id", "in": "path", "required": true, "schema": { "type": "string" } } ],
                 "responses": { "204": { "description": "revoked" }, "404": err } } },
+            "/v1/queue": { "get": { "summary": "The caller's queue with server deadlines, lights and claims (operators); ?all=true adds items in hand",
+                "responses": { "200": ok("queue", "queue entries"), "403": err } } },
+            "/v1/queue/{doc}/claim": { "post": { "summary": "Take or renew a lease on a queue item",
+                "parameters": [ { "name": "doc", "in": "path", "required": true, "schema": { "type": "string" } } ],
+                "responses": { "200": ok("claim", "you hold it"), "404": err, "409": err } } },
+            "/v1/queue/{doc}/release": { "post": { "summary": "Give a claim up",
+                "parameters": [ { "name": "doc", "in": "path", "required": true, "schema": { "type": "string" } } ],
+                "responses": { "204": { "description": "released" } } } },
+            "/v1/admin/stats": { "get": { "summary": "Supervision indicators for a town or the county",
+                "parameters": [
+                    { "name": "town", "in": "query", "schema": { "type": "string" } },
+                    { "name": "from", "in": "query", "schema": { "type": "integer" } },
+                    { "name": "to", "in": "query", "schema": { "type": "integer" } } ],
+                "responses": { "200": ok("indicators", "indicators"), "403": err } } },
             "/healthz": { "get": { "summary": "Liveness", "security": [], "responses": { "200": { "description": "ok" } } } },
             "/metrics": { "get": { "summary": "Prometheus metrics", "security": [], "responses": { "200": { "description": "text exposition" } } } }
         }

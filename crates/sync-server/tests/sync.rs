@@ -702,6 +702,29 @@ async fn the_queue_shows_server_deadlines_with_lights() {
     escalated_report(&h, &w, 1, Urgency::Normal).await;
     escalated_report(&h, &w, 2, Urgency::High).await;
     let t = h.token("townop");
+    // One is already accepted: it left the queue, and shows only among the items in hand.
+    escalated_report(&h, &w, 3, Urgency::Low).await;
+    let op = h.device("townop", 3).await;
+    let mut local = Default::default();
+    absorb(&mut local, &h.sync(&op, 0, vec![]).await, &op.actor);
+    let id3 = uuid::Uuid::from_u128(3).to_string();
+    let mut d3 = local.remove(&id3).unwrap();
+    let heads = d3.get_heads();
+    add_transition(&mut d3, &author(&op, 3_000), Action::Accept, "", None).unwrap();
+    let accept: Vec<_> = d3
+        .get_changes(&heads)
+        .iter()
+        .map(|c| PushedChange {
+            doc: id3.clone(),
+            kind: DocKind::Report,
+            change: base64::engine::general_purpose::STANDARD.encode(c.raw_bytes()),
+        })
+        .collect();
+    assert_eq!(outcomes(&h.sync(&op, 0, accept).await), [Outcome::Accepted]);
+    let (_, all) = h.call("GET", "/v1/queue?all=true", Some(&t), vec![]).await;
+    assert_eq!(all.as_array().unwrap().len(), 3);
+    assert!(all.as_array().unwrap().iter().any(|e| e["doc"] == id3.as_str() && e["step"] == "dispatch"));
+
     let (s, q) = h.call("GET", "/v1/queue", Some(&t), vec![]).await;
     assert_eq!(s, StatusCode::OK);
     let q = q.as_array().unwrap();
