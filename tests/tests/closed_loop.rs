@@ -51,7 +51,7 @@ fn report_to_closure_through_the_town_hub() {
     hub.sync();
     let q = hub.json(&["queue", "list", "--json"]);
     assert_eq!(q.as_array().unwrap().len(), 1);
-    assert_eq!(q[0]["id"], id.as_str());
+    assert_eq!(q[0]["doc"], id.as_str());
     assert_eq!(q[0]["step"], "accept");
     assert_eq!(q[0]["light"], "green");
     let table = hub.ok(&["queue", "list"]);

@@ -211,12 +211,15 @@ pub fn decode_change(bytes: &[u8]) -> Result<Change, DocError> {
         .map_err(|e| DocError::Automerge(e.to_string()))
 }
 
-/// Applies outside changes to a copy of `doc`; on success the copy replaces `doc`. A panic inside
-/// automerge leaves `doc` as it was and becomes an error.
-pub fn apply_changes(doc: &mut AutoCommit, changes: Vec<Change>) -> Result<(), DocError> {
+/// Runs `merge` on a copy of `doc` under a panic guard; on success the copy replaces `doc`, on an
+/// error or a panic inside automerge `doc` stays as it was.
+fn merge_guarded<T>(
+    doc: &mut AutoCommit,
+    merge: impl FnOnce(&mut AutoCommit) -> Result<T, automerge::AutomergeError>,
+) -> Result<(), DocError> {
     let mut copy = doc.clone();
     let result = catch_unwind(AssertUnwindSafe(move || {
-        copy.apply_changes(changes).map(|()| {
+        merge(&mut copy).map(|_| {
             // Force the op set to settle now, inside the guard, so a latent fault surfaces here.
             copy.get_heads();
             copy
@@ -232,24 +235,15 @@ pub fn apply_changes(doc: &mut AutoCommit, changes: Vec<Change>) -> Result<(), D
     }
 }
 
-/// Merges saved or incremental bytes (a snapshot, or concatenated raw changes) into a copy of
-/// `doc`; on success the copy replaces `doc`.
+/// Applies outside changes to `doc`, all or nothing, never panicking.
+pub fn apply_changes(doc: &mut AutoCommit, changes: Vec<Change>) -> Result<(), DocError> {
+    merge_guarded(doc, move |d| d.apply_changes(changes))
+}
+
+/// Merges saved or incremental bytes (a snapshot, or concatenated raw changes) into `doc`, all or
+/// nothing, never panicking.
 pub fn load_incremental(doc: &mut AutoCommit, bytes: &[u8]) -> Result<(), DocError> {
-    let mut copy = doc.clone();
-    let result = catch_unwind(AssertUnwindSafe(move || {
-        copy.load_incremental(bytes).map(|_| {
-            copy.get_heads();
-            copy
-        })
-    }));
-    match result {
-        Ok(Ok(copy)) => {
-            *doc = copy;
-            Ok(())
-        }
-        Ok(Err(e)) => Err(e.into()),
-        Err(p) => Err(DocError::Panicked(panic_message(p))),
-    }
+    merge_guarded(doc, |d| d.load_incremental(bytes))
 }
 
 /// Hex of a change hash, the form used on the wire.

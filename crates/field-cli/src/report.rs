@@ -6,12 +6,12 @@ use gridsync_core::doc::DocKind;
 use gridsync_core::lifecycle::{Action, Level, Status};
 use gridsync_core::org::{Principal, Role};
 use gridsync_core::policy::{Policy, light, pending_step};
+use gridsync_core::protocol::QueueEntry;
 use gridsync_core::report::{
     Category, Location, NewReport, ReportEdit, ReportView, Urgency, add_note, add_transition, create_report,
     edit_report,
 };
 use gridsync_core::validate::check_action;
-use serde::Serialize;
 
 use crate::home::Home;
 use crate::{author, now_ms, parse_party, show};
@@ -362,28 +362,9 @@ fn ids(grids: &[&gridsync_core::org::Grid]) -> String {
     grids.iter().map(|g| g.id.as_str()).collect::<Vec<_>>().join(", ")
 }
 
-/// One row of the hub's queue.
-#[derive(Debug, Clone, Serialize)]
-pub struct QueueItem {
-    pub id: String,
-    pub title: String,
-    pub category: Category,
-    pub urgency: Urgency,
-    pub status: Status,
-    pub level: Level,
-    pub grid: String,
-    pub step: String,
-    pub since: i64,
-    pub due: i64,
-    pub light: gridsync_core::policy::Light,
-    /// Who holds a claim (only when asked of the server).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub claim: Option<gridsync_core::protocol::Claim>,
-}
-
 /// The queue as this device sees it, offline: escalated reports at the operator's level, and with
 /// `all` the reports in hand there too.
-pub fn queue_items(home: &Home, all: bool, now: i64) -> Result<Vec<QueueItem>> {
+pub fn queue_items(home: &Home, all: bool, now: i64) -> Result<Vec<QueueEntry>> {
     let role = home.profile()?.whoami.role;
     let levels: &[Level] = match role {
         Role::TownOperator => &[Level::Town],
@@ -392,7 +373,7 @@ pub fn queue_items(home: &Home, all: bool, now: i64) -> Result<Vec<QueueItem>> {
         _ => bail!("the queue is for town and county operators"),
     };
     let policy = Policy::default();
-    let mut items: Vec<QueueItem> = home
+    let mut items: Vec<QueueEntry> = home
         .report_views()?
         .into_iter()
         .filter(|v| levels.contains(&v.level))
@@ -402,10 +383,11 @@ pub fn queue_items(home: &Home, all: bool, now: i64) -> Result<Vec<QueueItem>> {
             let since =
                 v.transitions.iter().filter(|t| t.applied).map(|t| t.at).next_back().unwrap_or(v.created_at);
             let due = policy.deadline(v.status, v.urgency, since)?;
-            Some(QueueItem {
+            Some(QueueEntry {
                 light: light(since, due, now),
                 claim: None,
-                id: v.id,
+                doc: v.id,
+                town: v.town,
                 title: v.title,
                 category: v.category,
                 urgency: v.urgency,
@@ -418,7 +400,7 @@ pub fn queue_items(home: &Home, all: bool, now: i64) -> Result<Vec<QueueItem>> {
             })
         })
         .collect();
-    items.sort_by(|a, b| b.urgency.cmp(&a.urgency).then(a.since.cmp(&b.since)).then(a.id.cmp(&b.id)));
+    items.sort_by(|a, b| b.urgency.cmp(&a.urgency).then(a.since.cmp(&b.since)).then(a.doc.cmp(&b.doc)));
     Ok(items)
 }
 
@@ -428,24 +410,7 @@ pub fn run_queue(home: &mut Home, c: QueueCommand) -> Result<()> {
             let p = home.profile()?;
             let mut client = crate::sync::Client::new(&p.server, &p.token, 2)?;
             let path = if all { "/v1/queue?all=true" } else { "/v1/queue" };
-            let entries: Vec<gridsync_core::protocol::QueueEntry> = client.call("GET", path, None::<&()>)?;
-            let items: Vec<QueueItem> = entries
-                .into_iter()
-                .map(|e| QueueItem {
-                    id: e.doc,
-                    title: e.title,
-                    category: e.category,
-                    urgency: e.urgency,
-                    status: e.status,
-                    level: e.level,
-                    grid: e.grid,
-                    step: e.step,
-                    since: e.since,
-                    due: e.due,
-                    light: e.light,
-                    claim: e.claim,
-                })
-                .collect();
+            let items: Vec<QueueEntry> = client.call("GET", path, None::<&()>)?;
             show::queue(&items, now_ms(), json)
         }
         QueueCommand::List { all, json, .. } => {

@@ -8,7 +8,9 @@ use gridsync_core::report::ReportView;
 use serde::Serialize;
 
 use crate::home::{Home, Refusal};
-use crate::report::{QueueItem, short};
+use gridsync_core::protocol::QueueEntry;
+
+use crate::report::short;
 use crate::sync::SyncSummary;
 
 fn table(header: &[&str]) -> Table {
@@ -238,7 +240,7 @@ pub fn report(v: &ReportView, refusals: &[Refusal], as_json: bool) -> Result<()>
     Ok(())
 }
 
-pub fn queue(items: &[QueueItem], now: i64, as_json: bool) -> Result<()> {
+pub fn queue(items: &[QueueEntry], now: i64, as_json: bool) -> Result<()> {
     if as_json {
         return json(items);
     }
@@ -260,7 +262,7 @@ pub fn queue(items: &[QueueItem], now: i64, as_json: bool) -> Result<()> {
         };
         t.add_row(vec![
             light.to_string(),
-            short(&i.id).to_string(),
+            short(&i.doc).to_string(),
             i.urgency.to_string(),
             i.step.clone(),
             when(i.since),

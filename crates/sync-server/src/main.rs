@@ -111,6 +111,13 @@ fn open_store(dir: &std::path::Path) -> Result<SqliteStore> {
     SqliteStore::open(dir).with_context(|| format!("cannot open the data directory {}", dir.display()))
 }
 
+fn load_org(store: &dyn Store, org: &Org) -> Result<()> {
+    store.set_org(org)?;
+    println!("loaded {} towns, {} villages, {} grids", org.towns.len(), org.villages.len(), org.grids.len());
+    println!("a running server reads the organisation at start: restart it to use this one");
+    Ok(())
+}
+
 fn loaded_org(store: &dyn Store) -> Result<Org> {
     store.org()?.context(
         "no organisation is loaded: run 'gridsync-server org import FILE' or 'gridsync-server org demo', or start with --demo",
@@ -145,24 +152,9 @@ fn try_main() -> Result<()> {
                         .with_context(|| format!("cannot read {}", file.display()))?;
                     let org = Org::from_json(&text)
                         .with_context(|| format!("{} is not a valid org file", file.display()))?;
-                    store.set_org(&org)?;
-                    println!(
-                        "loaded {} towns, {} villages, {} grids",
-                        org.towns.len(),
-                        org.villages.len(),
-                        org.grids.len()
-                    );
+                    load_org(&store, &org)?;
                 }
-                OrgCommand::Demo => {
-                    let org = gridsync_core::org::demo_county(demo::DEMO_SEED);
-                    store.set_org(&org)?;
-                    println!(
-                        "loaded {} towns, {} villages, {} grids",
-                        org.towns.len(),
-                        org.villages.len(),
-                        org.grids.len()
-                    );
-                }
+                OrgCommand::Demo => load_org(&store, &gridsync_core::org::demo_county(demo::DEMO_SEED))?,
                 OrgCommand::Show => println!("{}", serde_json::to_string_pretty(&loaded_org(&store)?)?),
             }
             Ok(())
