@@ -196,3 +196,52 @@ fn a_working_day_offline_syncs_in_one_field_sync() {
     assert!(p["ended_at"].is_i64());
     assert_eq!(hub.json(&["report", "list", "--json"]).as_array().unwrap().len(), 10);
 }
+
+#[test]
+fn an_edit_refused_by_the_server_is_reported_set_aside_and_later_work_still_syncs() {
+    let server = Server::start();
+    let worker = server.device("worker");
+    let hub = server.device("townop");
+    let id = new_report(&worker, "垃圾堆放");
+    worker.ok(&["report", "resolve", &id, "--note", "已清理"]);
+    worker.sync();
+    hub.sync();
+    // The hub closes it while the worker, offline, still edits the title and notes on top of that.
+    hub.ok(&["queue", "close", &id, "--note", "核查通过"]);
+    hub.sync();
+    worker.ok(&["report", "edit", &id, "--title", "垃圾堆放（补充）"]);
+    worker.ok(&["report", "note", &id, "居民表示满意"]);
+    let s = worker.sync();
+    assert_eq!(s["refused"], 2, "the edit, and the note built on it: {s}");
+    let codes: Vec<&str> = s["refusals"].as_array().unwrap().iter().map(|r| r[1].as_str().unwrap()).collect();
+    assert!(codes.contains(&"report_finished") && codes.contains(&"depends_on_refused"), "{codes:?}");
+    // The worker is told, in status and on the report.
+    let status = worker.ok(&["status"]);
+    assert!(
+        status.contains("refused by the server") && status.contains("only notes can be added"),
+        "{status}"
+    );
+    let shown = worker.ok(&["report", "show", &id]);
+    assert!(shown.contains("the server refused edits"), "{shown}");
+    // The local copy no longer carries the refused edit; the note was not lost but sent again.
+    assert_eq!(s["notes_rewritten"], 1, "{s}");
+    assert_eq!(worker.json(&["status", "--json"])["pending_changes"], 0);
+    let mut v = worker.json(&["report", "show", &id, "--json"]);
+    assert_eq!(v["refused"].as_array().unwrap().len(), 2, "the report is flagged on this device");
+    v.as_object_mut().unwrap().remove("refused");
+    assert_eq!(v["title"], "垃圾堆放");
+    assert_eq!(v["status"], "closed");
+    hub.sync();
+    assert_eq!(hub.json(&["report", "show", &id, "--json"]), v, "the worker's copy matches the hub's");
+    // Later work on the same report is not stuck behind the refused change.
+    worker.ok(&["report", "note", &id, "回访完成"]);
+    let s = worker.sync();
+    assert_eq!(
+        (s["accepted"].as_u64(), s["waiting"].as_u64(), s["refused"].as_u64()),
+        (Some(1), Some(0), Some(0)),
+        "{s}"
+    );
+    hub.sync();
+    let notes = hub.json(&["report", "show", &id, "--json"])["notes"].as_array().unwrap().clone();
+    assert_eq!(notes.last().unwrap()["text"], "回访完成");
+}

@@ -17,8 +17,9 @@ use crate::report::ReportView;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "code", rename_all = "snake_case")]
 pub enum Refusal {
-    #[error("the document is outside your scope ({grid} in {town})")]
-    OutOfScope { grid: String, town: String },
+    /// Where the document is stays unsaid: a device learns nothing about documents outside its scope.
+    #[error("the document is outside your scope")]
+    OutOfScope,
     #[error("grid {grid} is not in the organisation")]
     UnknownGrid { grid: String },
     #[error("grid {grid} belongs to town {expected}, not {given}")]
@@ -45,7 +46,7 @@ impl Refusal {
     /// The stable machine-readable code.
     pub fn code(&self) -> &'static str {
         match self {
-            Refusal::OutOfScope { .. } => "out_of_scope",
+            Refusal::OutOfScope => "out_of_scope",
             Refusal::UnknownGrid { .. } => "unknown_grid",
             Refusal::WrongTown { .. } => "wrong_town",
             Refusal::ImmutableField { .. } => "immutable_field",
@@ -79,7 +80,7 @@ fn check_place(org: &Org, who: &Principal, grid: &str, town: &str) -> Result<(),
         return Err(Refusal::WrongTown { grid: grid.into(), expected: expected.into(), given: town.into() });
     }
     if !who.scope.covers(grid, town) {
-        return Err(Refusal::OutOfScope { grid: grid.into(), town: town.into() });
+        return Err(Refusal::OutOfScope);
     }
     Ok(())
 }

@@ -118,6 +118,9 @@ pub fn sync_summary(s: &SyncSummary, as_json: bool) -> Result<()> {
     for (doc, code, message) in &s.refusals {
         println!("  refused on report {}: {message} ({code})", short(doc));
     }
+    if s.notes_rewritten > 0 {
+        println!("  {} of your notes built on a refused edit were kept and sent again", s.notes_rewritten);
+    }
     Ok(())
 }
 

@@ -1,16 +1,17 @@
 //! `field sync` and the other calls to the server: one request per page, gzip both ways, retries
 //! with backoff, and a response applied in one local transaction before the cursor moves.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::io::{IsTerminal, Read, Write};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use automerge::AutoCommit;
+use automerge::{AutoCommit, ChangeHash};
 use base64::Engine;
 use gridsync_core::doc::{self, DocKind};
 use gridsync_core::patrol::{PatrolEdit, TrackPoint, edit_patrol};
 use gridsync_core::protocol::{Encoding, ErrorBody, Outcome, PushedChange, SyncRequest, SyncResponse};
+use gridsync_core::report::{add_note, materialize_report};
 use rand::Rng;
 use rusqlite::params;
 use serde::Serialize;
@@ -38,6 +39,8 @@ pub struct SyncSummary {
     pub cursor: u64,
     /// Refusals received in this sync: (document, code, message).
     pub refusals: Vec<(String, String, String)>,
+    /// Own notes that had been built on a refused edit, written again on top of the server's copy.
+    pub notes_rewritten: u64,
 }
 
 /// A JSON-over-HTTP client for one server and token.
@@ -302,10 +305,50 @@ fn apply_response(
     let profile = home.profile()?;
     let actor = profile.actor_id()?;
     let b64 = base64::engine::general_purpose::STANDARD;
-    let mut loaded = Vec::with_capacity(resp.docs.len());
+    if resp.verdicts.len() != sent.len() {
+        bail!("the server answered {} verdicts for {} changes; try again", resp.verdicts.len(), sent.len());
+    }
+    // Documents holding a refused change are rebuilt without it and what was built on it: the server
+    // will never accept those, and later edits must not depend on them.
+    let mut refused_by_doc: BTreeMap<String, HashSet<ChangeHash>> = BTreeMap::new();
+    for (v, hash) in resp.verdicts.iter().zip(sent) {
+        if matches!(v.outcome, Outcome::Forbidden | Outcome::Malformed) {
+            let doc_id = v.doc.clone().unwrap_or_default();
+            if let Some(h) = doc::parse_hash(hash) {
+                refused_by_doc.entry(doc_id).or_default().insert(h);
+            }
+        }
+    }
+    let mut docs: BTreeMap<String, (AutoCommit, DocKind)> = BTreeMap::new();
+    let mut dependents: Vec<(String, ChangeHash)> = Vec::new();
+    let mut replayed: Vec<(String, DocKind, automerge::Change)> = Vec::new();
+    for (doc_id, bad) in &refused_by_doc {
+        if let Some((d, kind)) = home.load(doc_id, &actor)? {
+            let before = (kind == DocKind::Report).then(|| materialize_report(&d).ok()).flatten();
+            let (mut rebuilt, dropped) = without(d, bad, &actor)?;
+            dependents.extend(dropped.into_iter().map(|h| (doc_id.clone(), h)));
+            // Notes are never lost: the ones set aside with a refused edit are written again on
+            // top of what the server holds (notes may be added whatever the report's state).
+            if let Some(before) = before {
+                let kept = materialize_report(&rebuilt).map_err(|e| anyhow!("{e}"))?.notes;
+                let heads = rebuilt.get_heads();
+                for n in before.notes.iter().filter(|n| n.author == profile.whoami.user && !kept.contains(n))
+                {
+                    let author = doc::Author { user: n.author.clone(), role: n.role, at: n.at };
+                    add_note(&mut rebuilt, &author, &n.text).map_err(|e| anyhow!("{e}"))?;
+                    summary.notes_rewritten += 1;
+                }
+                replayed.extend(rebuilt.get_changes(&heads).into_iter().map(|c| (doc_id.clone(), kind, c)));
+            }
+            docs.insert(doc_id.clone(), (rebuilt, kind));
+        }
+    }
     for u in &resp.docs {
         let bytes = b64.decode(&u.data).context("the server sent a damaged document")?;
-        let local = home.load(&u.doc, &actor)?;
+        let local = match docs.remove(&u.doc) {
+            Some(d) => Some(d),
+            None => home.load(&u.doc, &actor)?,
+        };
         let (d, kind): (AutoCommit, DocKind) = match local {
             Some((mut d, kind)) => {
                 doc::load_incremental(&mut d, &bytes).map_err(|e| anyhow!("document {}: {e}", u.doc))?;
@@ -320,13 +363,11 @@ fn apply_response(
                 (doc::load(&bytes, actor.clone()).map_err(|e| anyhow!("document {}: {e}", u.doc))?, u.kind)
             }
         };
-        loaded.push((u.doc.clone(), kind, d));
+        summary.pulled_documents += 1;
+        docs.insert(u.doc.clone(), (d, kind));
     }
     let now = now_ms();
     let tx = home.conn.transaction()?;
-    if resp.verdicts.len() != sent.len() {
-        bail!("the server answered {} verdicts for {} changes; try again", resp.verdicts.len(), sent.len());
-    }
     for (v, hash) in resp.verdicts.iter().zip(sent) {
         match v.outcome {
             Outcome::Accepted => summary.accepted += 1,
@@ -348,9 +389,26 @@ fn apply_response(
         }
         tx.execute("DELETE FROM outbox WHERE hash = ?1", [hash])?;
     }
-    for (id, kind, mut d) in loaded {
+    for (doc_id, h) in &dependents {
+        let hash = doc::hash_hex(h);
+        let message = "built on an edit the server refused; it was set aside too";
+        tx.execute(
+            "INSERT OR REPLACE INTO refusals (hash, doc_id, code, message, at) VALUES (?1, ?2, 'depends_on_refused', ?3, ?4)",
+            params![hash, doc_id, message, now],
+        )?;
+        if tx.execute("DELETE FROM outbox WHERE hash = ?1", [&hash])? > 0 {
+            summary.refused += 1;
+            summary.refusals.push((doc_id.clone(), "depends_on_refused".into(), message.into()));
+        }
+    }
+    for (doc_id, kind, c) in &replayed {
+        tx.execute(
+            "INSERT OR IGNORE INTO outbox (hash, doc_id, kind, bytes) VALUES (?1, ?2, ?3, ?4)",
+            params![doc::hash_hex(&c.hash()), doc_id, kind.as_str(), c.raw_bytes()],
+        )?;
+    }
+    for (id, (mut d, kind)) in docs {
         store_doc(&tx, &id, kind, &mut d)?;
-        summary.pulled_documents += 1;
     }
     let mut p = profile;
     p.cursor = resp.cursor;
@@ -358,4 +416,32 @@ fn apply_response(
     tx.commit()?;
     summary.cursor = resp.cursor;
     Ok(())
+}
+
+/// Rebuilds `d` without the changes in `bad` and every change built on them. Returns the new
+/// document and the hashes of the dependents it also left out.
+fn without(
+    mut d: AutoCommit,
+    bad: &HashSet<ChangeHash>,
+    actor: &automerge::ActorId,
+) -> Result<(AutoCommit, Vec<ChangeHash>)> {
+    let mut dropped: HashSet<ChangeHash> = bad.clone();
+    let mut keep = Vec::new();
+    let mut dependents = Vec::new();
+    // Automerge lists changes in causal order, so a dependent always comes after what it builds on.
+    for c in d.get_changes(&[]) {
+        let h = c.hash();
+        if dropped.contains(&h) {
+            continue;
+        }
+        if c.deps().iter().any(|dep| dropped.contains(dep)) {
+            dropped.insert(h);
+            dependents.push(h);
+        } else {
+            keep.push(c);
+        }
+    }
+    let mut rebuilt = AutoCommit::new().with_actor(actor.clone());
+    doc::apply_changes(&mut rebuilt, keep).map_err(|e| anyhow!("could not set a refused edit aside: {e}"))?;
+    Ok((rebuilt, dependents))
 }

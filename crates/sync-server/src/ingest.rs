@@ -250,12 +250,19 @@ impl WriterLoop {
                     Err(_) => break,
                 }
             }
-            self.group(jobs);
+            // A bug here must not stop the writer for good: the jobs of a group that panicked are
+            // dropped (their callers get an error and retry), staged state is discarded, and the
+            // cache still holds only committed documents.
+            if catch_unwind(AssertUnwindSafe(|| self.group(jobs))).is_err() {
+                tracing::error!("a group of pushes failed unexpectedly; its devices will retry");
+                self.staged.clear();
+            }
         }
     }
 
     fn group(&mut self, jobs: Vec<PushJob>) {
-        let org = self.org.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let org = self.org.clone();
+        let org = org.read().unwrap_or_else(|p| p.into_inner());
         let mut results = Vec::with_capacity(jobs.len());
         let mut activity = Vec::with_capacity(jobs.len());
         for job in &jobs {

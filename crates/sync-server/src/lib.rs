@@ -122,8 +122,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         .with_state(state)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(RequestDecompressionLayer::new())
-        // Small answers (a no-op sync) would grow under gzip: compress only above 1 KiB.
-        .layer(CompressionLayer::new().compress_when(SizeAbove::new(1024)))
+        // Small answers (a no-op sync) would grow under gzip: compress only above 256 bytes.
+        .layer(CompressionLayer::new().compress_when(SizeAbove::new(256)))
         .layer(axum::middleware::from_fn(move |req: axum::extract::Request, next: axum::middleware::Next| {
             let metrics = metrics.clone();
             async move {
