@@ -229,14 +229,16 @@ pub struct Fork {
 /// Transitions form a tree through `parent`. From the root, among the children of the current tip
 /// that are legal from the current state, the branch with the highest precedence anywhere in its
 /// subtree wins (a closed branch is never silently reopened; an escalation beats a concurrent
-/// self-resolve), then the child's own precedence, then the higher target level, then the earlier
-/// wall clock, author and id as final tie-breaks. Losing branches are recorded as forks.
+/// self-resolve), then the branch that progressed further (the hub's accept and dispatch are not
+/// undone by a late duplicate escalation), then the child's own precedence, then the higher target
+/// level, then the earlier wall clock, author and id as final tie-breaks. Losing branches are
+/// recorded as forks.
 pub fn fold(transitions: &[Transition]) -> Folded {
     let mut children: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, t) in transitions.iter().enumerate() {
         children.entry(t.parent.as_str()).or_default().push(i);
     }
-    let mut branch_memo: BTreeMap<usize, u8> = BTreeMap::new();
+    let mut branch_memo: BTreeMap<usize, (u8, usize)> = BTreeMap::new();
     let mut status = Status::Open;
     let mut level = Level::Grid;
     let mut tip = String::new();
@@ -256,10 +258,12 @@ pub fn fold(transitions: &[Transition]) -> Folded {
             })
             .collect();
         let Some(&winner) = legal.iter().max_by(|&&a, &&b| {
-            let key = |i: usize, memo: &mut BTreeMap<usize, u8>| {
+            let key = |i: usize, memo: &mut BTreeMap<usize, (u8, usize)>| {
                 let t = &transitions[i];
+                let (rank, depth) = branch(i, transitions, &children, memo, 0);
                 (
-                    branch_rank(i, transitions, &children, memo, 0),
+                    rank,
+                    depth,
                     t.action.precedence(),
                     t.to_level,
                     std::cmp::Reverse(t.at),
@@ -291,28 +295,29 @@ pub fn fold(transitions: &[Transition]) -> Folded {
     Folded { status, level, tip, applied, forks }
 }
 
-/// The highest precedence anywhere in the subtree rooted at transition `i`.
-fn branch_rank(
+/// The highest precedence anywhere in the subtree rooted at transition `i`, and how far the
+/// subtree's longest chain goes (how far that branch progressed).
+fn branch(
     i: usize,
     transitions: &[Transition],
     children: &BTreeMap<&str, Vec<usize>>,
-    memo: &mut BTreeMap<usize, u8>,
+    memo: &mut BTreeMap<usize, (u8, usize)>,
     depth: usize,
-) -> u8 {
+) -> (u8, usize) {
     if let Some(&r) = memo.get(&i) {
         return r;
     }
     let own = transitions[i].action.precedence();
     // A cycle can only come from a forged document; the depth bound keeps it finite.
     if depth > transitions.len() {
-        return own;
+        return (own, 1);
     }
     let best = children
         .get(transitions[i].id.as_str())
         .into_iter()
         .flatten()
-        .map(|&c| branch_rank(c, transitions, children, memo, depth + 1))
-        .fold(own, u8::max);
+        .map(|&c| branch(c, transitions, children, memo, depth + 1))
+        .fold((own, 1), |(rank, len), (r, l)| (rank.max(r), len.max(l + 1)));
     memo.insert(i, best);
     best
 }
@@ -390,6 +395,21 @@ mod tests {
         // Same clock: author "user-x" sorts before "user-y" and wins.
         let y5 = Transition { at: 5, ..y };
         assert_eq!(fold(&[e, y5, x]).applied, ["e", "x"]);
+    }
+
+    #[test]
+    fn a_late_duplicate_escalation_does_not_undo_the_hubs_work_whatever_its_clock() {
+        let esc = (Status::Escalated, Level::Town);
+        let acc = (Status::Accepted, Level::Town);
+        let ts = [
+            t("late", "", Action::Escalate, OPEN, 1), // earlier clock, synced later
+            t("e", "", Action::Escalate, OPEN, 5),
+            t("a", "e", Action::Accept, esc, 6),
+            t("d", "a", Action::Dispatch, acc, 7),
+        ];
+        let f = fold(&ts);
+        assert_eq!(f.applied, ["e", "a", "d"]);
+        assert_eq!(f.forks[0].discarded, ["late"]);
     }
 
     #[test]

@@ -506,3 +506,16 @@ pub fn materialize_report(doc: &AutoCommit) -> Result<ReportView, DocError> {
         authors,
     })
 }
+
+/// Where each recorded transition was written: its id → the (Lamport counter, actor) of the op that
+/// created its map. The server uses it to find the change behind a transition.
+pub fn transition_origins(doc: &AutoCommit) -> Result<BTreeMap<String, (u64, ActorId)>, DocError> {
+    let list = list_at(doc, &ROOT, "transitions")?;
+    let mut out = BTreeMap::new();
+    for obj in list_maps(doc, &list)? {
+        if let automerge::ObjId::Id(counter, actor, _) = &obj {
+            out.insert(req_str(doc, &obj, "id")?, (*counter, actor.clone()));
+        }
+    }
+    Ok(out)
+}

@@ -36,6 +36,8 @@ pub enum Refusal {
     TransitionNotAllowed { action: String, from: String, level: String, role: String },
     #[error("transition {id} does not follow from the transition it names as its parent")]
     TransitionOutOfOrder { id: String },
+    #[error("transition {id} does not follow the latest transition its author's copy held")]
+    TransitionNotFromLatest { id: String },
     #[error("the report is {status}; only notes can be added")]
     ReportFinished { status: String },
     #[error("the document layout is invalid: {message}")]
@@ -55,6 +57,7 @@ impl Refusal {
             Refusal::HistoryRewritten { .. } => "history_rewritten",
             Refusal::TransitionNotAllowed { .. } => "transition_not_allowed",
             Refusal::TransitionOutOfOrder { .. } => "transition_out_of_order",
+            Refusal::TransitionNotFromLatest { .. } => "transition_not_from_latest",
             Refusal::ReportFinished { .. } => "report_finished",
             Refusal::Malformed { .. } => "malformed",
         }
@@ -213,6 +216,20 @@ fn check_transition(who: &Principal, t: &Transition, all: &[Transition]) -> Resu
     };
     if parent_state != Some((t.from, t.from_level)) {
         return Err(Refusal::TransitionOutOfOrder { id: t.id.clone() });
+    }
+    Ok(())
+}
+
+/// A new transition must start from what its author's copy had folded to when it was written
+/// (`seen`: the report as of the change's dependencies, `None` before the report existed): naming
+/// an older parent would let a device rewrite history it had already seen.
+pub fn check_transition_seen(t: &Transition, seen: Option<&ReportView>) -> Result<(), Refusal> {
+    let (tip, status, level) = match seen {
+        Some(v) => (v.tip.as_str(), v.status, v.level),
+        None => ("", Status::Open, Level::Grid),
+    };
+    if t.parent != tip || t.from != status || t.from_level != level {
+        return Err(Refusal::TransitionNotFromLatest { id: t.id.clone() });
     }
     Ok(())
 }

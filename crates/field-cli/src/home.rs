@@ -11,7 +11,7 @@ use gridsync_core::org::Org;
 use gridsync_core::patrol::{PatrolView, materialize_patrol};
 use gridsync_core::protocol::WhoAmI;
 use gridsync_core::report::{ReportView, materialize_report};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 
 /// Who this device is and where it syncs.
@@ -133,54 +133,39 @@ impl Home {
     }
 
     pub fn profile(&self) -> Result<Profile> {
-        let json: Option<String> =
-            self.conn.query_row("SELECT json FROM profile WHERE id = 1", [], |r| r.get(0)).optional()?;
-        let json = json.ok_or_else(|| {
-            anyhow!(
-                "this device is not set up yet (home: {}). Run: field init --server URL --token TOKEN",
-                self.dir.display()
-            )
-        })?;
-        serde_json::from_str(&json).context("the stored profile is damaged")
+        profile_in(&self.conn, &self.dir)
     }
 
     pub fn save_profile(&self, p: &Profile) -> Result<()> {
         save_profile_in(&self.conn, p)
     }
 
-    /// Loads a document for editing with this device's actor.
-    pub fn load(&self, id: &str, actor: &ActorId) -> Result<Option<(AutoCommit, DocKind)>> {
-        let row: Option<(Vec<u8>, String)> = self
-            .conn
-            .query_row("SELECT bytes, kind FROM docs WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        let Some((bytes, kind)) = row else { return Ok(None) };
-        let d =
-            doc::load(&bytes, actor.clone()).map_err(|e| anyhow!("document {id} is damaged locally: {e}"))?;
-        Ok(Some((d, DocKind::parse(&kind).ok_or_else(|| anyhow!("document {id} has an unknown kind"))?)))
+    /// Runs `f` in one IMMEDIATE transaction: it holds the write lock from the first read, so no
+    /// other `field` process (a sync, say) can change what it read before it writes.
+    pub fn write<T>(&mut self, f: impl FnOnce(&Transaction<'_>, &Profile) -> Result<T>) -> Result<T> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let profile = profile_in(&tx, &self.dir)?;
+        let out = f(&tx, &profile)?;
+        tx.commit()?;
+        Ok(out)
     }
 
-    /// Stores a local edit: the document, its view, and its new changes in the outbox, atomically.
-    pub fn commit_local(
-        &mut self,
-        id: &str,
-        kind: DocKind,
-        d: &mut AutoCommit,
-        before: &[ChangeHash],
-    ) -> Result<()> {
-        let changes = d.get_changes(before);
-        let tx = self.conn.transaction()?;
-        store_doc(&tx, id, kind, d)?;
-        {
-            let mut ins = tx.prepare_cached(
-                "INSERT OR IGNORE INTO outbox (hash, doc_id, kind, bytes) VALUES (?1, ?2, ?3, ?4)",
-            )?;
-            for c in &changes {
-                ins.execute(params![hash_hex(&c.hash()), id, kind.as_str(), c.raw_bytes()])?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
+    /// Loads a document, lets `f` edit it, and stores it with its new changes in the outbox, in one
+    /// transaction.
+    pub fn edit<T>(&mut self, id: &str, f: impl FnOnce(&mut AutoCommit, &Profile) -> Result<T>) -> Result<T> {
+        self.write(|tx, profile| {
+            let (mut d, kind) = load_in(tx, id, &profile.actor_id()?)?
+                .ok_or_else(|| anyhow!("document {id} is not on this device"))?;
+            let before = d.get_heads();
+            let out = f(&mut d, profile)?;
+            record_local(tx, id, kind, &mut d, &before)?;
+            Ok(out)
+        })
+    }
+
+    /// Stores a new document written here, with its changes in the outbox.
+    pub fn create(&mut self, id: &str, kind: DocKind, d: &mut AutoCommit) -> Result<()> {
+        self.write(|tx, _| record_local(tx, id, kind, d, &[]))
     }
 
     /// Documents of a kind, newest first.
@@ -235,6 +220,46 @@ impl Home {
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+}
+
+fn profile_in(conn: &Connection, dir: &Path) -> Result<Profile> {
+    let json: Option<String> =
+        conn.query_row("SELECT json FROM profile WHERE id = 1", [], |r| r.get(0)).optional()?;
+    let json = json.ok_or_else(|| {
+        anyhow!(
+            "this device is not set up yet (home: {}). Run: field init --server URL --token TOKEN",
+            dir.display()
+        )
+    })?;
+    serde_json::from_str(&json).context("the stored profile is damaged")
+}
+
+/// Loads a document for editing with this device's actor.
+pub fn load_in(conn: &Connection, id: &str, actor: &ActorId) -> Result<Option<(AutoCommit, DocKind)>> {
+    let row: Option<(Vec<u8>, String)> = conn
+        .query_row("SELECT bytes, kind FROM docs WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((bytes, kind)) = row else { return Ok(None) };
+    let d = doc::load(&bytes, actor.clone()).map_err(|e| anyhow!("document {id} is damaged locally: {e}"))?;
+    Ok(Some((d, DocKind::parse(&kind).ok_or_else(|| anyhow!("document {id} has an unknown kind"))?)))
+}
+
+/// Stores a document and queues its changes since `before` for the server.
+pub fn record_local(
+    conn: &Connection,
+    id: &str,
+    kind: DocKind,
+    d: &mut AutoCommit,
+    before: &[ChangeHash],
+) -> Result<()> {
+    let changes = d.get_changes(before);
+    store_doc(conn, id, kind, d)?;
+    let mut ins = conn
+        .prepare_cached("INSERT OR IGNORE INTO outbox (hash, doc_id, kind, bytes) VALUES (?1, ?2, ?3, ?4)")?;
+    for c in &changes {
+        ins.execute(params![hash_hex(&c.hash()), id, kind.as_str(), c.raw_bytes()])?;
+    }
+    Ok(())
 }
 
 pub fn save_profile_in(conn: &Connection, p: &Profile) -> Result<()> {

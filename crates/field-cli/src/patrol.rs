@@ -7,9 +7,10 @@ use gridsync_core::doc::DocKind;
 use gridsync_core::patrol::{CheckIn, PatrolEdit, PatrolView, TrackPoint, edit_patrol, start_patrol};
 use rusqlite::params;
 
-use crate::home::Home;
+use crate::home::{Home, Profile, record_local, save_profile_in};
 use crate::report::short;
 use crate::{author, now_ms, show, sync};
+use gridsync_core::org::Role;
 
 #[derive(Subcommand)]
 pub enum PatrolCommand {
@@ -69,37 +70,46 @@ fn active(home: &Home) -> Result<String> {
 }
 
 fn edit(home: &mut Home, id: &str, e: PatrolEdit) -> Result<()> {
-    let profile = home.profile()?;
-    let (mut d, kind) =
-        home.load(id, &profile.actor_id()?)?.ok_or_else(|| anyhow!("patrol {id} is missing"))?;
-    let before = d.get_heads();
-    edit_patrol(&mut d, &author(&profile), &e).map_err(|e| anyhow!("{e}"))?;
-    home.commit_local(id, kind, &mut d, &before)
+    home.edit(id, |d, profile| {
+        edit_patrol(d, &author(profile), &e).map_err(|e| anyhow!("{e}"))?;
+        Ok(())
+    })
 }
 
 pub fn run(home: &mut Home, c: PatrolCommand) -> Result<()> {
     home.profile()?;
     match c {
         PatrolCommand::Start { companion, grid } => {
-            let mut profile = home.profile()?;
-            if let Some(p) = &profile.active_patrol {
-                bail!("patrol {} is still under way; end it first with: field patrol end", short(p));
-            }
-            let grids = &profile.org.grids;
-            let grid = match grid {
-                Some(g) => {
-                    grids.iter().find(|x| x.id == g).ok_or_else(|| anyhow!("grid {g} is not one of yours"))?
+            let id = home.write(|tx, profile| {
+                if !matches!(profile.whoami.role, Role::GridWorker | Role::GridAssistant) {
+                    bail!("patrols are recorded by grid workers and assistants");
                 }
-                None if grids.len() == 1 => &grids[0],
-                None => bail!("you cover several grids; say which with --grid"),
-            };
-            let id = uuid::Uuid::now_v7();
-            let mut d =
-                start_patrol(profile.actor_id()?, &author(&profile), id, &grid.id, &grid.town, &companion)
-                    .map_err(|e| anyhow!("{e}"))?;
-            home.commit_local(&id.to_string(), DocKind::Patrol, &mut d, &[])?;
-            profile.active_patrol = Some(id.to_string());
-            home.save_profile(&profile)?;
+                if let Some(p) = &profile.active_patrol {
+                    bail!("patrol {} is still under way; end it first with: field patrol end", short(p));
+                }
+                let grids = &profile.org.grids;
+                let grid = match grid {
+                    Some(g) => grids
+                        .iter()
+                        .find(|x| x.id == g)
+                        .ok_or_else(|| anyhow!("grid {g} is not one of yours"))?,
+                    None if grids.len() == 1 => &grids[0],
+                    None => bail!("you cover several grids; say which with --grid"),
+                };
+                let id = uuid::Uuid::now_v7().to_string();
+                let mut d = start_patrol(
+                    profile.actor_id()?,
+                    &author(profile),
+                    uuid::Uuid::parse_str(&id)?,
+                    &grid.id,
+                    &grid.town,
+                    &companion,
+                )
+                .map_err(|e| anyhow!("{e}"))?;
+                record_local(tx, &id, DocKind::Patrol, &mut d, &[])?;
+                save_profile_in(tx, &Profile { active_patrol: Some(id.clone()), ..profile.clone() })?;
+                Ok(id)
+            })?;
             println!("{id}");
             Ok(())
         }
@@ -170,10 +180,13 @@ pub fn run(home: &mut Home, c: PatrolCommand) -> Result<()> {
         PatrolCommand::End => {
             let id = active(home)?;
             sync::flush_track(home)?;
-            edit(home, &id, PatrolEdit::End)?;
-            let mut profile = home.profile()?;
-            profile.active_patrol = None;
-            home.save_profile(&profile)?;
+            home.edit(&id, |d, profile| {
+                edit_patrol(d, &author(profile), &PatrolEdit::End).map_err(|e| anyhow!("{e}"))?;
+                Ok(())
+            })?;
+            home.write(|tx, profile| {
+                save_profile_in(tx, &Profile { active_patrol: None, ..profile.clone() })
+            })?;
             println!("patrol {} ended (saved; it is sent at the next 'field sync')", short(&id));
             Ok(())
         }

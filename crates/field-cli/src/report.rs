@@ -200,13 +200,10 @@ fn with_report<T>(
     f: impl FnOnce(&mut automerge::AutoCommit, &ReportView) -> Result<T>,
 ) -> Result<(String, T)> {
     let id = home.resolve_id(DocKind::Report, given)?;
-    let profile = home.profile()?;
-    let (mut d, kind) =
-        home.load(&id, &profile.actor_id()?)?.ok_or_else(|| anyhow!("report {id} vanished"))?;
-    let view = gridsync_core::report::materialize_report(&d).map_err(|e| anyhow!("report {id}: {e}"))?;
-    let before = d.get_heads();
-    let out = f(&mut d, &view)?;
-    home.commit_local(&id, kind, &mut d, &before)?;
+    let out = home.edit(&id, |d, _| {
+        let view = gridsync_core::report::materialize_report(d).map_err(|e| anyhow!("report {id}: {e}"))?;
+        f(d, &view)
+    })?;
     Ok((id, out))
 }
 
@@ -288,7 +285,7 @@ pub fn run(home: &mut Home, c: ReportCommand) -> Result<()> {
             };
             let mut d =
                 create_report(profile.actor_id()?, &author(&profile), &new).map_err(|e| anyhow!("{e}"))?;
-            home.commit_local(&id.to_string(), DocKind::Report, &mut d, &[])?;
+            home.create(&id.to_string(), DocKind::Report, &mut d)?;
             println!("{id}");
             Ok(())
         }

@@ -17,7 +17,7 @@ use rusqlite::params;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::home::{Home, SyncRecord, save_profile_in, store_doc};
+use crate::home::{Home, Profile, SyncRecord, load_in, record_local, save_profile_in, store_doc};
 use crate::now_ms;
 
 /// Most changes sent in one request, and about how many bytes of them.
@@ -175,42 +175,26 @@ fn short_error(e: &reqwest::Error) -> String {
 
 /// Turns buffered track points into compact chunks in their patrol documents (as local edits).
 pub fn flush_track(home: &mut Home) -> Result<usize> {
-    let profile = home.profile()?;
-    let actor = profile.actor_id()?;
-    let mut st = home.conn.prepare("SELECT DISTINCT patrol_id FROM pending_track")?;
-    let patrols: Vec<String> = st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
-    drop(st);
-    let mut flushed = 0;
-    for id in patrols {
-        let mut st = home
-            .conn
-            .prepare("SELECT id, lat, lon, at FROM pending_track WHERE patrol_id = ?1 ORDER BY id")?;
-        let rows: Vec<(i64, TrackPoint)> = st
-            .query_map([&id], |r| {
-                Ok((r.get(0)?, TrackPoint { lat: r.get(1)?, lon: r.get(2)?, at: r.get(3)? }))
-            })?
-            .collect::<Result<_, _>>()?;
-        drop(st);
-        let Some((mut d, kind)) = home.load(&id, &actor)? else { continue };
-        let before = d.get_heads();
-        let points: Vec<TrackPoint> = rows.iter().map(|(_, p)| *p).collect();
-        let author = crate::author(&profile);
-        edit_patrol(&mut d, &author, &PatrolEdit::Track(points)).map_err(|e| anyhow!("{e}"))?;
-        let changes = d.get_changes(&before);
-        let tx = home.conn.transaction()?;
-        store_doc(&tx, &id, kind, &mut d)?;
-        for c in &changes {
-            tx.execute(
-                "INSERT OR IGNORE INTO outbox (hash, doc_id, kind, bytes) VALUES (?1, ?2, ?3, ?4)",
-                params![doc::hash_hex(&c.hash()), id, kind.as_str(), c.raw_bytes()],
-            )?;
+    home.write(|tx, profile| {
+        let mut st = tx.prepare("SELECT DISTINCT patrol_id FROM pending_track")?;
+        let patrols: Vec<String> = st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        let mut flushed = 0;
+        for id in patrols {
+            let mut st =
+                tx.prepare("SELECT lat, lon, at FROM pending_track WHERE patrol_id = ?1 ORDER BY id")?;
+            let points: Vec<TrackPoint> = st
+                .query_map([&id], |r| Ok(TrackPoint { lat: r.get(0)?, lon: r.get(1)?, at: r.get(2)? }))?
+                .collect::<Result<_, _>>()?;
+            let Some((mut d, kind)) = load_in(tx, &id, &profile.actor_id()?)? else { continue };
+            let before = d.get_heads();
+            edit_patrol(&mut d, &crate::author(profile), &PatrolEdit::Track(points.clone()))
+                .map_err(|e| anyhow!("{e}"))?;
+            record_local(tx, &id, kind, &mut d, &before)?;
+            tx.execute("DELETE FROM pending_track WHERE patrol_id = ?1", [&id])?;
+            flushed += points.len();
         }
-        let last = rows.last().map(|(i, _)| *i).unwrap_or(0);
-        tx.execute("DELETE FROM pending_track WHERE patrol_id = ?1 AND id <= ?2", params![id, last])?;
-        tx.commit()?;
-        flushed += rows.len();
-    }
-    Ok(flushed)
+        Ok(flushed)
+    })
 }
 
 /// Pushes the outbox and pulls pages until the device is up to date.
@@ -252,8 +236,7 @@ pub fn sync(home: &mut Home, retries: u32, budget: Option<u64>) -> Result<SyncSu
     }
     summary.bytes_up = client.bytes_up;
     summary.bytes_down = client.bytes_down;
-    let mut p = home.profile()?;
-    p.last_sync = Some(SyncRecord {
+    let record = SyncRecord {
         at: now_ms(),
         ok: result.is_ok(),
         message: match &result {
@@ -263,8 +246,8 @@ pub fn sync(home: &mut Home, retries: u32, budget: Option<u64>) -> Result<SyncSu
             ),
             Err(e) => format!("{e:#}"),
         },
-    });
-    home.save_profile(&p)?;
+    };
+    home.write(|tx, p| save_profile_in(tx, &Profile { last_sync: Some(record), ..p.clone() }))?;
     result.map(|()| summary)
 }
 
@@ -302,118 +285,122 @@ fn apply_response(
     sent: &[String],
     summary: &mut SyncSummary,
 ) -> Result<()> {
-    let profile = home.profile()?;
-    let actor = profile.actor_id()?;
-    let b64 = base64::engine::general_purpose::STANDARD;
     if resp.verdicts.len() != sent.len() {
         bail!("the server answered {} verdicts for {} changes; try again", resp.verdicts.len(), sent.len());
     }
-    // Documents holding a refused change are rebuilt without it and what was built on it: the server
-    // will never accept those, and later edits must not depend on them.
-    let mut refused_by_doc: BTreeMap<String, HashSet<ChangeHash>> = BTreeMap::new();
-    for (v, hash) in resp.verdicts.iter().zip(sent) {
-        if matches!(v.outcome, Outcome::Forbidden | Outcome::Malformed) {
-            let doc_id = v.doc.clone().unwrap_or_default();
-            if let Some(h) = doc::parse_hash(hash) {
-                refused_by_doc.entry(doc_id).or_default().insert(h);
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let now = now_ms();
+    home.write(|tx, profile| {
+        let actor = profile.actor_id()?;
+        // Documents holding a refused change are rebuilt without it and what was built on it: the
+        // server will never accept those, and later edits must not depend on them.
+        let mut refused_by_doc: BTreeMap<String, HashSet<ChangeHash>> = BTreeMap::new();
+        for (v, hash) in resp.verdicts.iter().zip(sent) {
+            if matches!(v.outcome, Outcome::Forbidden | Outcome::Malformed)
+                && let Some(h) = doc::parse_hash(hash)
+            {
+                refused_by_doc.entry(v.doc.clone().unwrap_or_default()).or_default().insert(h);
             }
         }
-    }
-    let mut docs: BTreeMap<String, (AutoCommit, DocKind)> = BTreeMap::new();
-    let mut dependents: Vec<(String, ChangeHash)> = Vec::new();
-    let mut replayed: Vec<(String, DocKind, automerge::Change)> = Vec::new();
-    for (doc_id, bad) in &refused_by_doc {
-        if let Some((d, kind)) = home.load(doc_id, &actor)? {
+        // The new state of each touched document; `None`: nothing of it survives (its creation
+        // was refused), so it goes.
+        let mut docs: BTreeMap<String, Option<(AutoCommit, DocKind)>> = BTreeMap::new();
+        let mut dependents: Vec<(String, ChangeHash)> = Vec::new();
+        let mut replayed: Vec<(String, DocKind, automerge::Change)> = Vec::new();
+        for (doc_id, bad) in &refused_by_doc {
+            let Some((d, kind)) = load_in(tx, doc_id, &actor)? else { continue };
             let before = (kind == DocKind::Report).then(|| materialize_report(&d).ok()).flatten();
             let (mut rebuilt, dropped) = without(d, bad, &actor)?;
             dependents.extend(dropped.into_iter().map(|h| (doc_id.clone(), h)));
+            if rebuilt.get_heads().is_empty() {
+                docs.insert(doc_id.clone(), None);
+                continue;
+            }
             // Notes are never lost: the ones set aside with a refused edit are written again on
             // top of what the server holds (notes may be added whatever the report's state).
             if let Some(before) = before {
                 let kept = materialize_report(&rebuilt).map_err(|e| anyhow!("{e}"))?.notes;
                 let heads = rebuilt.get_heads();
-                for n in before.notes.iter().filter(|n| n.author == profile.whoami.user && !kept.contains(n))
-                {
+                for n in before.notes.iter().filter(|n| n.author == profile.whoami.user && !kept.contains(n)) {
                     let author = doc::Author { user: n.author.clone(), role: n.role, at: n.at };
                     add_note(&mut rebuilt, &author, &n.text).map_err(|e| anyhow!("{e}"))?;
                     summary.notes_rewritten += 1;
                 }
                 replayed.extend(rebuilt.get_changes(&heads).into_iter().map(|c| (doc_id.clone(), kind, c)));
             }
-            docs.insert(doc_id.clone(), (rebuilt, kind));
+            docs.insert(doc_id.clone(), Some((rebuilt, kind)));
         }
-    }
-    for u in &resp.docs {
-        let bytes = b64.decode(&u.data).context("the server sent a damaged document")?;
-        let local = match docs.remove(&u.doc) {
-            Some(d) => Some(d),
-            None => home.load(&u.doc, &actor)?,
-        };
-        let (d, kind): (AutoCommit, DocKind) = match local {
-            Some((mut d, kind)) => {
-                doc::load_incremental(&mut d, &bytes).map_err(|e| anyhow!("document {}: {e}", u.doc))?;
-                (d, kind)
-            }
-            None => {
-                if u.encoding == Encoding::Changes {
-                    bail!(
-                        "the server sent changes for a document this device does not have; run field sync again"
-                    );
+        for u in &resp.docs {
+            let bytes = b64.decode(&u.data).context("the server sent a damaged document")?;
+            let local = match docs.remove(&u.doc) {
+                Some(d) => d,
+                None => load_in(tx, &u.doc, &actor)?,
+            };
+            let (d, kind): (AutoCommit, DocKind) = match local {
+                Some((mut d, kind)) => {
+                    doc::load_incremental(&mut d, &bytes).map_err(|e| anyhow!("document {}: {e}", u.doc))?;
+                    (d, kind)
                 }
-                (doc::load(&bytes, actor.clone()).map_err(|e| anyhow!("document {}: {e}", u.doc))?, u.kind)
+                None if u.encoding == Encoding::Changes => bail!(
+                    "the server sent changes for a document this device does not have; run field sync again"
+                ),
+                None => (doc::load(&bytes, actor.clone()).map_err(|e| anyhow!("document {}: {e}", u.doc))?, u.kind),
+            };
+            summary.pulled_documents += 1;
+            docs.insert(u.doc.clone(), Some((d, kind)));
+        }
+        for (v, hash) in resp.verdicts.iter().zip(sent) {
+            match v.outcome {
+                Outcome::Accepted => summary.accepted += 1,
+                Outcome::Duplicate => summary.duplicate += 1,
+                Outcome::MissingDeps => {
+                    summary.waiting += 1;
+                    continue;
+                }
+                Outcome::Forbidden | Outcome::Malformed => {
+                    summary.refused += 1;
+                    let code = v.code.clone().unwrap_or_else(|| "refused".into());
+                    let message = v.message.clone().unwrap_or_default();
+                    let doc_id = v.doc.clone().unwrap_or_default();
+                    tx.execute(
+                        "INSERT OR REPLACE INTO refusals (hash, doc_id, code, message, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                        params![hash, doc_id, code, message, now],
+                    )?;
+                    summary.refusals.push((doc_id, code, message));
+                }
             }
-        };
-        summary.pulled_documents += 1;
-        docs.insert(u.doc.clone(), (d, kind));
-    }
-    let now = now_ms();
-    let tx = home.conn.transaction()?;
-    for (v, hash) in resp.verdicts.iter().zip(sent) {
-        match v.outcome {
-            Outcome::Accepted => summary.accepted += 1,
-            Outcome::Duplicate => summary.duplicate += 1,
-            Outcome::MissingDeps => {
-                summary.waiting += 1;
-                continue;
-            }
-            Outcome::Forbidden | Outcome::Malformed => {
+            tx.execute("DELETE FROM outbox WHERE hash = ?1", [hash])?;
+        }
+        for (doc_id, h) in &dependents {
+            let hash = doc::hash_hex(h);
+            let message = "built on an edit the server refused; it was set aside too";
+            tx.execute(
+                "INSERT OR REPLACE INTO refusals (hash, doc_id, code, message, at) VALUES (?1, ?2, 'depends_on_refused', ?3, ?4)",
+                params![hash, doc_id, message, now],
+            )?;
+            if tx.execute("DELETE FROM outbox WHERE hash = ?1", [&hash])? > 0 {
                 summary.refused += 1;
-                let code = v.code.clone().unwrap_or_else(|| "refused".into());
-                let message = v.message.clone().unwrap_or_default();
-                tx.execute(
-                    "INSERT OR REPLACE INTO refusals (hash, doc_id, code, message, at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![hash, v.doc.as_deref().unwrap_or_default(), code, message, now],
-                )?;
-                summary.refusals.push((v.doc.clone().unwrap_or_default(), code, message));
+                summary.refusals.push((doc_id.clone(), "depends_on_refused".into(), message.into()));
             }
         }
-        tx.execute("DELETE FROM outbox WHERE hash = ?1", [hash])?;
-    }
-    for (doc_id, h) in &dependents {
-        let hash = doc::hash_hex(h);
-        let message = "built on an edit the server refused; it was set aside too";
-        tx.execute(
-            "INSERT OR REPLACE INTO refusals (hash, doc_id, code, message, at) VALUES (?1, ?2, 'depends_on_refused', ?3, ?4)",
-            params![hash, doc_id, message, now],
-        )?;
-        if tx.execute("DELETE FROM outbox WHERE hash = ?1", [&hash])? > 0 {
-            summary.refused += 1;
-            summary.refusals.push((doc_id.clone(), "depends_on_refused".into(), message.into()));
+        for (doc_id, kind, c) in &replayed {
+            tx.execute(
+                "INSERT OR IGNORE INTO outbox (hash, doc_id, kind, bytes) VALUES (?1, ?2, ?3, ?4)",
+                params![doc::hash_hex(&c.hash()), doc_id, kind.as_str(), c.raw_bytes()],
+            )?;
         }
-    }
-    for (doc_id, kind, c) in &replayed {
-        tx.execute(
-            "INSERT OR IGNORE INTO outbox (hash, doc_id, kind, bytes) VALUES (?1, ?2, ?3, ?4)",
-            params![doc::hash_hex(&c.hash()), doc_id, kind.as_str(), c.raw_bytes()],
-        )?;
-    }
-    for (id, (mut d, kind)) in docs {
-        store_doc(&tx, &id, kind, &mut d)?;
-    }
-    let mut p = profile;
-    p.cursor = resp.cursor;
-    save_profile_in(&tx, &p)?;
-    tx.commit()?;
+        for (id, state) in docs {
+            match state {
+                Some((mut d, kind)) => store_doc(tx, &id, kind, &mut d)?,
+                None => {
+                    tx.execute("DELETE FROM docs WHERE id = ?1", [&id])?;
+                    tx.execute("DELETE FROM outbox WHERE doc_id = ?1", [&id])?;
+                }
+            }
+        }
+        save_profile_in(tx, &Profile { cursor: resp.cursor, ..profile.clone() })?;
+        Ok(())
+    })?;
     summary.cursor = resp.cursor;
     Ok(())
 }
@@ -444,4 +431,98 @@ fn without(
     let mut rebuilt = AutoCommit::new().with_actor(actor.clone());
     doc::apply_changes(&mut rebuilt, keep).map_err(|e| anyhow!("could not set a refused edit aside: {e}"))?;
     Ok((rebuilt, dependents))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gridsync_core::org::{Role, Scope, demo_county};
+    use gridsync_core::protocol::{Verdict, WhoAmI};
+    use gridsync_core::report::{Category, Location, NewReport, Urgency, create_report};
+
+    fn home_with_profile() -> (tempfile::TempDir, Home) {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::open(dir.path()).unwrap();
+        let org = demo_county(1);
+        let profile = Profile {
+            server: "http://127.0.0.1:9".into(),
+            device: "d".into(),
+            token: "t".into(),
+            actor: hex::encode([7u8; 16]),
+            whoami: WhoAmI {
+                user: "worker".into(),
+                name: "王芳".into(),
+                role: Role::GridWorker,
+                scope: Scope::Grids(vec![org.grids[0].id.clone()]),
+                device: None,
+            },
+            org,
+            cursor: 0,
+            last_sync: None,
+            active_patrol: None,
+        };
+        home.save_profile(&profile).unwrap();
+        (dir, home)
+    }
+
+    fn refused(doc: &str, hash: &str) -> Verdict {
+        Verdict {
+            outcome: Outcome::Forbidden,
+            doc: Some(doc.into()),
+            hash: Some(hash.into()),
+            code: Some("unknown_grid".into()),
+            message: Some("grid G is not in the organisation".into()),
+            missing: vec![],
+        }
+    }
+
+    #[test]
+    fn a_refused_creation_removes_the_document_and_everything_built_on_it() {
+        let (_dir, mut home) = home_with_profile();
+        let p = home.profile().unwrap();
+        let id = uuid::Uuid::from_u128(5);
+        let new = NewReport {
+            id,
+            grid: p.org.grids[0].id.clone(),
+            town: p.org.grids[0].town.clone(),
+            category: Category::Other,
+            title: "t".into(),
+            description: String::new(),
+            urgency: Urgency::Normal,
+            location: Location::default(),
+            parties: vec![],
+        };
+        let mut d = create_report(p.actor_id().unwrap(), &crate::author(&p), &new).unwrap();
+        home.create(&id.to_string(), DocKind::Report, &mut d).unwrap();
+        home.edit(&id.to_string(), |d, p| {
+            add_note(d, &crate::author(p), "on top").map_err(|e| anyhow!("{e}"))?;
+            Ok(())
+        })
+        .unwrap();
+        let (sent, _) = next_outbox_batch(&home, &HashSet::new()).unwrap();
+        assert_eq!(sent.len(), 2);
+        let resp = SyncResponse {
+            verdicts: vec![
+                refused(&id.to_string(), &sent[0]),
+                Verdict {
+                    outcome: Outcome::MissingDeps,
+                    code: None,
+                    message: None,
+                    ..refused(&id.to_string(), &sent[1])
+                },
+            ],
+            docs: vec![],
+            cursor: 3,
+            has_more: false,
+        };
+        // Only the creation is refused; the note on top can never land either.
+        let mut summary = SyncSummary::default();
+        apply_response(&mut home, &resp, &sent, &mut summary).unwrap();
+        assert_eq!(home.outbox_len().unwrap(), 0);
+        assert!(home.list(DocKind::Report).unwrap().is_empty(), "nothing of the document survives");
+        assert_eq!(home.refusals(Some(&id.to_string())).unwrap().len(), 2);
+        assert_eq!(home.profile().unwrap().cursor, 3);
+        // And the next sync has nothing stuck to send.
+        assert!(next_outbox_batch(&home, &HashSet::new()).unwrap().0.is_empty());
+    }
 }

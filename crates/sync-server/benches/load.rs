@@ -473,6 +473,20 @@ async fn main() {
     );
     println!("\n## server");
     println!("peak RSS {:.1} MiB", server.peak_rss_kib() as f64 / 1024.0);
+    let metrics = client.get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap();
+    let metric = |name: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().last())
+            .unwrap_or("?")
+            .to_string()
+    };
+    println!(
+        "group commits {} for {} pushes (every sync, even a no-op, records the device's cursor through the writer)",
+        metric("gridsync_group_commits_total"),
+        metric("gridsync_grouped_pushes_total")
+    );
     drop(server);
     tokio::time::sleep(Duration::from_millis(10)).await;
 }

@@ -280,39 +280,22 @@ async fn sync(
         .map_err(|m| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m))?;
     let budget = req.budget.unwrap_or(DEFAULT_PAGE_BYTES).clamp(1, MAX_PAGE_BYTES);
     let cursor = req.cursor;
-    let (docs, cursor, has_more) = blocking(&s, move |s| {
-        let (entries, head) = s.store.page(&device.user.scope, cursor, &device.id, MAX_PAGE_DOCS)?;
-        let full = entries.len() == MAX_PAGE_DOCS;
-        let b64 = base64::engine::general_purpose::STANDARD;
-        let (mut docs, mut used, mut next, mut has_more) = (Vec::new(), 0u64, cursor, false);
-        for e in entries {
-            let (encoding, data) = match e.changes {
-                Some(ch) if ch.is_empty() => {
-                    next = e.doc.updated_seq;
-                    continue;
-                }
-                Some(ch) if ch.iter().map(Vec::len).sum::<usize>() < e.doc.snapshot.len() => {
-                    (Encoding::Changes, ch.concat())
-                }
-                _ => (Encoding::Snapshot, e.doc.snapshot),
-            };
-            if !docs.is_empty() && used + data.len() as u64 > budget {
-                has_more = true;
-                break;
-            }
-            used += data.len() as u64;
-            next = e.doc.updated_seq;
-            docs.push(DocUpdate { doc: e.doc.id, kind: e.doc.kind, encoding, data: b64.encode(data) });
-        }
-        if full {
-            has_more = true;
-        }
-        if !has_more {
-            next = next.max(head);
-        }
-        Ok((docs, next, has_more))
+    let page = blocking(&s, move |s| {
+        Ok(s.store.page(&device.user.scope, cursor, &device.id, MAX_PAGE_DOCS, budget)?)
     })
     .await?;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let docs = page
+        .entries
+        .into_iter()
+        .map(|e| DocUpdate {
+            doc: e.id,
+            kind: e.kind,
+            encoding: if e.snapshot { Encoding::Snapshot } else { Encoding::Changes },
+            data: b64.encode(e.data),
+        })
+        .collect();
+    let (cursor, has_more) = (page.cursor, page.has_more);
     let verdicts = verdicts
         .into_iter()
         .map(|v| match v.outcome {

@@ -14,8 +14,8 @@ use gridsync_core::doc::{self, DocKind, hash_hex};
 use gridsync_core::org::{Org, Principal};
 use gridsync_core::patrol::{PatrolView, materialize_patrol};
 use gridsync_core::protocol::{Outcome, PushedChange, Verdict};
-use gridsync_core::report::{ReportView, materialize_report};
-use gridsync_core::validate::{Refusal, Writer, check_patrol, check_report};
+use gridsync_core::report::{ReportView, materialize_report, transition_origins};
+use gridsync_core::validate::{Refusal, Writer, check_patrol, check_report, check_transition_seen};
 use lru::LruCache;
 use tokio::sync::{mpsc, oneshot};
 
@@ -56,7 +56,65 @@ pub fn materialize(kind: DocKind, d: &AutoCommit) -> Result<View, String> {
     }
 }
 
-fn check(org: &Org, w: &Writer<'_>, before: Option<&View>, after: &View) -> Result<(), Refusal> {
+/// Transitions the changes add must each follow the tip their author's copy held: the report as of
+/// the dependencies of the change that wrote the transition.
+fn check_parents(
+    doc: &AutoCommit,
+    before: Option<&View>,
+    after: &View,
+    changes: &[Change],
+) -> Result<(), Refusal> {
+    let View::Report(after) = after else { return Ok(()) };
+    let known: HashSet<&str> = match before {
+        Some(View::Report(b)) => b.transitions.iter().map(|t| t.id.as_str()).collect(),
+        _ => HashSet::new(),
+    };
+    let new: Vec<_> = after.transitions.iter().filter(|t| !known.contains(t.id.as_str())).collect();
+    if new.is_empty() {
+        return Ok(());
+    }
+    let malformed = |m: &str| Refusal::Malformed { message: m.to_string() };
+    let origins = transition_origins(doc).map_err(|e| malformed(&e.to_string()))?;
+    for t in new {
+        let (counter, actor) =
+            origins.get(&t.id).ok_or_else(|| malformed("a transition without an origin"))?;
+        let change = changes
+            .iter()
+            .find(|c| {
+                let start = c.start_op().get();
+                c.actor_id() == actor && (start..start + c.len() as u64).contains(counter)
+            })
+            .ok_or_else(|| malformed("a transition not written by these changes"))?;
+        let seen = if change.deps().is_empty() {
+            None
+        } else {
+            let mut copy = doc.clone();
+            let at = catch_unwind(AssertUnwindSafe(|| copy.fork_at(change.deps())))
+                .map_err(|_| malformed("the report could not be read at the change's dependencies"))?
+                .map_err(|e| malformed(&e.to_string()))?;
+            Some(materialize_report(&at).map_err(|e| malformed(&e.to_string()))?)
+        };
+        check_transition_seen(t, seen.as_ref())?;
+    }
+    Ok(())
+}
+
+fn check(
+    org: &Org,
+    w: &Writer<'_>,
+    doc_id: &str,
+    before: Option<&View>,
+    after: &View,
+) -> Result<(), Refusal> {
+    let id = match after {
+        View::Report(r) => &r.id,
+        View::Patrol(p) => &p.id,
+    };
+    if id != doc_id {
+        return Err(Refusal::Malformed {
+            message: "the document's id is not the id it was pushed under".into(),
+        });
+    }
     match (before, after) {
         (None, View::Report(a)) => check_report(org, w, None, a),
         (Some(View::Report(b)), View::Report(a)) => check_report(org, w, Some(b), a),
@@ -333,11 +391,18 @@ impl WriterLoop {
             });
         }
         let committed = self.store.commit_group(&writes, &activity);
+        if committed.is_err() && jobs.len() > 1 {
+            // One push can sink a whole group (a constraint it alone breaks): commit each push on
+            // its own so only that one fails. Nothing of this group reached the cache.
+            tracing::warn!(pushes = jobs.len(), "a group commit failed; committing its pushes one by one");
+            for job in jobs {
+                self.group(vec![job]);
+            }
+            return;
+        }
         match &committed {
             // The cache keeps the committed versions; the staged ones are dropped.
-            Err(e) => {
-                tracing::error!(error = %e, "group commit failed; the pushes are answered with an error")
-            }
+            Err(e) => tracing::error!(error = %e, "a commit failed; the push is answered with an error"),
             Ok(()) => {
                 self.metrics.group_commit(jobs.len());
                 for (id, s) in staged {
@@ -517,14 +582,17 @@ impl WriterLoop {
         }
         // Fast path: the whole batch at once.
         let mut trial = current.clone();
-        let all: Vec<Change> = ready.iter().map(|(_, c)| c.clone()).collect();
-        let whole = doc::apply_changes(&mut trial, all)
+        let all_changes: Vec<Change> = ready.iter().map(|(_, c)| c.clone()).collect();
+        let whole = doc::apply_changes(&mut trial, all_changes.clone())
             .map_err(|e| e.to_string())
             .and_then(|()| materialize(batch.kind, &trial).map_err(|e| e.to_string()));
         let accepted: Vec<(usize, Change)>;
         let final_view: View;
         match whole {
-            Ok(after) if check(org, writer, before.as_ref(), &after).is_ok() => {
+            Ok(after)
+                if check(org, writer, doc_id, before.as_ref(), &after).is_ok()
+                    && check_parents(&trial, before.as_ref(), &after, &all_changes).is_ok() =>
+            {
                 accepted = ready;
                 current = trial;
                 final_view = after;
@@ -558,7 +626,10 @@ impl WriterLoop {
                                 .map_err(|e| (Outcome::Forbidden, "malformed".to_string(), e))
                         })
                         .and_then(|after| {
-                            check(org, writer, view.as_ref(), &after)
+                            check(org, writer, doc_id, view.as_ref(), &after)
+                                .and_then(|()| {
+                                    check_parents(&t, view.as_ref(), &after, std::slice::from_ref(&ch))
+                                })
                                 .map(|()| after)
                                 .map_err(|r| (Outcome::Forbidden, r.code().to_string(), r.to_string()))
                         });

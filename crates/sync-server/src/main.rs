@@ -97,6 +97,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "gridsync_server=info,tower_http=warn".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match try_main() {
         Ok(()) => ExitCode::SUCCESS,

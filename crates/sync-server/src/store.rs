@@ -102,13 +102,22 @@ pub struct DeviceActivity {
     pub at: i64,
 }
 
-/// One in-scope document that changed after a cursor, and what the device lacks of it.
+/// One document of a page, with what the device lacks of it.
 #[derive(Debug, Clone)]
 pub struct PageEntry {
-    pub doc: DocRecord,
-    /// Changes after the cursor by other devices; `None` when the device needs the whole
-    /// document (a snapshot). Empty when it lacks nothing.
-    pub changes: Option<Vec<Vec<u8>>>,
+    pub id: String,
+    pub kind: DocKind,
+    /// `true`: `data` is a whole snapshot; `false`: concatenated raw changes.
+    pub snapshot: bool,
+    pub data: Vec<u8>,
+}
+
+/// A page of documents for a device, and the cursor it may store once it has stored them.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub entries: Vec<PageEntry>,
+    pub cursor: u64,
+    pub has_more: bool,
 }
 
 /// The storage interface. SQLite is the default; a PostgreSQL backend would implement the same.
@@ -132,15 +141,17 @@ pub trait Store: Send + Sync + 'static {
     fn load_doc(&self, id: &str) -> StoreResult<Option<DocRecord>>;
     /// Writes a group of documents and device activity in one transaction.
     fn commit_group(&self, docs: &[DocWrite], activity: &[DeviceActivity]) -> StoreResult<()>;
-    /// Documents in `scope` updated after `cursor`, oldest update first, up to `limit` entries.
-    /// Returns them with the head sequence read in the same snapshot.
+    /// The next page for `device` after `cursor`: documents in `scope` with changes after the
+    /// cursor, at most `limit_docs` and about `budget` bytes (at least one document). After storing
+    /// it the device holds every in-scope change up to the returned cursor.
     fn page(
         &self,
         scope: &Scope,
         cursor: u64,
         device: &str,
-        limit: usize,
-    ) -> StoreResult<(Vec<PageEntry>, u64)>;
+        limit_docs: usize,
+        budget: u64,
+    ) -> StoreResult<Page>;
     fn head_seq(&self) -> StoreResult<u64>;
     fn device_statuses(&self) -> StoreResult<Vec<DeviceStatus>>;
     fn document_statuses(&self, only_conflicted: bool) -> StoreResult<Vec<DocumentStatus>>;
@@ -490,56 +501,80 @@ impl Store for SqliteStore {
         scope: &Scope,
         cursor: u64,
         device: &str,
-        limit: usize,
-    ) -> StoreResult<(Vec<PageEntry>, u64)> {
+        limit_docs: usize,
+        budget: u64,
+    ) -> StoreResult<Page> {
         self.read(|c| {
             let tx = c.unchecked_transaction()?;
             let head: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM changes", [], |r| r.get(0))?;
             let cur = cursor as i64;
-            let lim = limit as i64;
-            let docs: Vec<DocRecord> = match scope {
-                Scope::County => {
-                    let mut st = tx.prepare_cached(&format!(
-                        "SELECT {DOC_COLUMNS} FROM docs WHERE updated_seq > ?1 ORDER BY updated_seq LIMIT ?2"
-                    ))?;
-                    st.query_map(params![cur, lim], doc_from_row)?.collect::<Result<Vec<_>, _>>()?
-                }
-                Scope::Town(t) => {
-                    let mut st = tx.prepare_cached(&format!(
-                        "SELECT {DOC_COLUMNS} FROM docs WHERE town = ?3 AND updated_seq > ?1 ORDER BY updated_seq LIMIT ?2"
-                    ))?;
-                    st.query_map(params![cur, lim, t], doc_from_row)?.collect::<Result<Vec<_>, _>>()?
-                }
-                Scope::Grids(grids) => {
-                    let list = grids.iter().map(|_| "?").collect::<Vec<_>>().join(",");
-                    let sql = format!(
-                        "SELECT {DOC_COLUMNS} FROM docs WHERE grid IN ({list}) AND updated_seq > ? ORDER BY updated_seq LIMIT ?"
-                    );
-                    let mut st = tx.prepare_cached(&sql)?;
-                    let mut args: Vec<rusqlite::types::Value> =
-                        grids.iter().map(|g| rusqlite::types::Value::Text(g.clone())).collect();
-                    args.push(cur.into());
-                    args.push(lim.into());
-                    st.query_map(rusqlite::params_from_iter(args), doc_from_row)?.collect::<Result<Vec<_>, _>>()?
-                }
-            }
-            .into_iter()
-            .map(to_doc)
-            .collect::<StoreResult<_>>()?;
-            let mut out = Vec::with_capacity(docs.len());
+            // Documents in scope with changes after the cursor, ordered by their *first* change after
+            // the cursor. Cutting the list anywhere then leaves out only documents whose pending
+            // changes all come after the first left-out one: the cursor can move up to just before it.
+            let (filter, mut args): (String, Vec<rusqlite::types::Value>) = match scope {
+                Scope::County => (String::new(), vec![]),
+                Scope::Town(t) => ("AND town = ?3".into(), vec![t.clone().into()]),
+                Scope::Grids(grids) => (
+                    format!(
+                        "AND grid IN ({})",
+                        (0..grids.len()).map(|i| format!("?{}", i + 3)).collect::<Vec<_>>().join(",")
+                    ),
+                    grids.iter().map(|g| g.clone().into()).collect(),
+                ),
+            };
+            let sql = format!(
+                "SELECT id, kind, created_seq, snapshot,
+                        CASE WHEN created_seq > ?1 THEN created_seq
+                             ELSE (SELECT MIN(seq) FROM changes WHERE doc_id = docs.id AND seq > ?1) END AS first
+                 FROM docs WHERE updated_seq > ?1 {filter} ORDER BY first, id LIMIT ?2"
+            );
+            let mut params: Vec<rusqlite::types::Value> = vec![cur.into(), ((limit_docs + 1) as i64).into()];
+            params.append(&mut args);
+            let mut st = tx.prepare_cached(&sql)?;
+            let rows: Vec<(String, String, i64, Vec<u8>, i64)> = st
+                .query_map(rusqlite::params_from_iter(params), |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })?
+                .collect::<Result<_, _>>()?;
             let mut changes_st = tx.prepare_cached(
                 "SELECT bytes FROM changes WHERE doc_id = ?1 AND seq > ?2 AND (device_id IS NULL OR device_id != ?3) ORDER BY seq",
             )?;
-            for doc in docs {
-                let others = changes_st
-                    .query_map(params![doc.id, cur, device], |r| r.get::<_, Vec<u8>>(0))?
-                    .collect::<Result<Vec<_>, _>>()?;
-                // A document new to the device comes whole, unless every change in it is the
-                // device's own (it created it): then it has everything already.
-                let changes = if doc.created_seq > cursor && !others.is_empty() { None } else { Some(others) };
-                out.push(PageEntry { doc, changes });
+            let mut entries = Vec::new();
+            let mut used = 0u64;
+            let mut first_left_out = None;
+            for (i, (id, kind, created_seq, snapshot, first)) in rows.into_iter().enumerate() {
+                if i == limit_docs {
+                    first_left_out = Some(first);
+                    break;
+                }
+                let others: Vec<Vec<u8>> = changes_st
+                    .query_map(params![id, cur, device], |r| r.get::<_, Vec<u8>>(0))?
+                    .collect::<Result<_, _>>()?;
+                if others.is_empty() {
+                    // Only the device's own changes: it has them all already.
+                    continue;
+                }
+                // A document new to the device comes whole; so does one whose missing changes
+                // would weigh more than its compacted snapshot.
+                let new_to_device = created_seq > cur;
+                let changes_size: usize = others.iter().map(Vec::len).sum();
+                let (snap, data) = if new_to_device || changes_size >= snapshot.len() {
+                    (true, snapshot)
+                } else {
+                    (false, others.concat())
+                };
+                if !entries.is_empty() && used + data.len() as u64 > budget {
+                    first_left_out = Some(first);
+                    break;
+                }
+                used += data.len() as u64;
+                entries.push(PageEntry { id, kind: kind_of(&kind)?, snapshot: snap, data });
             }
-            Ok((out, head as u64))
+            let (cursor, has_more) = match first_left_out {
+                Some(first) => ((first - 1).max(cur) as u64, true),
+                None => (head.max(cur) as u64, false),
+            };
+            Ok(Page { entries, cursor, has_more })
         })
     }
 

@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use base64::Engine;
 use gridsync_core::doc::{self, Author, DocKind};
-use gridsync_core::lifecycle::{Action, Status};
+use gridsync_core::lifecycle::{Action, Level, Status};
 use gridsync_core::org::{Org, Role};
 use gridsync_core::protocol::{DeviceRegistered, Encoding, Outcome, PushedChange, SyncRequest, SyncResponse};
 use gridsync_core::report::*;
@@ -158,6 +158,49 @@ fn absorb(local: &mut std::collections::BTreeMap<String, AutoCommit>, resp: &Syn
     }
 }
 
+/// Writes a transition map by hand, as a forged client could, and returns the change.
+fn forge_transition(
+    d: &mut AutoCommit,
+    by: &Device,
+    action: Action,
+    parent: &str,
+    from: (Status, Level),
+    to: (Status, Level),
+) -> automerge::Change {
+    use automerge::{ObjType, ROOT, ReadDoc, transaction::Transactable};
+    let heads = d.get_heads();
+    let list = d.get(ROOT, "transitions").unwrap().unwrap().1;
+    let n = d.length(&list);
+    let o = d.insert_object(&list, n, ObjType::Map).unwrap();
+    for (k, v) in [
+        ("id", format!("{}/{n}", by.actor.to_hex_string())),
+        ("parent", parent.to_string()),
+        ("action", action.to_string()),
+        ("author", by.user.clone()),
+        ("role", by.role.as_str().to_string()),
+        ("from", from.0.to_string()),
+        ("from_level", from.1.to_string()),
+        ("to", to.0.to_string()),
+        ("to_level", to.1.to_string()),
+        ("reason", String::new()),
+    ] {
+        d.put(&o, k, v).unwrap();
+    }
+    d.put(&o, "at", 1i64).unwrap();
+    d.commit();
+    let mut changes = d.get_changes(&heads);
+    assert_eq!(changes.len(), 1);
+    changes.remove(0)
+}
+
+fn push_one(id: u128, c: &automerge::Change) -> Vec<PushedChange> {
+    vec![PushedChange {
+        doc: uuid::Uuid::from_u128(id).to_string(),
+        kind: DocKind::Report,
+        change: base64::engine::general_purpose::STANDARD.encode(c.raw_bytes()),
+    }]
+}
+
 fn outcomes(r: &SyncResponse) -> Vec<Outcome> {
     r.verdicts.iter().map(|v| v.outcome).collect()
 }
@@ -299,40 +342,24 @@ async fn forbidden_changes_are_refused_while_the_rest_of_the_batch_lands() {
     // A worker may not accept an escalation: a forged transition is refused, the note beside it lands.
     let mut esc = mine.clone();
     add_transition(&mut esc, &author(&w, 3_000), Action::Escalate, "help", None).unwrap();
-    let heads = esc.get_heads();
-    let forged = {
-        use automerge::{ObjType, ROOT, ReadDoc, transaction::Transactable};
-        let view = materialize_report(&esc).unwrap();
-        let list = esc.get(ROOT, "transitions").unwrap().unwrap().1;
-        let n = esc.length(&list);
-        let o = esc.insert_object(&list, n, ObjType::Map).unwrap();
-        for (k, v) in [
-            ("id", format!("{}/{n}", w.actor.to_hex_string())),
-            ("parent", view.tip.clone()),
-            ("action", "accept".into()),
-            ("author", w.user.clone()),
-            ("role", "grid_worker".into()),
-            ("from", "escalated".into()),
-            ("from_level", "town".into()),
-            ("to", "accepted".into()),
-            ("to_level", "town".into()),
-            ("reason", "".into()),
-        ] {
-            esc.put(&o, k, v).unwrap();
-        }
-        esc.put(&o, "at", 1i64).unwrap();
-        esc.commit();
-        esc.get_changes(&heads)
-    };
+    let tip = materialize_report(&esc).unwrap().tip;
+    let forged = forge_transition(
+        &mut esc,
+        &w,
+        Action::Accept,
+        &tip,
+        (Status::Escalated, Level::Town),
+        (Status::Accepted, Level::Town),
+    );
     let mut all = push_all(1, &mut esc);
     all.retain(|p| {
         let b = base64::engine::general_purpose::STANDARD.decode(&p.change).unwrap();
-        doc::decode_change(&b).unwrap().hash() != forged[0].hash()
+        doc::decode_change(&b).unwrap().hash() != forged.hash()
     });
     all.push(PushedChange {
         doc: uuid::Uuid::from_u128(1).to_string(),
         kind: DocKind::Report,
-        change: base64::engine::general_purpose::STANDARD.encode(forged[0].raw_bytes()),
+        change: base64::engine::general_purpose::STANDARD.encode(forged.raw_bytes()),
     });
     let r = h.sync(&w, 0, all).await;
     assert_eq!(outcomes(&r), [Outcome::Duplicate, Outcome::Accepted, Outcome::Forbidden]);
@@ -763,7 +790,7 @@ async fn auto_escalation_runs_on_an_injected_clock_and_writes_server_transitions
 
     assert_eq!(gridsync_server::auto::run_once(&h.state).await.unwrap(), 1);
     let v = h.stored(1).await;
-    assert_eq!((v.status, v.level), (Status::Escalated, gridsync_core::lifecycle::Level::Town));
+    assert_eq!((v.status, v.level), (Status::Escalated, Level::Town));
     let t = v.transitions.iter().find(|t| t.applied).unwrap();
     assert_eq!((t.author.as_str(), t.role), ("system", Role::System));
     assert!(t.reason.contains("critical"));
@@ -785,15 +812,15 @@ async fn auto_escalation_runs_on_an_injected_clock_and_writes_server_transitions
         1,
         "the critical one, after 15 minutes"
     );
-    assert_eq!(h.stored(1).await.level, gridsync_core::lifecycle::Level::County);
-    assert_eq!(h.stored(3).await.level, gridsync_core::lifecycle::Level::Town);
+    assert_eq!(h.stored(1).await.level, Level::County);
+    assert_eq!(h.stored(3).await.level, Level::Town);
     h.advance(45 * 60_000);
     assert_eq!(
         gridsync_server::auto::run_once(&h.state).await.unwrap(),
         1,
         "the normal one, after 60 minutes"
     );
-    assert_eq!(h.stored(3).await.level, gridsync_core::lifecycle::Level::County);
+    assert_eq!(h.stored(3).await.level, Level::County);
     assert_eq!(h.stored(2).await.status, Status::Open, "a normal open report stays with its grid");
     assert_eq!(gridsync_server::auto::run_once(&h.state).await.unwrap(), 0);
 }
@@ -813,4 +840,142 @@ async fn indicators_cover_the_callers_scope() {
     let (s, _) = h.call("GET", "/v1/admin/stats?town=T08", Some(&h.token("townop")), vec![]).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     assert_eq!(h.call("GET", "/v1/admin/stats", Some(&w.token), vec![]).await.0, StatusCode::FORBIDDEN);
+}
+
+/// Pulls with a tiny budget (one document a page) until done, absorbing every page.
+async fn pull_all(
+    h: &Harness,
+    d: &Device,
+    mut cursor: u64,
+    local: &mut std::collections::BTreeMap<String, AutoCommit>,
+) -> u64 {
+    for _ in 0..500 {
+        let req = SyncRequest { cursor, changes: vec![], budget: Some(1) };
+        let (status, json) =
+            h.call("POST", "/v1/sync", Some(&d.token), serde_json::to_vec(&req).unwrap()).await;
+        assert_eq!(status, StatusCode::OK, "{json}");
+        let r: SyncResponse = serde_json::from_value(json).unwrap();
+        assert!(r.cursor >= cursor, "the cursor never goes back");
+        absorb(local, &r, &d.actor);
+        cursor = r.cursor;
+        if !r.has_more {
+            return cursor;
+        }
+    }
+    panic!("paging did not finish");
+}
+
+#[tokio::test]
+async fn small_pages_over_interleaved_updates_skip_nothing() {
+    let h = harness();
+    let w = h.device("worker", 1).await;
+    let op = h.device("townop", 3).await;
+    // The operator already holds the first documents.
+    let mut ids: Vec<u128> = (0..4).collect();
+    let mut docs: Vec<AutoCommit> = ids.iter().map(|&i| new_report(&w, i, &format!("r{i}"))).collect();
+    let mut wc = 0;
+    for (i, d) in docs.iter_mut().enumerate() {
+        wc = h.sync(&w, wc, push_all(i as u128, d)).await.cursor;
+    }
+    let mut held = Default::default();
+    let op_cursor = pull_all(&h, &op, 0, &mut held).await;
+    // Then interleaved: old documents edited, new ones created in between, one change per push.
+    for round in 0..6u128 {
+        for i in 0..docs.len() {
+            if (i as u128 + round).is_multiple_of(3) {
+                let heads = docs[i].get_heads();
+                add_note(&mut docs[i], &author(&w, 10_000 + round as i64), &format!("n{round}")).unwrap();
+                let change = docs[i].get_changes(&heads);
+                let push = vec![PushedChange {
+                    doc: uuid::Uuid::from_u128(ids[i]).to_string(),
+                    kind: DocKind::Report,
+                    change: base64::engine::general_purpose::STANDARD.encode(change[0].raw_bytes()),
+                }];
+                let r = h.sync(&w, wc, push).await;
+                assert_eq!(outcomes(&r), [Outcome::Accepted]);
+                wc = r.cursor;
+            }
+        }
+        let id = 100 + round;
+        let mut d = new_report(&w, id, &format!("new {round}"));
+        wc = h.sync(&w, wc, push_all(id, &mut d)).await.cursor;
+        docs.push(d);
+        ids.push(id);
+    }
+    // The device that held some documents, and a brand-new one, both end with everything.
+    let op2 = h.device("countyop", 4).await;
+    let mut fresh = Default::default();
+    pull_all(&h, &op, op_cursor, &mut held).await;
+    pull_all(&h, &op2, 0, &mut fresh).await;
+    for (k, id) in ids.iter().enumerate() {
+        let want = materialize_report(&docs[k]).unwrap();
+        let key = uuid::Uuid::from_u128(*id).to_string();
+        assert_eq!(materialize_report(&held[&key]).unwrap(), want, "held copy of {id}");
+        assert_eq!(materialize_report(&fresh[&key]).unwrap(), want, "fresh copy of {id}");
+    }
+}
+
+#[tokio::test]
+async fn a_transition_naming_an_older_parent_than_its_author_had_seen_is_refused() {
+    let h = harness();
+    let w = h.device("worker", 1).await;
+    let op = h.device("townop", 3).await;
+    let county = h.device("countyop", 4).await;
+    escalated_report(&h, &w, 1, Urgency::Normal).await;
+    let key = uuid::Uuid::from_u128(1).to_string();
+    // The town accepts; the county takes it over.
+    let mut town = Default::default();
+    absorb(&mut town, &h.sync(&op, 0, vec![]).await, &op.actor);
+    let mut d = town.remove(&key).unwrap();
+    let heads = d.get_heads();
+    add_transition(&mut d, &author(&op, 3_000), Action::Accept, "", None).unwrap();
+    let accept_tip = materialize_report(&d).unwrap().tip;
+    let r = h.sync(&op, 0, push_one(1, &d.get_changes(&heads)[0])).await;
+    assert_eq!(outcomes(&r), [Outcome::Accepted]);
+    let mut c = Default::default();
+    absorb(&mut c, &h.sync(&county, 0, vec![]).await, &county.actor);
+    let mut cd = c.remove(&key).unwrap();
+    let heads = cd.get_heads();
+    add_transition(&mut cd, &author(&county, 4_000), Action::Escalate, "the county takes it", None).unwrap();
+    assert_eq!(
+        outcomes(&h.sync(&county, 0, push_one(1, &cd.get_changes(&heads)[0])).await),
+        [Outcome::Accepted]
+    );
+
+    // The town operator has seen that, yet writes a resolve as if straight after its accept.
+    let mut local = std::collections::BTreeMap::from([(key.clone(), d)]);
+    absorb(&mut local, &h.sync(&op, 0, vec![]).await, &op.actor);
+    let mut d = local.remove(&key).unwrap();
+    assert_eq!(materialize_report(&d).unwrap().level, Level::County);
+    let forged = forge_transition(
+        &mut d,
+        &op,
+        Action::Resolve,
+        &accept_tip,
+        (Status::Accepted, Level::Town),
+        (Status::Resolved, Level::Town),
+    );
+    let r = h.sync(&op, 0, push_one(1, &forged)).await;
+    assert_eq!(outcomes(&r), [Outcome::Forbidden]);
+    assert_eq!(r.verdicts[0].code.as_deref(), Some("transition_not_from_latest"));
+    assert_eq!(h.stored(1).await.level, Level::County);
+}
+
+#[tokio::test]
+async fn a_change_pushed_under_another_documents_id_is_refused_and_spoils_nothing() {
+    let h = harness();
+    let w = h.device("worker", 1).await;
+    let mut d = new_report(&w, 1, "mine");
+    let push = push_all(1, &mut d);
+    assert_eq!(outcomes(&h.sync(&w, 0, push.clone()).await), [Outcome::Accepted]);
+    // The same creation change again under a second id, in a request with a good change beside it.
+    let mut other = new_report(&w, 2, "other");
+    let mut bad = push.clone();
+    bad[0].doc = uuid::Uuid::from_u128(3).to_string();
+    bad.extend(push_all(2, &mut other));
+    let r = h.sync(&w, 0, bad).await;
+    assert_eq!(outcomes(&r), [Outcome::Forbidden, Outcome::Accepted]);
+    assert_eq!(r.verdicts[0].code.as_deref(), Some("malformed"));
+    let (_, docs) = h.call("GET", "/v1/admin/documents", Some(&h.token("admin")), vec![]).await;
+    assert_eq!(docs.as_array().unwrap().len(), 2);
 }
