@@ -94,6 +94,21 @@ pub(crate) fn commit(doc: &mut AutoCommit, author: &Author, message: &str) -> Op
     doc.commit_with(CommitOptions::default().with_message(message).with_time(author.at / 1000))
 }
 
+/// The type of a scalar, for layout errors: never its value, which may be personal data.
+pub(crate) fn scalar_type(v: &ScalarValue) -> &'static str {
+    match v {
+        ScalarValue::Bytes(_) => "bytes",
+        ScalarValue::Str(_) => "text",
+        ScalarValue::Int(_) | ScalarValue::Uint(_) => "an integer",
+        ScalarValue::F64(_) => "a float",
+        ScalarValue::Counter(_) => "a counter",
+        ScalarValue::Timestamp(_) => "a timestamp",
+        ScalarValue::Boolean(_) => "a boolean",
+        ScalarValue::Unknown { .. } => "an unknown type",
+        ScalarValue::Null => "null",
+    }
+}
+
 pub(crate) fn layout(msg: impl Into<String>) -> DocError {
     DocError::Layout(msg.into())
 }
@@ -127,7 +142,7 @@ pub(crate) fn opt_str(doc: &AutoCommit, obj: &ObjId, key: &str) -> Result<Option
     match scalar(doc, obj, key)? {
         Some(ScalarValue::Str(s)) => Ok(Some(s.to_string())),
         Some(ScalarValue::Null) | None => Ok(None),
-        Some(other) => Err(layout(format!("{key} should be text, found {other}"))),
+        Some(other) => Err(layout(format!("{key} should be text, found {}", scalar_type(&other)))),
     }
 }
 
@@ -142,7 +157,7 @@ pub(crate) fn opt_int(doc: &AutoCommit, obj: &ObjId, key: &str) -> Result<Option
             i64::try_from(u).map(Some).map_err(|_| layout(format!("{key} is out of range")))
         }
         Some(ScalarValue::Null) | None => Ok(None),
-        Some(other) => Err(layout(format!("{key} should be a number, found {other}"))),
+        Some(other) => Err(layout(format!("{key} should be a number, found {}", scalar_type(&other)))),
     }
 }
 
@@ -151,7 +166,7 @@ pub(crate) fn opt_f64(doc: &AutoCommit, obj: &ObjId, key: &str) -> Result<Option
         Some(ScalarValue::F64(f)) if f.is_finite() => Ok(Some(f)),
         Some(ScalarValue::Int(i)) => Ok(Some(i as f64)),
         Some(ScalarValue::Null) | None => Ok(None),
-        Some(other) => Err(layout(format!("{key} should be a finite number, found {other}"))),
+        Some(other) => Err(layout(format!("{key} should be a finite number, found {}", scalar_type(&other)))),
     }
 }
 

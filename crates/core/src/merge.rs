@@ -5,7 +5,7 @@ use automerge::{AutoCommit, ObjId, ObjType, ReadDoc, ScalarValue, Value};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::doc::{Authors, DocError, layout};
+use crate::doc::{Authors, DocError, layout, scalar_type};
 use crate::lifecycle::Folded;
 
 /// The rules, by the names that appear in views.
@@ -130,7 +130,7 @@ impl<'a> Resolver<'a> {
         match self.scalar(obj, key, field, rule)? {
             Some(ScalarValue::Str(s)) => Ok(Some(s.to_string())),
             Some(ScalarValue::Null) | None => Ok(None),
-            Some(other) => Err(layout(format!("{field} should be text, found {other}"))),
+            Some(other) => Err(layout(format!("{field} should be text, found {}", scalar_type(&other)))),
         }
     }
 
@@ -140,7 +140,9 @@ impl<'a> Resolver<'a> {
             Some(ScalarValue::F64(f)) if f.is_finite() => Ok(Some(f)),
             Some(ScalarValue::Int(i)) => Ok(Some(i as f64)),
             Some(ScalarValue::Null) | None => Ok(None),
-            Some(other) => Err(layout(format!("{field} should be a finite number, found {other}"))),
+            Some(other) => {
+                Err(layout(format!("{field} should be a finite number, found {}", scalar_type(&other))))
+            }
         }
     }
 
@@ -150,7 +152,7 @@ impl<'a> Resolver<'a> {
             Some(ScalarValue::Int(i)) | Some(ScalarValue::Timestamp(i)) => Ok(Some(i)),
             Some(ScalarValue::Uint(u)) => Ok(i64::try_from(u).ok()),
             Some(ScalarValue::Null) | None => Ok(None),
-            Some(other) => Err(layout(format!("{field} should be a number, found {other}"))),
+            Some(other) => Err(layout(format!("{field} should be a number, found {}", scalar_type(&other)))),
         }
     }
 }

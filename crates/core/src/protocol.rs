@@ -8,7 +8,7 @@ use crate::doc::DocKind;
 use crate::lifecycle::{Level, Status};
 use crate::org::{Org, Role, Scope};
 
-/// Bumped on incompatible changes; sent as the `gridsync-protocol` response header.
+/// Bumped on incompatible changes; every answer carries it in the `gridsync-protocol` header.
 pub const PROTOCOL_VERSION: u32 = 1;
 
 /// `POST /v1/sync` request: what the device holds and what it has not had acknowledged.

@@ -127,12 +127,12 @@ pub fn app(state: Arc<AppState>) -> Router {
         .layer(axum::middleware::from_fn(move |req: axum::extract::Request, next: axum::middleware::Next| {
             let metrics = metrics.clone();
             async move {
-                let route = req.uri().path().to_string();
-                let route = if route.starts_with("/v1/admin/users/") {
-                    "/v1/admin/users/{id}".to_string()
-                } else {
-                    route
-                };
+                // The route template, never the raw path: ids in paths would grow the label set.
+                let route = req
+                    .extensions()
+                    .get::<axum::extract::MatchedPath>()
+                    .map_or("unmatched", |m| m.as_str())
+                    .to_string();
                 let resp = next.run(req).await;
                 metrics.request(&route, resp.status().as_u16());
                 resp
@@ -147,7 +147,39 @@ pub fn app(state: Arc<AppState>) -> Router {
             .into_response()
         }))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(json_errors))
         .layer(TraceLayer::new_for_http())
+}
+
+/// Every answer carries the protocol version; every error answer is JSON `{code, message}`, also
+/// those made by extractors and layers (a bad query string, an unknown path, a body over the limit).
+async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::http::{HeaderValue, StatusCode, header};
+    let mut resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if (status.is_client_error() || status.is_server_error()) && !is_json {
+        let body = std::mem::take(resp.body_mut());
+        let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+        let text = String::from_utf8_lossy(&text).trim().to_string();
+        let code = match status {
+            StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+            StatusCode::NOT_FOUND => "not_found",
+            StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+            s if s.is_server_error() => "internal",
+            _ => "bad_request",
+        };
+        let message =
+            if text.is_empty() { status.canonical_reason().unwrap_or("error").to_string() } else { text };
+        resp = (status, axum::Json(gridsync_core::protocol::ErrorBody { code: code.into(), message }))
+            .into_response();
+    }
+    resp.headers_mut()
+        .insert("gridsync-protocol", HeaderValue::from(gridsync_core::protocol::PROTOCOL_VERSION));
+    resp
 }
 
 /// Serves until `shutdown` resolves, then lets in-flight requests finish.

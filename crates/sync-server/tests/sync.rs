@@ -536,6 +536,14 @@ async fn health_metrics_openapi_and_errors_are_json() {
     let m = m.as_str().unwrap();
     assert!(m.contains("gridsync_sync_seconds_count 1"), "{m}");
     assert!(m.contains("gridsync_http_requests_total{route=\"/v1/sync\",status=\"200\"} 1"), "{m}");
+    let (s, e) = h.call("GET", "/v1/nowhere", None, vec![]).await;
+    assert_eq!((s, e["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+    let (s, e) = h.call("GET", "/v1/queue?all=maybe", Some(&h.token("townop")), vec![]).await;
+    assert_eq!((s, e["code"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_request")), "{e}");
+    let (_, m) = h.call("GET", "/metrics", None, vec![]).await;
+    let m = m.as_str().unwrap();
+    assert!(m.contains("route=\"unmatched\",status=\"404\""), "unknown paths share one label: {m}");
+    assert!(m.contains("route=\"/v1/queue\",status=\"400\""), "{m}");
     let (s, o) = h.call("GET", "/openapi.json", None, vec![]).await;
     assert_eq!(s, StatusCode::OK);
     assert!(o["components"]["schemas"]["sync-request"].is_object());
@@ -631,6 +639,7 @@ async fn real_socket_resume_after_a_dropped_response_loses_and_duplicates_nothin
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["gridsync-protocol"], "1");
     let r: SyncResponse = resp.json().await.unwrap();
     assert_eq!(r.docs.len(), 1);
 
