@@ -233,6 +233,9 @@ fn an_edit_refused_by_the_server_is_reported_set_aside_and_later_work_still_sync
     assert_eq!(v["status"], "closed");
     hub.sync();
     assert_eq!(hub.json(&["report", "show", &id, "--json"]), v, "the worker's copy matches the hub's");
+    let cleared = worker.ok(&["status", "--clear-refused"]);
+    assert!(cleared.contains("cleared 2"), "{cleared}");
+    assert_eq!(worker.json(&["status", "--json"])["refused"].as_array().unwrap().len(), 0);
     // Later work on the same report is not stuck behind the refused change.
     worker.ok(&["report", "note", &id, "回访完成"]);
     let s = worker.sync();

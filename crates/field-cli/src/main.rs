@@ -49,6 +49,9 @@ enum Command {
     Status {
         #[arg(long)]
         json: bool,
+        /// You have read the refusals: stop listing them (the reports keep their history).
+        #[arg(long)]
+        clear_refused: bool,
     },
     /// Reports (网格事件).
     #[command(subcommand)]
@@ -127,7 +130,14 @@ fn try_main() -> Result<()> {
             }
             Ok(())
         }
-        Command::Status { json } => show::status(&home, json),
+        Command::Status { json, clear_refused } => {
+            if clear_refused {
+                let n = home.write(|tx, _| Ok(tx.execute("DELETE FROM refusals", [])?))?;
+                println!("cleared {n} refusal(s)");
+                return Ok(());
+            }
+            show::status(&home, json)
+        }
         Command::Report(c) => report::run(&mut home, c),
         Command::Patrol(c) => patrol::run(&mut home, c),
         Command::Queue(c) => report::run_queue(&mut home, c),

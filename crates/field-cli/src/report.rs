@@ -291,10 +291,17 @@ pub fn run(home: &mut Home, c: ReportCommand) -> Result<()> {
         }
         ReportCommand::List { status, level, category, json } => {
             let status = status
-                .map(|s| Status::parse(&s).ok_or_else(|| anyhow!("unknown status {s:?}")))
+                .map(|s| {
+                    Status::parse(&s).ok_or_else(|| {
+                        anyhow!("unknown status {s:?}; use open, escalated, accepted, dispatched, resolved, closed or cancelled")
+                    })
+                })
                 .transpose()?;
-            let level =
-                level.map(|s| Level::parse(&s).ok_or_else(|| anyhow!("unknown level {s:?}"))).transpose()?;
+            let level = level
+                .map(|s| {
+                    Level::parse(&s).ok_or_else(|| anyhow!("unknown level {s:?}; use grid, town or county"))
+                })
+                .transpose()?;
             let category = category.map(|c| parse_category(&c)).transpose()?;
             let views: Vec<ReportView> = home
                 .report_views()?

@@ -95,6 +95,7 @@ pub fn status(home: &Home, as_json: bool) -> Result<()> {
         for r in &refusals {
             println!("  report {}: {} ({})", short(&r.doc), r.message, r.code);
         }
+        println!("(once read: field status --clear-refused)");
     }
     Ok(())
 }
