@@ -134,4 +134,11 @@ fn concurrent_claims_one_operator_wins_the_other_is_told_who_holds_it() {
     // Both see who holds it when they ask the server.
     let q = hub2.json(&["queue", "list", "--server", "--json"]);
     assert_eq!(q[0]["claim"]["name"], winner_name);
+    // The other one's accept is refused at sync and the report flagged on their device.
+    let other = if sa.success() { &hub2 } else { &hub1 };
+    other.ok(&["queue", "accept", &id]);
+    let s = other.sync();
+    assert_eq!(s["refused"], 1, "{s}");
+    assert_eq!(s["refusals"][0][1], "claimed");
+    assert_eq!(other.json(&["report", "show", &id, "--json"])["status"], "escalated");
 }

@@ -202,7 +202,13 @@ impl Org {
                 Scope::Grids(text.split(',').map(|s| s.trim().to_string()).collect())
             }
             Role::TownOperator => Scope::Town(text.trim().to_string()),
-            _ => Scope::County,
+            _ if text.trim().is_empty() || text.trim().eq_ignore_ascii_case("county") => Scope::County,
+            _ => {
+                return Err(format!(
+                    "the scope of a {} is the whole county: use --scope county",
+                    role.as_str()
+                ));
+            }
         };
         self.check_scope(role, &scope)?;
         Ok(scope)
@@ -485,6 +491,7 @@ mod tests {
         assert!(org.parse_scope(Role::GridWorker, "nope").is_err());
         assert!(org.parse_scope(Role::TownOperator, "T01").is_ok());
         assert!(org.parse_scope(Role::TownOperator, "T99").is_err());
-        assert_eq!(org.parse_scope(Role::Admin, "x").unwrap(), Scope::County);
+        assert_eq!(org.parse_scope(Role::Admin, "county").unwrap(), Scope::County);
+        assert!(org.parse_scope(Role::CountyOperator, "T04").is_err(), "a town is not a county scope");
     }
 }

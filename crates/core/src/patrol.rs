@@ -295,6 +295,9 @@ pub fn materialize_patrol(doc: &AutoCommit) -> Result<PatrolView, DocError> {
             _ => return Err(layout("a track chunk should be bytes")),
         }
     }
+    // Chunks can arrive out of time order (points buffered on the device, an imported file): the
+    // view lists the track by time, ties broken by position, so every replica shows the same.
+    track.sort_by(|a, b| a.at.cmp(&b.at).then(a.lat.total_cmp(&b.lat)).then(a.lon.total_cmp(&b.lon)));
     let conflicts = r.conflicts;
     Ok(PatrolView {
         id: req_str(doc, &ROOT, "id")?,

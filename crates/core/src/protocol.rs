@@ -153,8 +153,10 @@ pub struct DeviceStatus {
     pub role: Role,
     pub registered_at: i64,
     pub last_seen: Option<i64>,
+    /// The cursor the device last confirmed (sent in a sync).
     pub cursor: u64,
-    /// Server head sequence minus the device's cursor.
+    /// Changes in the device's scope, by others, after that cursor: what it has not yet confirmed
+    /// storing. Right after a sync it counts what that sync delivered, until the next one confirms.
     pub lag: u64,
     pub pushed: u64,
     pub refused: u64,

@@ -361,6 +361,9 @@ pub fn add_transition(
     reason: &str,
     dept: Option<&str>,
 ) -> Result<ChangeHash, DocError> {
+    if action == Action::Dispatch && dept.is_none_or(|d| d.trim().is_empty()) {
+        return Err(DocError::BadInput("say which department it goes to: --to DEPT (e.g. 城管办)".into()));
+    }
     let transitions = read_transitions(doc)?;
     let state = fold(&transitions);
     let Some((to, to_level)) = action.target(state.status, state.level) else {

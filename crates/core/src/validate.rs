@@ -38,6 +38,10 @@ pub enum Refusal {
     TransitionOutOfOrder { id: String },
     #[error("transition {id} does not follow the latest transition its author's copy held")]
     TransitionNotFromLatest { id: String },
+    #[error("a dispatch must name the department it goes to")]
+    NoDepartment,
+    #[error("{name} holds this item in the queue; ask them, or wait until their claim runs out")]
+    ClaimedByAnother { name: String },
     #[error("the report is {status}; only notes can be added")]
     ReportFinished { status: String },
     #[error("the document layout is invalid: {message}")]
@@ -58,6 +62,8 @@ impl Refusal {
             Refusal::TransitionNotAllowed { .. } => "transition_not_allowed",
             Refusal::TransitionOutOfOrder { .. } => "transition_out_of_order",
             Refusal::TransitionNotFromLatest { .. } => "transition_not_from_latest",
+            Refusal::NoDepartment => "no_department",
+            Refusal::ClaimedByAnother { .. } => "claimed",
             Refusal::ReportFinished { .. } => "report_finished",
             Refusal::Malformed { .. } => "malformed",
         }
@@ -208,6 +214,9 @@ fn check_transition(who: &Principal, t: &Transition, all: &[Transition]) -> Resu
         || !t.action.allowed_for(who.role, t.from_level)
     {
         return Err(not_allowed());
+    }
+    if t.action == Action::Dispatch && t.dept.as_deref().is_none_or(|d| d.trim().is_empty()) {
+        return Err(Refusal::NoDepartment);
     }
     let parent_state = if t.parent.is_empty() {
         Some((Status::Open, Level::Grid))

@@ -36,7 +36,7 @@ fn report(n: u128, created: i64, steps: &[(Action, i64)]) -> ReportView {
             Action::SelfResolve | Action::Escalate | Action::Cancel => worker(at),
             _ => op(at),
         };
-        add_transition(&mut d, &who, a, "", None).unwrap();
+        add_transition(&mut d, &who, a, "", (a == Action::Dispatch).then_some("城管办")).unwrap();
     }
     materialize_report(&d).unwrap()
 }

@@ -315,6 +315,10 @@ fn validation_table() {
     closed.set_actor(actor(TOWN_OP));
     add_transition(&mut closed, &author(TOWN_OP, 3_000), Action::Close, "", None).unwrap();
     let esc_tip = view(&escalated).tip;
+    let mut accepted = escalated.clone();
+    accepted.set_actor(actor(TOWN_OP));
+    add_transition(&mut accepted, &author(TOWN_OP, 2_500), Action::Accept, "", None).unwrap();
+    let acc_tip = view(&accepted).tip;
     let res_tip = view(&resolved).tip;
 
     let nr = |g: &str, t: &str| new_report(g, t);
@@ -489,6 +493,27 @@ fn validation_table() {
             "ok",
             check(&c, TOWN_OP, Some(&resolved), |d| {
                 add_transition(d, &author(TOWN_OP, 2), Action::Close, "", None).unwrap();
+            }),
+        ),
+        (
+            "dispatch without a department (forged)",
+            "no_department",
+            check(&c, TOWN_OP, Some(&accepted), |d| {
+                forge_transition(
+                    d,
+                    &author(TOWN_OP, 2),
+                    Action::Dispatch,
+                    (Status::Accepted, Level::Town),
+                    (Status::Dispatched, Level::Town),
+                    &acc_tip,
+                )
+            }),
+        ),
+        (
+            "dispatch to a department",
+            "ok",
+            check(&c, TOWN_OP, Some(&accepted), |d| {
+                add_transition(d, &author(TOWN_OP, 2), Action::Dispatch, "", Some("城管办")).unwrap();
             }),
         ),
         (

@@ -7,7 +7,7 @@ use gridsync_core::protocol::{DeviceStatus, DocumentStatus, NewUser, UserCreated
 
 use crate::home::Home;
 use crate::report::short;
-use crate::show::{new_table, print_json, when};
+use crate::show::{describe_value, new_table, print_json, when};
 use crate::sync::Client;
 
 #[derive(Subcommand)]
@@ -63,6 +63,11 @@ pub enum UserCommand {
     },
     /// Revoke a user: their devices stop syncing.
     Revoke { user: String },
+    /// List users (ids, names, roles, scopes).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Milliseconds at the start of a UTC day given as YYYY-MM-DD.
@@ -76,6 +81,11 @@ pub fn run(home: &mut Home, c: AdminCommand) -> Result<()> {
     if let AdminCommand::Stats { town, from, to, json } = &c {
         if !p.whoami.role.is_operator() {
             bail!("indicators are for operators and admins");
+        }
+        if let (Some(f), Some(t)) = (from, to)
+            && day_start(f)? > day_start(t)?
+        {
+            bail!("--from {f} comes after --to {t}");
         }
         let mut query = Vec::new();
         if let Some(t) = town {
@@ -141,14 +151,16 @@ pub fn run(home: &mut Home, c: AdminCommand) -> Result<()> {
                     let lost: Vec<String> = c
                         .discarded
                         .iter()
-                        .map(|x| format!("{} by {}", x.value, x.by.as_deref().unwrap_or("?")))
+                        .map(|x| {
+                            format!("{} by {}", describe_value(&x.value), x.by.as_deref().unwrap_or("?"))
+                        })
                         .collect();
                     t.add_row(vec![
                         short(&d.doc).to_string(),
                         d.grid.clone(),
                         d.status.map(|s| s.to_string()).unwrap_or_default(),
                         c.field.clone(),
-                        format!("{} by {}", c.kept, c.kept_by.as_deref().unwrap_or("?")),
+                        format!("{} by {}", describe_value(&c.kept), c.kept_by.as_deref().unwrap_or("?")),
                         lost.join("; "),
                         serde_json::to_value(c.rule)?.as_str().unwrap_or("").to_string(),
                     ]);
@@ -192,6 +204,23 @@ pub fn run(home: &mut Home, c: AdminCommand) -> Result<()> {
             println!("created {} ({}, {}, scope {})", u.user, u.name, u.role.as_str(), u.scope.describe());
             println!("token (shown once): {}", u.token);
             println!("register their device: field init --server {} --token {}", p.server, u.token);
+        }
+        AdminCommand::User(UserCommand::List { json }) => {
+            let users: Vec<gridsync_core::protocol::WhoAmI> =
+                client.call("GET", "/v1/admin/users", None::<&()>)?;
+            if json {
+                return print_json(&users);
+            }
+            let mut t = new_table(&["user", "name", "role", "scope"]);
+            for u in &users {
+                t.add_row(vec![
+                    u.user.clone(),
+                    u.name.clone(),
+                    u.role.as_str().to_string(),
+                    u.scope.describe(),
+                ]);
+            }
+            println!("{t}");
         }
         AdminCommand::User(UserCommand::Revoke { user }) => {
             let _: serde_json::Value =

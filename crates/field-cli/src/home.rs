@@ -108,8 +108,13 @@ impl Home {
     pub fn open(dir: &Path) -> Result<Home> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create the folder {}", dir.display()))?;
-        let mut conn = Connection::open(dir.join("field.sqlite3"))
+        let path = dir.join("field.sqlite3");
+        let mut conn = Connection::open(&path)
             .with_context(|| format!("cannot open the local store in {}", dir.display()))?;
+        // The store holds the device token and personal data: readable by its owner only.
+        #[cfg(unix)]
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .with_context(|| format!("cannot restrict {}", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // FULL: a command that said "saved" survives a power cut, not only a crash.
@@ -183,21 +188,29 @@ impl Home {
             .collect()
     }
 
-    /// Finds a document by its id or a unique prefix of it (at least 4 characters).
+    /// Finds a document by its id or any unique part of it (at least 4 characters): the short ids
+    /// tables show are the id's last characters.
     pub fn resolve_id(&self, kind: DocKind, given: &str) -> Result<String> {
         let given = given.trim().to_lowercase();
         let what = kind.as_str();
         if given.len() < 4 {
-            bail!("give at least the first 4 characters of the {what} id");
+            bail!("give at least 4 characters of the {what} id (the short id in 'field {what} list' works)");
         }
-        let mut st =
-            self.conn.prepare("SELECT id FROM docs WHERE kind = ?1 AND id LIKE ?2 || '%' LIMIT 3")?;
+        if given.contains(['%', '_']) {
+            bail!("an id has only letters, digits and dashes");
+        }
+        let mut st = self
+            .conn
+            .prepare("SELECT id FROM docs WHERE kind = ?1 AND instr(id, ?2) > 0 ORDER BY id LIMIT 6")?;
         let ids: Vec<String> =
             st.query_map(params![kind.as_str(), given], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        if let Some(exact) = ids.iter().find(|i| **i == given) {
+            return Ok(exact.clone());
+        }
         match ids.len() {
             0 => bail!("no {what} with id {given} on this device; 'field {what} list' shows them"),
             1 => Ok(ids.into_iter().next().unwrap_or_default()),
-            _ => bail!("{given} matches several {what}s; give more of the id"),
+            _ => bail!("{given} matches several {what}s ({}); give more of the id", ids.join(", ")),
         }
     }
 

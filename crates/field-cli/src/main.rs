@@ -81,6 +81,20 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Output piped into `head` and closed early is not an error worth a stack trace; any other
+    // panic is reported in words, without Rust debug output.
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        if msg.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        eprintln!("field: an internal error stopped this command (work saved before it is safe): {msg}");
+    }));
     match try_main() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -199,7 +213,8 @@ fn init(home: &mut Home, server: &str, token: &str, label: &str) -> Result<()> {
 
 /// Parses `NAME[:CONTACT]`.
 pub fn parse_party(s: &str) -> Result<gridsync_core::report::Party> {
-    let (name, contact) = match s.split_once(':') {
+    // A Chinese keyboard types the full-width colon.
+    let (name, contact) = match s.split_once([':', '：']) {
         Some((n, c)) => (n.trim(), Some(c.trim().to_string()).filter(|c| !c.is_empty())),
         None => (s.trim(), None),
     };

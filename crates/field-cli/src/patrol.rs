@@ -239,15 +239,21 @@ pub fn parse_track(text: &str, default_at: i64) -> Result<Vec<TrackPoint>> {
             out.push(TrackPoint { lat, lon, at });
         }
     } else {
+        // A header naming the columns may put lon before lat.
+        let swapped = text.lines().next().is_some_and(|h| {
+            let h = h.to_lowercase();
+            matches!((h.find("lon"), h.find("lat")), (Some(o), Some(a)) if o < a)
+        });
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
             let cols: Vec<&str> = line.split(',').map(str::trim).collect();
+            let (lat_col, lon_col) = if swapped { (1, 0) } else { (0, 1) };
             let (Some(lat), Some(lon)) = (
-                cols.first().and_then(|c| c.parse::<f64>().ok()),
-                cols.get(1).and_then(|c| c.parse::<f64>().ok()),
+                cols.get(lat_col).and_then(|c| c.parse::<f64>().ok()),
+                cols.get(lon_col).and_then(|c| c.parse::<f64>().ok()),
             ) else {
                 if n == 0 {
                     continue; // a header line
@@ -315,6 +321,8 @@ mod tests {
         assert_eq!(p[0].at, 1_795_681_800_000);
         assert_eq!(p[1].at, 9);
         assert!(parse_track("30.5,114\nnot,a,point\n", 0).is_err());
+        let p = parse_track("lon,lat\n114.25,30.5\n", 0).unwrap();
+        assert_eq!((p[0].lat, p[0].lon), (30.5, 114.25));
         assert!(parse_track("", 0).is_err());
         assert!(parse_track("95,10\n", 0).is_err());
     }

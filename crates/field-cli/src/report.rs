@@ -71,7 +71,7 @@ pub enum ReportCommand {
         #[arg(long)]
         note: String,
     },
-    /// Hand it to the town hub (上报).
+    /// Hand it one level up (上报): from the grid to the town hub; from the town to the county.
     Escalate {
         id: String,
         #[arg(long)]
@@ -140,6 +140,7 @@ pub enum QueueCommand {
     /// Send it to a department (派遣).
     Dispatch {
         id: String,
+        /// The department that handles it, e.g. 城管办 or 派出所.
         #[arg(long)]
         to: String,
     },
@@ -161,7 +162,7 @@ pub enum QueueCommand {
         #[arg(long)]
         reason: String,
     },
-    /// Hand it on to the county (县应).
+    /// Hand it one level up: from the town to the county (县应); from a grid to the town.
     Escalate {
         id: String,
         #[arg(long)]
@@ -243,8 +244,10 @@ fn act(home: &mut Home, given: &str, action: Action, reason: &str, dept: Option<
     Ok(())
 }
 
+/// The short form of an id shown in tables: its last 8 characters, the random part of a UUIDv7
+/// (the first ones are a timestamp, the same for everything made within a minute).
 pub fn short(id: &str) -> &str {
-    id.get(..13).unwrap_or(id)
+    id.get(id.len().saturating_sub(8)..).unwrap_or(id)
 }
 
 pub fn run(home: &mut Home, c: ReportCommand) -> Result<()> {

@@ -42,6 +42,24 @@ pub fn when(ms: i64) -> String {
     format!("{y:04}-{m:02}-{d:02} {:02}:{:02}Z", rem / 3600, rem % 3600 / 60)
 }
 
+/// A value a merge rule kept or set aside, in words: a lifecycle step as "escalate → escalated @ town".
+fn conflict_value(v: &serde_json::Value) -> String {
+    match (v.get("action"), v.get("to"), v.get("level")) {
+        (Some(a), Some(t), Some(l)) => {
+            format!(
+                "{} → {} @ {}",
+                a.as_str().unwrap_or("?"),
+                t.as_str().unwrap_or("?"),
+                l.as_str().unwrap_or("?")
+            )
+        }
+        _ => match v {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        },
+    }
+}
+
 /// How long, in words, for overdue and remaining times.
 fn span(ms: i64) -> String {
     let m = ms.abs() / 60_000;
@@ -173,7 +191,7 @@ pub fn report(v: &ReportView, refusals: &[Refusal], as_json: bool) -> Result<()>
             (Some(a), Some(o)) => format!("{a:.6},{o:.6} "),
             _ => String::new(),
         };
-        println!("location: {pos}{}", loc.address.as_deref().unwrap_or(""));
+        println!("location: {}", format!("{pos}{}", loc.address.as_deref().unwrap_or("")).trim_end());
     }
     if !v.parties.is_empty() {
         let people: Vec<String> = v
@@ -187,7 +205,7 @@ pub fn report(v: &ReportView, refusals: &[Refusal], as_json: bool) -> Result<()>
         println!(
             "parties: {}{}",
             people.join(", "),
-            v.head_count.map(|n| format!("; {n} people involved")).unwrap_or_default()
+            v.head_count.map(|n| format!("; people involved: {n}")).unwrap_or_default()
         );
     }
     if !v.description.is_empty() {
@@ -223,12 +241,12 @@ pub fn report(v: &ReportView, refusals: &[Refusal], as_json: bool) -> Result<()>
             let lost: Vec<String> = c
                 .discarded
                 .iter()
-                .map(|d| format!("{} by {}", d.value, d.by.as_deref().unwrap_or("?")))
+                .map(|d| format!("{} by {}", conflict_value(&d.value), d.by.as_deref().unwrap_or("?")))
                 .collect();
             println!(
                 "  {}: kept {} by {}; set aside {} (rule {})",
                 c.field,
-                c.kept,
+                conflict_value(&c.kept),
                 c.kept_by.as_deref().unwrap_or("?"),
                 lost.join(", "),
                 serde_json::to_value(c.rule)?.as_str().unwrap_or("")
@@ -252,7 +270,8 @@ pub fn queue(items: &[QueueEntry], now: i64, as_json: bool) -> Result<()> {
         println!("the queue is empty");
         return Ok(());
     }
-    let mut t = table(&["", "id", "urgency", "waiting for", "since", "due", "grid", "title", "claimed by"]);
+    let mut t =
+        table(&["light", "id", "urgency", "waiting for", "since", "due", "grid", "title", "claimed by"]);
     for i in items {
         let light = match i.light {
             Light::Green => "green",
@@ -331,6 +350,10 @@ pub fn patrol(v: &PatrolView, as_json: bool) -> Result<()> {
 
 pub fn print_json<T: Serialize + ?Sized>(v: &T) -> Result<()> {
     json(v)
+}
+
+pub fn describe_value(v: &serde_json::Value) -> String {
+    conflict_value(v)
 }
 
 pub fn new_table(header: &[&str]) -> Table {

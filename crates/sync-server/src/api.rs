@@ -267,6 +267,16 @@ async fn sync(
             format!("push at most {MAX_CHANGES_PER_SYNC} changes per sync"),
         ));
     }
+    let head = blocking(&s, |s| Ok(s.store.head_seq()?)).await?;
+    if req.cursor > head {
+        return Err(ApiError::bad_request(
+            "bad_cursor",
+            format!(
+                "the device's cursor {} is ahead of this server ({head}): its data does not come from this server; set it up again in a new home with field init",
+                req.cursor
+            ),
+        ));
+    }
     let changes = req.changes;
     let decoded = tokio::task::spawn_blocking(move || crate::ingest::decode(changes))
         .await
@@ -357,7 +367,10 @@ async fn admin_revoke_user(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    admin_auth(&s, &headers).await?;
+    let me = admin_auth(&s, &headers).await?;
+    if me.id == id {
+        return Err(ApiError::bad_request("revoke_self", "you cannot revoke yourself; ask another admin"));
+    }
     blocking(&s, move |s| Ok(s.store.revoke_user(&id)?)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -477,7 +490,19 @@ async fn release(
 ) -> ApiResult<Response> {
     let (u, _) = user_auth(&s, &headers).await?;
     queue_levels(u.role)?;
-    blocking(&s, move |s| Ok(s.store.release(&doc, &u.id)?)).await?;
+    let now = s.clock.now_ms();
+    let holder = blocking(&s, move |s| {
+        let released = s.store.release(&doc, &u.id)?;
+        Ok(if released { None } else { s.store.claim_on(&doc, now)? })
+    })
+    .await?;
+    if let Some(c) = holder {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_holder",
+            format!("you hold no claim on this item; {} ({}) does", c.name, c.user),
+        ));
+    }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -509,6 +534,14 @@ async fn admin_stats(
             ));
         }
     };
+    if let Scope::Town(t) = &scope
+        && s.org.read().unwrap_or_else(|p| p.into_inner()).town(t).is_none()
+    {
+        return Err(ApiError::bad_request(
+            "unknown_town",
+            format!("there is no town {t:?}; towns are named by id, e.g. T01"),
+        ));
+    }
     let now = s.clock.now_ms();
     let out = blocking(&s, move |s| {
         let views = s

@@ -55,7 +55,12 @@ pub fn install(store: &dyn Store, now_ms: i64, server_url: &str) -> Result<(Org,
 /// Writes the demo users next to the data.
 pub fn write_users(dir: &Path, users: &[DemoUser]) -> std::io::Result<()> {
     let text = serde_json::to_string_pretty(users).map_err(std::io::Error::other)?;
-    std::fs::write(dir.join("demo-users.json"), text + "\n")
+    let path = dir.join("demo-users.json");
+    std::fs::write(&path, text + "\n")?;
+    // It holds enrolment tokens.
+    #[cfg(unix)]
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    Ok(())
 }
 
 /// Reads the demo users written by an earlier start, if any.

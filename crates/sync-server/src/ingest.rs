@@ -11,9 +11,9 @@ use std::sync::{Arc, RwLock};
 use automerge::{ActorId, AutoCommit, Change, ChangeHash};
 use base64::Engine;
 use gridsync_core::doc::{self, DocKind, hash_hex};
-use gridsync_core::org::{Org, Principal};
+use gridsync_core::org::{Org, Principal, Role};
 use gridsync_core::patrol::{PatrolView, materialize_patrol};
-use gridsync_core::protocol::{Outcome, PushedChange, Verdict};
+use gridsync_core::protocol::{Claim, Outcome, PushedChange, Verdict};
 use gridsync_core::report::{ReportView, materialize_report, transition_origins};
 use gridsync_core::validate::{Refusal, Writer, check_patrol, check_report, check_transition_seen};
 use lru::LruCache;
@@ -57,12 +57,14 @@ pub fn materialize(kind: DocKind, d: &AutoCommit) -> Result<View, String> {
 }
 
 /// Transitions the changes add must each follow the tip their author's copy held: the report as of
-/// the dependencies of the change that wrote the transition.
+/// the dependencies of the change that wrote the transition. And while another operator holds a
+/// claim on the report, hub steps by anyone else are refused.
 fn check_parents(
     doc: &AutoCommit,
     before: Option<&View>,
     after: &View,
     changes: &[Change],
+    claim: Option<&Claim>,
 ) -> Result<(), Refusal> {
     let View::Report(after) = after else { return Ok(()) };
     let known: HashSet<&str> = match before {
@@ -95,6 +97,12 @@ fn check_parents(
             Some(materialize_report(&at).map_err(|e| malformed(&e.to_string()))?)
         };
         check_transition_seen(t, seen.as_ref())?;
+        if let Some(c) = claim
+            && c.user != t.author
+            && matches!(t.role, Role::TownOperator | Role::CountyOperator | Role::Admin)
+        {
+            return Err(Refusal::ClaimedByAnother { name: format!("{} ({})", c.name, c.user) });
+        }
     }
     Ok(())
 }
@@ -482,7 +490,7 @@ impl WriterLoop {
         let actors: BTreeSet<String> = [job.device.actor.clone()].into();
         let writer = Writer { who: &who, actors: &actors };
         for (doc_id, batch) in batches {
-            for (i, v) in self.process_doc(org, &writer, &job.device.id, &doc_id, batch)? {
+            for (i, v) in self.process_doc(org, &writer, &job.device.id, &doc_id, batch, job.at)? {
                 verdicts[i] = Some(v);
             }
         }
@@ -496,6 +504,7 @@ impl WriterLoop {
         device: &str,
         doc_id: &str,
         batch: DocBatch,
+        now: i64,
     ) -> Result<Vec<(usize, Verdict)>, String> {
         let mut out = Vec::new();
         let (mut current, before): (AutoCommit, Option<View>) = match self.lookup(doc_id)? {
@@ -580,6 +589,13 @@ impl WriterLoop {
         if ready.is_empty() {
             return Ok(out);
         }
+        let claim = match batch.kind {
+            DocKind::Report => self.store.claim_on(doc_id, now).map_err(|e| {
+                tracing::error!(error = %e, "reading a claim failed");
+                "the server could not read the queue; try again".to_string()
+            })?,
+            DocKind::Patrol => None,
+        };
         // Fast path: the whole batch at once.
         let mut trial = current.clone();
         let all_changes: Vec<Change> = ready.iter().map(|(_, c)| c.clone()).collect();
@@ -591,7 +607,8 @@ impl WriterLoop {
         match whole {
             Ok(after)
                 if check(org, writer, doc_id, before.as_ref(), &after).is_ok()
-                    && check_parents(&trial, before.as_ref(), &after, &all_changes).is_ok() =>
+                    && check_parents(&trial, before.as_ref(), &after, &all_changes, claim.as_ref())
+                        .is_ok() =>
             {
                 accepted = ready;
                 current = trial;
@@ -628,7 +645,13 @@ impl WriterLoop {
                         .and_then(|after| {
                             check(org, writer, doc_id, view.as_ref(), &after)
                                 .and_then(|()| {
-                                    check_parents(&t, view.as_ref(), &after, std::slice::from_ref(&ch))
+                                    check_parents(
+                                        &t,
+                                        view.as_ref(),
+                                        &after,
+                                        std::slice::from_ref(&ch),
+                                        claim.as_ref(),
+                                    )
                                 })
                                 .map(|()| after)
                                 .map_err(|r| (Outcome::Forbidden, r.code().to_string(), r.to_string()))

@@ -164,7 +164,10 @@ pub trait Store: Send + Sync + 'static {
     /// Takes or renews the lease on `doc` for `user` unless another holds an unexpired one;
     /// returns whoever holds it afterwards.
     fn claim(&self, doc: &str, user: &str, name: &str, now: i64, lease_ms: i64) -> StoreResult<Claim>;
-    fn release(&self, doc: &str, user: &str) -> StoreResult<()>;
+    /// Drops `user`'s claim on `doc`; `false` when they held none.
+    fn release(&self, doc: &str, user: &str) -> StoreResult<bool>;
+    /// The unexpired claim on `doc`, if any.
+    fn claim_on(&self, doc: &str, now: i64) -> StoreResult<Option<Claim>>;
     /// Unexpired claims.
     fn claims(&self, now: i64) -> StoreResult<Vec<Claim>>;
 }
@@ -230,6 +233,10 @@ impl SqliteStore {
             .map_err(|e| StoreError::Corrupt(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join("gridsync.sqlite3");
         let mut conn = open(&path)?;
+        // Documents hold personal data: the database is readable by the server's user only.
+        #[cfg(unix)]
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .map_err(|e| StoreError::Corrupt(format!("cannot restrict {}: {e}", path.display())))?;
         migrate(&mut conn)?;
         Ok(SqliteStore { path, writer: Mutex::new(conn), readers: Mutex::new(Vec::new()) })
     }
@@ -281,6 +288,21 @@ fn to_user(
     let role = Role::parse(&role).ok_or_else(|| StoreError::Corrupt(format!("role {role:?}")))?;
     let scope = serde_json::from_str(&scope).map_err(|e| StoreError::Corrupt(format!("scope: {e}")))?;
     Ok(UserRecord { id, name, role, scope, revoked })
+}
+
+/// An SQL condition on `docs` (grid, town) for a scope, with its parameters numbered from `first`.
+fn scope_filter(scope: &Scope, first: usize) -> (String, Vec<rusqlite::types::Value>) {
+    match scope {
+        Scope::County => (String::new(), vec![]),
+        Scope::Town(t) => (format!("AND town = ?{first}"), vec![t.clone().into()]),
+        Scope::Grids(grids) => (
+            format!(
+                "AND grid IN ({})",
+                (0..grids.len()).map(|i| format!("?{}", i + first)).collect::<Vec<_>>().join(",")
+            ),
+            grids.iter().map(|g| g.clone().into()).collect(),
+        ),
+    }
 }
 
 fn kind_of(s: &str) -> StoreResult<DocKind> {
@@ -511,17 +533,7 @@ impl Store for SqliteStore {
             // Documents in scope with changes after the cursor, ordered by their *first* change after
             // the cursor. Cutting the list anywhere then leaves out only documents whose pending
             // changes all come after the first left-out one: the cursor can move up to just before it.
-            let (filter, mut args): (String, Vec<rusqlite::types::Value>) = match scope {
-                Scope::County => (String::new(), vec![]),
-                Scope::Town(t) => ("AND town = ?3".into(), vec![t.clone().into()]),
-                Scope::Grids(grids) => (
-                    format!(
-                        "AND grid IN ({})",
-                        (0..grids.len()).map(|i| format!("?{}", i + 3)).collect::<Vec<_>>().join(",")
-                    ),
-                    grids.iter().map(|g| g.clone().into()).collect(),
-                ),
-            };
+            let (filter, mut args) = scope_filter(scope, 3);
             let sql = format!(
                 "SELECT id, kind, created_seq, snapshot,
                         CASE WHEN created_seq > ?1 THEN created_seq
@@ -585,18 +597,16 @@ impl Store for SqliteStore {
     }
 
     fn device_statuses(&self) -> StoreResult<Vec<DeviceStatus>> {
-        let head = self.head_seq()?;
         self.read(|c| {
             let mut st = c.prepare(
                 "SELECT d.id, d.label, u.id, u.name, u.role, d.registered_at, d.last_seen, d.cursor, d.pushed,
-                        d.refused, d.last_error, u.revoked
+                        d.refused, d.last_error, u.revoked, u.scope
                  FROM devices d JOIN users u ON u.id = d.user_id ORDER BY d.last_seen IS NULL, d.last_seen DESC, d.id",
             )?;
             let rows = st.query_map([], |r| {
-                let role: String = r.get(4)?;
-                let cursor = r.get::<_, i64>(7)? as u64;
                 Ok((
-                    role,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(12)?,
                     DeviceStatus {
                         device: r.get(0)?,
                         label: r.get(1)?,
@@ -605,8 +615,8 @@ impl Store for SqliteStore {
                         role: Role::GridWorker,
                         registered_at: r.get(5)?,
                         last_seen: r.get(6)?,
-                        cursor,
-                        lag: head.saturating_sub(cursor),
+                        cursor: r.get::<_, i64>(7)? as u64,
+                        lag: 0,
                         pushed: r.get::<_, i64>(8)? as u64,
                         refused: r.get::<_, i64>(9)? as u64,
                         last_error: r.get(10)?,
@@ -614,12 +624,24 @@ impl Store for SqliteStore {
                     },
                 ))
             })?;
-            rows.map(|row| {
-                let (role, mut d) = row?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (role, scope, mut d) = row?;
                 d.role = Role::parse(&role).ok_or_else(|| StoreError::Corrupt(format!("role {role:?}")))?;
-                Ok(d)
-            })
-            .collect()
+                let scope: Scope =
+                    serde_json::from_str(&scope).map_err(|e| StoreError::Corrupt(format!("scope: {e}")))?;
+                // Behind = changes in its scope, by others, after the cursor it last confirmed.
+                let (filter, mut args) = scope_filter(&scope, 3);
+                let sql = format!(
+                    "SELECT COUNT(*) FROM changes c JOIN docs ON docs.id = c.doc_id
+                     WHERE c.seq > ?1 AND (c.device_id IS NULL OR c.device_id != ?2) {filter}"
+                );
+                let mut params: Vec<rusqlite::types::Value> = vec![(d.cursor as i64).into(), d.device.clone().into()];
+                params.append(&mut args);
+                d.lag = c.query_row(&sql, rusqlite::params_from_iter(params), |r| r.get::<_, i64>(0))? as u64;
+                out.push(d);
+            }
+            Ok(out)
         })
     }
 
@@ -747,10 +769,20 @@ impl Store for SqliteStore {
         })
     }
 
-    fn release(&self, doc: &str, user: &str) -> StoreResult<()> {
+    fn release(&self, doc: &str, user: &str) -> StoreResult<bool> {
         self.write(|c| {
-            c.execute("DELETE FROM claims WHERE doc_id = ?1 AND user_id = ?2", params![doc, user])?;
-            Ok(())
+            Ok(c.execute("DELETE FROM claims WHERE doc_id = ?1 AND user_id = ?2", params![doc, user])? > 0)
+        })
+    }
+
+    fn claim_on(&self, doc: &str, now: i64) -> StoreResult<Option<Claim>> {
+        self.read(|c| {
+            Ok(c.query_row(
+                "SELECT doc_id, user_id, name, expires_at FROM claims WHERE doc_id = ?1 AND expires_at > ?2",
+                params![doc, now],
+                |r| Ok(Claim { doc: r.get(0)?, user: r.get(1)?, name: r.get(2)?, expires_at: r.get(3)? }),
+            )
+            .optional()?)
         })
     }
 

@@ -988,3 +988,47 @@ async fn a_change_pushed_under_another_documents_id_is_refused_and_spoils_nothin
     let (_, docs) = h.call("GET", "/v1/admin/documents", Some(&h.token("admin")), vec![]).await;
     assert_eq!(docs.as_array().unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn while_one_operator_holds_a_claim_the_others_hub_steps_are_refused() {
+    let mut h = harness();
+    h.add_town_operator("townop2").await;
+    let w = h.device("worker", 1).await;
+    let op1 = h.device("townop", 3).await;
+    let op2 = h.device("townop2", 6).await;
+    escalated_report(&h, &w, 1, Urgency::Normal).await;
+    let doc = uuid::Uuid::from_u128(1).to_string();
+    let (s, _) = h.call("POST", &format!("/v1/queue/{doc}/claim"), Some(&op1.token), vec![]).await;
+    assert_eq!(s, StatusCode::OK);
+    // Releasing someone else's claim is refused, in words.
+    let (s, e) = h.call("POST", &format!("/v1/queue/{doc}/release"), Some(&op2.token), vec![]).await;
+    assert_eq!((s, e["code"].as_str()), (StatusCode::CONFLICT, Some("not_holder")));
+
+    let accept_by = |d: &Device| {
+        let d = d.clone();
+        let h = &h;
+        async move {
+            let mut local = Default::default();
+            absorb(&mut local, &h.sync(&d, 0, vec![]).await, &d.actor);
+            let mut doc = local.remove(&uuid::Uuid::from_u128(1).to_string()).unwrap();
+            let heads = doc.get_heads();
+            add_transition(&mut doc, &author(&d, 5_000), Action::Accept, "", None).unwrap();
+            h.sync(&d, 0, push_one(1, &doc.get_changes(&heads)[0])).await
+        }
+    };
+    let r = accept_by(&op2).await;
+    assert_eq!(outcomes(&r), [Outcome::Forbidden]);
+    assert_eq!(r.verdicts[0].code.as_deref(), Some("claimed"));
+    assert!(r.verdicts[0].message.as_deref().unwrap().contains("townop"), "{:?}", r.verdicts[0]);
+    assert_eq!(outcomes(&accept_by(&op1).await), [Outcome::Accepted]);
+    assert_eq!(h.stored(1).await.status, Status::Accepted);
+}
+
+#[tokio::test]
+async fn a_cursor_ahead_of_the_server_is_refused() {
+    let h = harness();
+    let w = h.device("worker", 1).await;
+    let req = SyncRequest { cursor: 99_999, changes: vec![], budget: None };
+    let (s, e) = h.call("POST", "/v1/sync", Some(&w.token), serde_json::to_vec(&req).unwrap()).await;
+    assert_eq!((s, e["code"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_cursor")), "{e}");
+}
