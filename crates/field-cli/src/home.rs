@@ -91,10 +91,10 @@ pub fn resolve_dir(flag: Option<PathBuf>) -> PathBuf {
     if let Some(d) = flag {
         return d;
     }
-    if let Some(d) = std::env::var_os("GRIDSYNC_HOME") {
+    if let Some(d) = std::env::var_os("GRIDSYNC_HOME").filter(|d| !d.is_empty()) {
         return PathBuf::from(d);
     }
-    if let Some(d) = std::env::var_os("XDG_DATA_HOME") {
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
         return PathBuf::from(d).join("gridsync");
     }
     match std::env::var_os("HOME") {

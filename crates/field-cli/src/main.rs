@@ -124,6 +124,12 @@ fn try_main() -> Result<()> {
         return Ok(());
     }
     let dir = home::resolve_dir(cli.home);
+    if !matches!(cli.command, Command::Init { .. }) && !dir.join("field.sqlite3").exists() {
+        bail!(
+            "this device is not set up yet (home: {}). Run: field init --server URL --token TOKEN",
+            dir.display()
+        );
+    }
     let mut home = Home::open(&dir)?;
     match cli.command {
         Command::Init { server, token, label } => init(&mut home, &server, &token, &label),

@@ -185,8 +185,16 @@ fn parse_category(s: &str) -> Result<Category> {
 }
 
 fn parse_urgency(s: &str) -> Result<Urgency> {
-    Urgency::parse(&s.trim().to_lowercase())
-        .ok_or_else(|| anyhow!("unknown urgency {s:?}; use low, normal, high or critical"))
+    let u = match s.trim() {
+        "低" | "不急" => Some(Urgency::Low),
+        "一般" | "普通" => Some(Urgency::Normal),
+        "高" | "较急" | "急" => Some(Urgency::High),
+        "紧急" | "特急" => Some(Urgency::Critical),
+        other => Urgency::parse(&other.to_lowercase()),
+    };
+    u.ok_or_else(|| {
+        anyhow!("unknown urgency {s:?}; use low (低), normal (一般), high (急) or critical (紧急)")
+    })
 }
 
 fn principal(home: &Home) -> Result<Principal> {

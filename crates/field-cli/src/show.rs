@@ -169,10 +169,11 @@ pub fn report_list(views: &[ReportView], as_json: bool) -> Result<()> {
 
 pub fn report(v: &ReportView, refusals: &[Refusal], as_json: bool) -> Result<()> {
     if as_json {
-        let mut value = serde_json::to_value(v)?;
-        if !refusals.is_empty() {
-            value["refused"] = serde_json::to_value(refusals)?;
+        if refusals.is_empty() {
+            return json(v);
         }
+        let mut value = serde_json::to_value(v)?;
+        value["refused"] = serde_json::to_value(refusals)?;
         return json(&value);
     }
     println!("{}  [{}]", v.title, v.id);

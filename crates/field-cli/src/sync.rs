@@ -96,10 +96,7 @@ impl Client {
                 }
                 Err(CallError::Final(e)) => return Err(e),
                 Err(CallError::Retry(why)) if attempt >= self.retries => {
-                    bail!(
-                        "could not reach the server at {} ({why}). Your work is saved on this device; try again when there is signal.",
-                        self.base
-                    )
+                    bail!("could not reach the server at {} ({why})", self.base)
                 }
                 Err(CallError::Retry(_)) => {
                     let base = 500u64.saturating_mul(1 << attempt.min(5));
@@ -248,7 +245,8 @@ pub fn sync(home: &mut Home, retries: u32, budget: Option<u64>) -> Result<SyncSu
         },
     };
     home.write(|tx, p| save_profile_in(tx, &Profile { last_sync: Some(record), ..p.clone() }))?;
-    result.map(|()| summary)
+    result.context("your work is saved on this device; run field sync again when there is signal")?;
+    Ok(summary)
 }
 
 /// The next outbox changes not yet sent in this run, oldest first.
