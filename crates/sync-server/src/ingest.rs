@@ -589,12 +589,16 @@ impl WriterLoop {
         if ready.is_empty() {
             return Ok(out);
         }
-        let claim = match batch.kind {
-            DocKind::Report => self.store.claim_on(doc_id, now).map_err(|e| {
+        // Claims bind operators only (their transitions are in their own name), so only their
+        // pushes need to read one.
+        let operator = matches!(writer.who.role, Role::TownOperator | Role::CountyOperator | Role::Admin);
+        let claim = if operator && batch.kind == DocKind::Report {
+            self.store.claim_on(doc_id, now).map_err(|e| {
                 tracing::error!(error = %e, "reading a claim failed");
                 "the server could not read the queue; try again".to_string()
-            })?,
-            DocKind::Patrol => None,
+            })?
+        } else {
+            None
         };
         // Fast path: the whole batch at once.
         let mut trial = current.clone();
