@@ -238,7 +238,7 @@ pub fn fold(transitions: &[Transition]) -> Folded {
     for (i, t) in transitions.iter().enumerate() {
         children.entry(t.parent.as_str()).or_default().push(i);
     }
-    let mut branch_memo: BTreeMap<usize, (u8, usize)> = BTreeMap::new();
+    let branch = branches(transitions, &children);
     let mut status = Status::Open;
     let mut level = Level::Grid;
     let mut tip = String::new();
@@ -258,20 +258,20 @@ pub fn fold(transitions: &[Transition]) -> Folded {
             })
             .collect();
         let Some(&winner) = legal.iter().max_by(|&&a, &&b| {
-            let key = |i: usize, memo: &mut BTreeMap<usize, (u8, usize)>| {
+            let key = |i: usize| {
                 let t = &transitions[i];
-                let (rank, depth) = branch(i, transitions, &children, memo, 0);
+                let (rank, depth) = branch[i];
                 (
                     rank,
                     depth,
                     t.action.precedence(),
                     t.to_level,
                     std::cmp::Reverse(t.at),
-                    std::cmp::Reverse(t.author.clone()),
-                    std::cmp::Reverse(t.id.clone()),
+                    std::cmp::Reverse(&t.author),
+                    std::cmp::Reverse(&t.id),
                 )
             };
-            key(a, &mut branch_memo).cmp(&key(b, &mut branch_memo))
+            key(a).cmp(&key(b))
         }) else {
             // Children exist but none is legal here: they are discarded.
             forks.push(Fork {
@@ -295,31 +295,43 @@ pub fn fold(transitions: &[Transition]) -> Folded {
     Folded { status, level, tip, applied, forks }
 }
 
-/// The highest precedence anywhere in the subtree rooted at transition `i`, and how far the
-/// subtree's longest chain goes (how far that branch progressed).
-fn branch(
-    i: usize,
-    transitions: &[Transition],
-    children: &BTreeMap<&str, Vec<usize>>,
-    memo: &mut BTreeMap<usize, (u8, usize)>,
-    depth: usize,
-) -> (u8, usize) {
-    if let Some(&r) = memo.get(&i) {
-        return r;
+/// For every transition: the highest precedence anywhere in its subtree, and how long the
+/// subtree's longest chain is (how far that branch progressed). Iterative (post-order with an
+/// explicit stack), so a forged document with a very long chain cannot exhaust the call stack; a
+/// forged cycle is cut where it closes.
+fn branches(transitions: &[Transition], children: &BTreeMap<&str, Vec<usize>>) -> Vec<(u8, usize)> {
+    const NEW: u8 = 0;
+    const OPEN: u8 = 1;
+    const DONE: u8 = 2;
+    let mut state = vec![NEW; transitions.len()];
+    let mut out: Vec<(u8, usize)> = transitions.iter().map(|t| (t.action.precedence(), 1)).collect();
+    for start in 0..transitions.len() {
+        if state[start] != NEW {
+            continue;
+        }
+        let mut stack = vec![(start, false)];
+        while let Some((i, expanded)) = stack.pop() {
+            let kids = children.get(transitions[i].id.as_str()).map(Vec::as_slice).unwrap_or(&[]);
+            if expanded {
+                let mut best = (transitions[i].action.precedence(), 1);
+                for &c in kids {
+                    if state[c] == DONE {
+                        best = (best.0.max(out[c].0), best.1.max(out[c].1 + 1));
+                    }
+                }
+                out[i] = best;
+                state[i] = DONE;
+                continue;
+            }
+            if state[i] != NEW {
+                continue;
+            }
+            state[i] = OPEN;
+            stack.push((i, true));
+            stack.extend(kids.iter().filter(|&&c| state[c] == NEW).map(|&c| (c, false)));
+        }
     }
-    let own = transitions[i].action.precedence();
-    // A cycle can only come from a forged document; the depth bound keeps it finite.
-    if depth > transitions.len() {
-        return (own, 1);
-    }
-    let best = children
-        .get(transitions[i].id.as_str())
-        .into_iter()
-        .flatten()
-        .map(|&c| branch(c, transitions, children, memo, depth + 1))
-        .fold((own, 1), |(rank, len), (r, l)| (rank.max(r), len.max(l + 1)));
-    memo.insert(i, best);
-    best
+    out
 }
 
 #[cfg(test)]
@@ -429,6 +441,23 @@ mod tests {
         a.parent = "b".into();
         let f = fold(&[a, b]);
         assert!(f.applied.is_empty());
+    }
+
+    #[test]
+    fn a_forged_chain_of_a_hundred_thousand_transitions_folds_without_deep_recursion() {
+        // Alternating accept / hand_back keeps the chain legal however long it is.
+        let esc = (Status::Escalated, Level::Town);
+        let acc = (Status::Accepted, Level::Town);
+        let dis = (Status::Dispatched, Level::Town);
+        let mut ts = vec![t("n0", "", Action::Escalate, OPEN, 0), t("n1", "n0", Action::Accept, esc, 0)];
+        for k in 2..100_000 {
+            let (a, from) = if k % 2 == 0 { (Action::Dispatch, acc) } else { (Action::HandBack, dis) };
+            ts.push(t(&format!("n{k}"), &format!("n{}", k - 1), a, from, 0));
+        }
+        ts.push(t("rival", "", Action::Escalate, OPEN, 0));
+        let f = fold(&ts);
+        assert_eq!(f.applied.len(), 100_000);
+        assert_eq!(f.forks[0].discarded, ["rival"]);
     }
 
     #[test]

@@ -40,6 +40,8 @@ pub enum Refusal {
     TransitionNotFromLatest { id: String },
     #[error("a dispatch must name the department it goes to")]
     NoDepartment,
+    #[error("a report holds at most {max} {what}")]
+    TooMany { what: String, max: usize },
     #[error("{name} holds this item in the queue; ask them, or wait until their claim runs out")]
     ClaimedByAnother { name: String },
     #[error("the report is {status}; only notes can be added")]
@@ -63,6 +65,7 @@ impl Refusal {
             Refusal::TransitionOutOfOrder { .. } => "transition_out_of_order",
             Refusal::TransitionNotFromLatest { .. } => "transition_not_from_latest",
             Refusal::NoDepartment => "no_department",
+            Refusal::TooMany { .. } => "too_many",
             Refusal::ClaimedByAnother { .. } => "claimed",
             Refusal::ReportFinished { .. } => "report_finished",
             Refusal::Malformed { .. } => "malformed",
@@ -132,6 +135,13 @@ fn recorded(ts: &[Transition]) -> Vec<Transition> {
     ts.iter().map(|t| Transition { applied: false, ..t.clone() }).collect()
 }
 
+/// Bounds on a report's lists: far above real use, low enough that no push can make a report
+/// expensive to check or to fold.
+pub const MAX_TRANSITIONS: usize = 500;
+pub const MAX_NOTES: usize = 5_000;
+pub const MAX_PARTIES: usize = 500;
+pub const MAX_ATTACHMENTS: usize = 500;
+
 /// Checks a report write: `before` is `None` when the changes create the report.
 pub fn check_report(
     org: &Org,
@@ -139,6 +149,16 @@ pub fn check_report(
     before: Option<&ReportView>,
     after: &ReportView,
 ) -> Result<(), Refusal> {
+    for (what, len, max) in [
+        ("transitions", after.transitions.len(), MAX_TRANSITIONS),
+        ("notes", after.notes.len(), MAX_NOTES),
+        ("parties", after.parties.len(), MAX_PARTIES),
+        ("attachments", after.attachments.len(), MAX_ATTACHMENTS),
+    ] {
+        if len > max {
+            return Err(Refusal::TooMany { what: what.into(), max });
+        }
+    }
     let who = w.who;
     if who.role == Role::System && before.is_none() {
         return Err(role_cannot(who.role, "create reports"));

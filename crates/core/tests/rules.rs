@@ -510,6 +510,15 @@ fn validation_table() {
             }),
         ),
         (
+            "a report with more parties than any dispute has",
+            "too_many",
+            check(&c, WORKER, Some(&base), |d| {
+                let many = (0..501).map(|i| Party { name: format!("p{i}"), contact: None }).collect();
+                edit_report(d, &author(WORKER, 2), &ReportEdit { add_parties: many, ..Default::default() })
+                    .unwrap();
+            }),
+        ),
+        (
             "dispatch to a department",
             "ok",
             check(&c, TOWN_OP, Some(&accepted), |d| {

@@ -13,7 +13,7 @@ use gridsync_core::patrol::{PatrolEdit, TrackPoint, edit_patrol};
 use gridsync_core::protocol::{Encoding, ErrorBody, Outcome, PushedChange, SyncRequest, SyncResponse};
 use gridsync_core::report::{add_note, materialize_report};
 use rand::Rng;
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -387,16 +387,38 @@ fn apply_response(
                 params![doc::hash_hex(&c.hash()), doc_id, kind.as_str(), c.raw_bytes()],
             )?;
         }
+        let mut active_patrol_removed = false;
         for (id, state) in docs {
             match state {
                 Some((mut d, kind)) => store_doc(tx, &id, kind, &mut d)?,
                 None => {
+                    // Nothing of it exists anywhere else: keep its text in the refusal so it can be
+                    // filed again, then remove it and anything waiting on it.
+                    let view: Option<String> = tx
+                        .query_row("SELECT view FROM docs WHERE id = ?1", [&id], |r| r.get(0))
+                        .optional()?;
+                    let text = view
+                        .and_then(|v| serde_json::from_str::<serde_json::Value>(&v).ok())
+                        .map(|v| {
+                            let field = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+                            format!("{} {}", field("title"), field("description")).trim().to_string()
+                        })
+                        .unwrap_or_default();
+                    tx.execute(
+                        "INSERT OR REPLACE INTO refusals (hash, doc_id, code, message, at) VALUES (?1, ?1, 'removed', ?2, ?3)",
+                        params![id, format!("removed from this device, as the server refused it: {text}"), now],
+                    )?;
                     tx.execute("DELETE FROM docs WHERE id = ?1", [&id])?;
                     tx.execute("DELETE FROM outbox WHERE doc_id = ?1", [&id])?;
+                    tx.execute("DELETE FROM pending_track WHERE patrol_id = ?1", [&id])?;
+                    if profile.active_patrol.as_deref() == Some(id.as_str()) {
+                        active_patrol_removed = true;
+                    }
                 }
             }
         }
-        save_profile_in(tx, &Profile { cursor: resp.cursor, ..profile.clone() })?;
+        let active_patrol = if active_patrol_removed { None } else { profile.active_patrol.clone() };
+        save_profile_in(tx, &Profile { cursor: resp.cursor, active_patrol, ..profile.clone() })?;
         Ok(())
     })?;
     summary.cursor = resp.cursor;
@@ -484,7 +506,7 @@ mod tests {
             grid: p.org.grids[0].id.clone(),
             town: p.org.grids[0].town.clone(),
             category: Category::Other,
-            title: "t".into(),
+            title: "垃圾清运".into(),
             description: String::new(),
             urgency: Urgency::Normal,
             location: Location::default(),
@@ -518,9 +540,48 @@ mod tests {
         apply_response(&mut home, &resp, &sent, &mut summary).unwrap();
         assert_eq!(home.outbox_len().unwrap(), 0);
         assert!(home.list(DocKind::Report).unwrap().is_empty(), "nothing of the document survives");
-        assert_eq!(home.refusals(Some(&id.to_string())).unwrap().len(), 2);
+        let refusals = home.refusals(Some(&id.to_string())).unwrap();
+        assert_eq!(refusals.len(), 3, "the creation, the note on it, and the removal");
+        let removed = refusals.iter().find(|r| r.code == "removed").unwrap();
+        assert!(removed.message.contains("垃圾清运"), "its text is kept: {}", removed.message);
         assert_eq!(home.profile().unwrap().cursor, 3);
         // And the next sync has nothing stuck to send.
         assert!(next_outbox_batch(&home, &HashSet::new()).unwrap().0.is_empty());
+    }
+
+    #[test]
+    fn a_refused_patrol_start_frees_the_device_to_start_another() {
+        use gridsync_core::patrol::start_patrol;
+        let (_dir, mut home) = home_with_profile();
+        let p = home.profile().unwrap();
+        let id = uuid::Uuid::from_u128(6).to_string();
+        let grid = p.org.grids[0].clone();
+        home.write(|tx, p| {
+            let mut d = start_patrol(
+                p.actor_id()?,
+                &crate::author(p),
+                uuid::Uuid::from_u128(6),
+                &grid.id,
+                &grid.town,
+                &[],
+            )
+            .map_err(|e| anyhow!("{e}"))?;
+            record_local(tx, &id, DocKind::Patrol, &mut d, &[])?;
+            tx.execute(
+                "INSERT INTO pending_track (patrol_id, lat, lon, at) VALUES (?1, 30.0, 114.0, 0)",
+                [&id],
+            )?;
+            save_profile_in(tx, &Profile { active_patrol: Some(id.clone()), ..p.clone() })
+        })
+        .unwrap();
+        let (sent, _) = next_outbox_batch(&home, &HashSet::new()).unwrap();
+        let resp =
+            SyncResponse { verdicts: vec![refused(&id, &sent[0])], docs: vec![], cursor: 1, has_more: false };
+        apply_response(&mut home, &resp, &sent, &mut SyncSummary::default()).unwrap();
+        assert_eq!(home.profile().unwrap().active_patrol, None);
+        assert!(home.list(DocKind::Patrol).unwrap().is_empty());
+        let waiting: i64 =
+            home.conn.query_row("SELECT COUNT(*) FROM pending_track", [], |r| r.get(0)).unwrap();
+        assert_eq!(waiting, 0);
     }
 }

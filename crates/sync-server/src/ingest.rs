@@ -399,7 +399,7 @@ impl WriterLoop {
             });
         }
         let committed = self.store.commit_group(&writes, &activity);
-        if committed.is_err() && jobs.len() > 1 {
+        if committed.as_ref().is_err_and(StoreError::is_constraint) && jobs.len() > 1 {
             // One push can sink a whole group (a constraint it alone breaks): commit each push on
             // its own so only that one fails. Nothing of this group reached the cache.
             tracing::warn!(pushes = jobs.len(), "a group commit failed; committing its pushes one by one");

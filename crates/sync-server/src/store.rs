@@ -26,6 +26,13 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+impl StoreError {
+    /// A constraint one write broke (as opposed to a busy or failing database).
+    pub fn is_constraint(&self) -> bool {
+        matches!(self, StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation)
+    }
+}
+
 /// A user as stored; the token itself is never stored, only its SHA-256.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UserRecord {
