@@ -43,7 +43,7 @@ pub fn when(ms: i64) -> String {
 }
 
 /// A value a merge rule kept or set aside, in words: a lifecycle step as "escalate → escalated @ town".
-fn conflict_value(v: &serde_json::Value) -> String {
+pub fn describe_value(v: &serde_json::Value) -> String {
     match (v.get("action"), v.get("to"), v.get("level")) {
         (Some(a), Some(t), Some(l)) => {
             format!(
@@ -242,12 +242,12 @@ pub fn report(v: &ReportView, refusals: &[Refusal], as_json: bool) -> Result<()>
             let lost: Vec<String> = c
                 .discarded
                 .iter()
-                .map(|d| format!("{} by {}", conflict_value(&d.value), d.by.as_deref().unwrap_or("?")))
+                .map(|d| format!("{} by {}", describe_value(&d.value), d.by.as_deref().unwrap_or("?")))
                 .collect();
             println!(
                 "  {}: kept {} by {}; set aside {} (rule {})",
                 c.field,
-                conflict_value(&c.kept),
+                describe_value(&c.kept),
                 c.kept_by.as_deref().unwrap_or("?"),
                 lost.join(", "),
                 serde_json::to_value(c.rule)?.as_str().unwrap_or("")
@@ -351,10 +351,6 @@ pub fn patrol(v: &PatrolView, as_json: bool) -> Result<()> {
 
 pub fn print_json<T: Serialize + ?Sized>(v: &T) -> Result<()> {
     json(v)
-}
-
-pub fn describe_value(v: &serde_json::Value) -> String {
-    conflict_value(v)
 }
 
 pub fn new_table(header: &[&str]) -> Table {
