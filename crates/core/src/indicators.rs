@@ -74,8 +74,8 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
     Some(if v.len() % 2 == 1 { v[m] } else { (v[m - 1] + v[m]) / 2.0 })
 }
 
-fn minutes(limit: Option<u32>) -> i64 {
-    i64::from(limit.unwrap_or(0)) * 60_000
+fn minutes(limit: Option<u32>) -> u32 {
+    limit.unwrap_or(0)
 }
 
 /// Computes the indicators over `reports` created in `[from, to)` (milliseconds), as of `now`.
@@ -133,15 +133,11 @@ pub fn compute(reports: &[ReportView], policy: &Policy, now: i64, from: i64, to:
             to_accept.push((a - e) as f64 / 60_000.0);
         }
         let u = r.urgency;
-        let handle_limit = if escalated_at.is_some() {
-            minutes(policy.limit_minutes("accept", u))
-                + minutes(policy.limit_minutes("dispatch", u))
-                + minutes(policy.limit_minutes("resolve", u))
-        } else {
-            minutes(policy.limit_minutes("resolve", u))
-        };
-        let handle_due = r.created_at + handle_limit;
-        let close_due = handle_due + minutes(policy.limit_minutes("close", u));
+        let steps: &[&str] =
+            if escalated_at.is_some() { &["accept", "dispatch", "resolve"] } else { &["resolve"] };
+        let handle_minutes: u32 = steps.iter().map(|s| minutes(policy.limit_minutes(s, u))).sum();
+        let handle_due = policy.after(u, r.created_at, handle_minutes);
+        let close_due = policy.after(u, handle_due, minutes(policy.limit_minutes("close", u)));
         if let Some(h) = handled_at {
             out.handled += 1;
             if h <= handle_due {

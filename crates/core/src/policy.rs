@@ -43,6 +43,97 @@ pub struct Policy {
     /// What the server escalates on its own.
     #[serde(default)]
     pub auto: AutoRules,
+    /// Working hours the clock runs in ("within one working hour"). Without it, limits are
+    /// wall-clock minutes around the clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calendar: Option<Calendar>,
+}
+
+/// Working days and hours: deadlines count only working time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Calendar {
+    /// Local time's offset from UTC in minutes (China: 480).
+    pub utc_offset_minutes: i32,
+    /// Start of the working day, local "HH:MM".
+    pub start: String,
+    /// End of the working day, local "HH:MM".
+    pub end: String,
+    /// Working days, 1 = Monday … 7 = Sunday.
+    pub workdays: Vec<u8>,
+    /// Critical items run on the wall clock, day and night.
+    pub critical_around_the_clock: bool,
+}
+
+const MINUTE: i64 = 60_000;
+const DAY: i64 = 24 * 60 * MINUTE;
+
+fn hhmm(s: &str) -> Option<i64> {
+    let (h, m) = s.trim().split_once(':')?;
+    let (h, m): (i64, i64) = (h.parse().ok()?, m.parse().ok()?);
+    ((0..=24).contains(&h) && (0..60).contains(&m) && h * 60 + m <= 24 * 60).then_some((h * 60 + m) * MINUTE)
+}
+
+impl Calendar {
+    /// The working window within a day (ms after local midnight), or why the calendar is invalid.
+    pub fn window(&self) -> Result<(i64, i64), String> {
+        let start =
+            hhmm(&self.start).ok_or_else(|| format!("calendar start {:?} is not HH:MM", self.start))?;
+        let end = hhmm(&self.end).ok_or_else(|| format!("calendar end {:?} is not HH:MM", self.end))?;
+        if start >= end {
+            return Err("the working day must start before it ends".into());
+        }
+        if self.workdays.is_empty() || self.workdays.iter().any(|d| !(1..=7).contains(d)) {
+            return Err("workdays are numbers 1 (Monday) to 7 (Sunday), at least one".into());
+        }
+        if self.utc_offset_minutes.abs() > 14 * 60 {
+            return Err("utc_offset_minutes is beyond ±14 hours".into());
+        }
+        Ok((start, end))
+    }
+
+    fn works(&self, day: i64) -> bool {
+        // Day 0 (1970-01-01) was a Thursday.
+        let weekday = (day + 3).rem_euclid(7) as u8 + 1;
+        self.workdays.contains(&weekday)
+    }
+
+    /// The instant `minutes` of working time after `t` (ms, UTC).
+    pub fn add(&self, t: i64, minutes: u32) -> i64 {
+        let Ok((start, end)) = self.window() else { return t + i64::from(minutes) * MINUTE };
+        let offset = i64::from(self.utc_offset_minutes) * MINUTE;
+        let mut local = t + offset;
+        let mut left = i64::from(minutes) * MINUTE;
+        // Bounded: at least one working day a week, and limits are days long at most.
+        for _ in 0..(366 * 50) {
+            let day = local.div_euclid(DAY);
+            if self.works(day) && local < day * DAY + end {
+                let from = local.max(day * DAY + start);
+                let available = day * DAY + end - from;
+                if left <= available {
+                    return from + left - offset;
+                }
+                left -= available;
+            }
+            local = (day + 1) * DAY;
+        }
+        t + i64::from(minutes) * MINUTE
+    }
+
+    /// Working time (ms) between `a` and `b`.
+    pub fn between(&self, a: i64, b: i64) -> i64 {
+        let Ok((start, end)) = self.window() else { return (b - a).max(0) };
+        if b <= a {
+            return 0;
+        }
+        let offset = i64::from(self.utc_offset_minutes) * MINUTE;
+        let (a, b) = (a + offset, b + offset);
+        let (first, last) = (a.div_euclid(DAY), b.div_euclid(DAY));
+        (first..=last.min(first + 366 * 50))
+            .filter(|&d| self.works(d))
+            .map(|d| (b.min(d * DAY + end) - a.max(d * DAY + start)).max(0))
+            .sum()
+    }
 }
 
 /// Auto-escalation rules, run by the server and written into the report as its own transitions.
@@ -78,8 +169,8 @@ pub fn auto_escalation(
         }
         (Status::Escalated, Level::Town) if rules.unaccepted_to_county => {
             let limit = policy.limit_minutes("accept", urgency)?;
-            (now > status_since + i64::from(limit) * 60_000)
-                .then(|| format!("auto-escalated: not accepted at the town within {limit} minutes"))
+            let due = policy.deadline(Status::Escalated, urgency, status_since)?;
+            (now > due).then(|| format!("auto-escalated: not accepted at the town within {limit} minutes"))
         }
         _ => None,
     }
@@ -94,6 +185,7 @@ impl Default for Policy {
             resolve: StepLimits { low: 15 * 24 * h, normal: 7 * 24 * h, high: 3 * 24 * h, critical: 24 * h },
             close: StepLimits { low: 5 * 24 * h, normal: 3 * 24 * h, high: 2 * 24 * h, critical: 24 * h },
             auto: AutoRules::default(),
+            calendar: None,
         }
     }
 }
@@ -134,15 +226,41 @@ impl Policy {
         Some(limits.minutes(urgency))
     }
 
+    /// The calendar the clock of an item at `urgency` runs on, if any.
+    fn calendar_for(&self, urgency: Urgency) -> Option<&Calendar> {
+        self.calendar.as_ref().filter(|c| !(urgency == Urgency::Critical && c.critical_around_the_clock))
+    }
+
+    /// `minutes` of the limit clock after `since`: working time under a calendar, else wall time.
+    pub fn after(&self, urgency: Urgency, since: i64, minutes: u32) -> i64 {
+        match self.calendar_for(urgency) {
+            Some(c) => c.add(since, minutes),
+            None => since + i64::from(minutes) * MINUTE,
+        }
+    }
+
     /// Deadline (ms) of the step waiting in `status`, which started at `since` (ms).
     pub fn deadline(&self, status: Status, urgency: Urgency, since: i64) -> Option<i64> {
         let minutes = self.limit_minutes(pending_step(status)?, urgency)?;
-        Some(since + i64::from(minutes) * 60_000)
+        Some(self.after(urgency, since, minutes))
+    }
+
+    /// The light of a step that started at `since` and is due at `due`, at `now`, counting the
+    /// limit clock's time (working time under a calendar).
+    pub fn light(&self, urgency: Urgency, since: i64, due: i64, now: i64) -> Light {
+        match self.calendar_for(urgency) {
+            Some(c) => light(0, c.between(since, due), c.between(since, now)),
+            None => light(since, due, now),
+        }
     }
 
     /// Parses a policy file.
     pub fn from_toml(text: &str) -> Result<Policy, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+        let p: Policy = toml::from_str(text).map_err(|e| e.to_string())?;
+        if let Some(c) = &p.calendar {
+            c.window()?;
+        }
+        Ok(p)
     }
 }
 
@@ -184,6 +302,50 @@ mod tests {
         assert!(Policy::from_toml("accept = 3").is_err());
         let shipped = include_str!("../../../docs/policy.toml");
         assert_eq!(Policy::from_toml(shipped).unwrap(), p, "docs/policy.toml shows the defaults");
+    }
+
+    fn china_office_hours() -> Policy {
+        Policy {
+            calendar: Some(Calendar {
+                utc_offset_minutes: 480,
+                start: "08:30".into(),
+                end: "17:30".into(),
+                workdays: vec![1, 2, 3, 4, 5],
+                critical_around_the_clock: true,
+            }),
+            ..Policy::default()
+        }
+    }
+
+    #[test]
+    fn working_hours_carry_a_friday_evening_escalation_into_monday() {
+        let p = china_office_hours();
+        let friday_1700 = 1_795_770_000_000; // 2026-11-27 17:00 +08:00, a Friday
+        let monday_0900 = 1_796_000_400_000; // 2026-11-30 09:00 +08:00
+        let monday_0850 = 1_795_999_800_000;
+        // 30 working minutes on Friday, 30 on Monday from 08:30.
+        assert_eq!(p.deadline(Status::Escalated, Urgency::Normal, friday_1700), Some(monday_0900));
+        // Monday 08:50: 50 of the 60 working minutes used — yellow, though 64 wall hours have passed.
+        assert_eq!(p.light(Urgency::Normal, friday_1700, monday_0900, monday_0850), Light::Yellow);
+        assert_eq!(
+            p.light(Urgency::Normal, friday_1700, monday_0900, friday_1700 + 10 * MINUTE),
+            Light::Green
+        );
+        assert_eq!(p.light(Urgency::Normal, friday_1700, monday_0900, monday_0900 + MINUTE), Light::Red);
+        // Critical runs around the clock: 15 wall minutes.
+        assert_eq!(
+            p.deadline(Status::Escalated, Urgency::Critical, friday_1700),
+            Some(friday_1700 + 15 * MINUTE)
+        );
+        // The calendar counts working time between two instants.
+        let c = p.calendar.as_ref().unwrap();
+        assert_eq!(c.between(friday_1700, monday_0900), 60 * MINUTE);
+        assert_eq!(c.add(monday_0900, 0), monday_0900);
+        // Policy files with a calendar round-trip; broken ones are refused.
+        let text = toml::to_string(&p).unwrap();
+        assert_eq!(Policy::from_toml(&text).unwrap(), p);
+        let broken = text.replace("17:30", "07:00");
+        assert!(Policy::from_toml(&broken).is_err());
     }
 
     #[test]

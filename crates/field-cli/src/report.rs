@@ -5,7 +5,7 @@ use clap::{Args, Subcommand};
 use gridsync_core::doc::DocKind;
 use gridsync_core::lifecycle::{Action, Level, Status};
 use gridsync_core::org::{Principal, Role};
-use gridsync_core::policy::{Policy, light, pending_step};
+use gridsync_core::policy::{Policy, pending_step};
 use gridsync_core::protocol::QueueEntry;
 use gridsync_core::report::{
     Category, Location, NewReport, ReportEdit, ReportView, Urgency, add_note, add_transition, create_report,
@@ -399,7 +399,7 @@ pub fn queue_items(home: &Home, all: bool, now: i64) -> Result<Vec<QueueEntry>> 
                 v.transitions.iter().filter(|t| t.applied).map(|t| t.at).next_back().unwrap_or(v.created_at);
             let due = policy.deadline(v.status, v.urgency, since)?;
             Some(QueueEntry {
-                light: light(since, due, now),
+                light: policy.light(v.urgency, since, due, now),
                 claim: None,
                 doc: v.id,
                 town: v.town,

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use gridsync_core::indicators;
 use gridsync_core::lifecycle::{Level, Status};
 use gridsync_core::org::{Org, Role, Scope};
-use gridsync_core::policy::{light, pending_step};
+use gridsync_core::policy::pending_step;
 use gridsync_core::protocol::{
     Claim, DeviceRegistered, DeviceRegistration, DocUpdate, Encoding, ErrorBody, NewUser, Outcome,
     QueueEntry, SyncRequest, SyncResponse, Verdict, WhoAmI,
@@ -440,7 +440,7 @@ async fn queue(
                 step: step.to_string(),
                 since: r.status_since,
                 due,
-                light: light(r.status_since, due, now),
+                light: policy.light(r.urgency, r.status_since, due, now),
             });
         }
         out.sort_by(|a, b| b.urgency.cmp(&a.urgency).then(a.since.cmp(&b.since)).then(a.doc.cmp(&b.doc)));
