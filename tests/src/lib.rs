@@ -31,9 +31,16 @@ pub struct Server {
 impl Server {
     /// Starts `gridsync-server serve --demo` on a free loopback port.
     pub fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    /// The same, with extra `serve` arguments.
+    pub fn start_with(extra: &[&str]) -> Server {
         let data = tempfile::tempdir().expect("a temp dir");
         let mut child = Command::new(bin_dir().join("gridsync-server"))
-            .args(["serve", "--demo", "--listen", "127.0.0.1:0", "--data"])
+            .args(["serve", "--demo", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .arg("--data")
             .arg(data.path())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())

@@ -142,3 +142,26 @@ fn concurrent_claims_one_operator_wins_the_other_is_told_who_holds_it() {
     assert_eq!(s["refusals"][0][1], "claimed");
     assert_eq!(other.json(&["report", "show", &id, "--json"])["status"], "escalated");
 }
+
+#[test]
+fn the_servers_policy_file_sets_the_deadlines_devices_show_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/policy.toml")).unwrap();
+    // Accepting a normal report may take two hours under this policy.
+    let policy = shipped.replacen("normal = 60", "normal = 120", 1);
+    let path = dir.path().join("policy.toml");
+    std::fs::write(&path, policy).unwrap();
+    let server = Server::start_with(&["--policy", path.to_str().unwrap()]);
+    let worker = server.device("worker");
+    let hub = server.device("townop");
+    let id = worker.ok(&["report", "new", "--category", "request", "--title", "路面坑洼"]).trim().to_string();
+    worker.ok(&["report", "escalate", &id, "--reason", "需要维修"]);
+    worker.sync();
+    hub.sync();
+    let q = hub.json(&["queue", "list", "--json"]);
+    let (since, due) = (q[0]["since"].as_i64().unwrap(), q[0]["due"].as_i64().unwrap());
+    assert_eq!(due - since, 120 * 60_000, "{q}");
+    let sq = hub.json(&["queue", "list", "--server", "--json"]);
+    assert_eq!(sq[0]["due"].as_i64().unwrap() - sq[0]["since"].as_i64().unwrap(), 120 * 60_000);
+}

@@ -123,6 +123,8 @@ pub struct DeviceRegistered {
     pub whoami: WhoAmI,
     /// The part of the organisation in the device's scope.
     pub org: Org,
+    /// The server's deadline policy, so the device's offline queue shows the same deadlines.
+    pub policy: crate::policy::Policy,
 }
 
 /// Who a token belongs to.

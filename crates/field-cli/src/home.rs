@@ -30,6 +30,9 @@ pub struct Profile {
     pub last_sync: Option<SyncRecord>,
     /// The patrol `field patrol …` commands act on.
     pub active_patrol: Option<String>,
+    /// The server's deadline policy as of registration (profiles from before it use the default).
+    #[serde(default)]
+    pub policy: gridsync_core::policy::Policy,
 }
 
 impl Profile {

@@ -205,6 +205,7 @@ fn init(home: &mut Home, server: &str, token: &str, label: &str) -> Result<()> {
         cursor: 0,
         last_sync: None,
         active_patrol: None,
+        policy: reg.policy,
     };
     home.save_profile(&p)?;
     println!(

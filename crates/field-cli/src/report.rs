@@ -5,7 +5,7 @@ use clap::{Args, Subcommand};
 use gridsync_core::doc::DocKind;
 use gridsync_core::lifecycle::{Action, Level, Status};
 use gridsync_core::org::{Principal, Role};
-use gridsync_core::policy::{Policy, pending_step};
+use gridsync_core::policy::pending_step;
 use gridsync_core::protocol::QueueEntry;
 use gridsync_core::report::{
     Category, Location, NewReport, ReportEdit, ReportView, Urgency, add_note, add_transition, create_report,
@@ -380,14 +380,15 @@ fn ids(grids: &[&gridsync_core::org::Grid]) -> String {
 /// The queue as this device sees it, offline: escalated reports at the operator's level, and with
 /// `all` the reports in hand there too.
 pub fn queue_items(home: &Home, all: bool, now: i64) -> Result<Vec<QueueEntry>> {
-    let role = home.profile()?.whoami.role;
+    let profile = home.profile()?;
+    let role = profile.whoami.role;
     let levels: &[Level] = match role {
         Role::TownOperator => &[Level::Town],
         Role::CountyOperator => &[Level::County],
         Role::Admin => &[Level::Town, Level::County],
         _ => bail!("the queue is for town and county operators"),
     };
-    let policy = Policy::default();
+    let policy = &profile.policy;
     let mut items: Vec<QueueEntry> = home
         .report_views()?
         .into_iter()

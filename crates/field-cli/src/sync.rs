@@ -480,6 +480,7 @@ mod tests {
             cursor: 0,
             last_sync: None,
             active_patrol: None,
+            policy: Default::default(),
         };
         home.save_profile(&profile).unwrap();
         (dir, home)

@@ -241,7 +241,13 @@ async fn register_device(
     tracing::info!(device = %device, user = %user.id, "device registered");
     Ok((
         StatusCode::CREATED,
-        Json(DeviceRegistered { device: device.clone(), token, whoami: whoami_of(&user, Some(device)), org }),
+        Json(DeviceRegistered {
+            device: device.clone(),
+            token,
+            whoami: whoami_of(&user, Some(device)),
+            org,
+            policy: s.config.policy.clone(),
+        }),
     )
         .into_response())
 }
