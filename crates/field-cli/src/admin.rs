@@ -7,7 +7,7 @@ use gridsync_core::protocol::{DeviceStatus, DocumentStatus, NewUser, UserCreated
 
 use crate::home::Home;
 use crate::report::short;
-use crate::show::{describe_value, new_table, print_json, when};
+use crate::show::{self, describe_value, when};
 use crate::sync::Client;
 
 #[derive(Subcommand)]
@@ -100,7 +100,7 @@ pub fn run(home: &mut Home, c: AdminCommand) -> Result<()> {
         let mut client = Client::new(&p.server, &p.token, 2)?;
         let path = format!("/v1/admin/stats{}{}", if query.is_empty() { "" } else { "?" }, query.join("&"));
         let i: gridsync_core::indicators::Indicators = client.call("GET", &path, None::<&()>)?;
-        return if *json { print_json(&i) } else { crate::show::indicators(&i) };
+        return if *json { show::json(&i) } else { show::indicators(&i) };
     }
     if p.whoami.role != Role::Admin {
         bail!("admin commands need an admin's device (this one belongs to a {})", p.whoami.role.as_str());
@@ -110,9 +110,9 @@ pub fn run(home: &mut Home, c: AdminCommand) -> Result<()> {
         AdminCommand::Devices { json } => {
             let rows: Vec<DeviceStatus> = client.call("GET", "/v1/admin/devices", None::<&()>)?;
             if json {
-                return print_json(&rows);
+                return show::json(&rows);
             }
-            let mut t = new_table(&[
+            let mut t = show::table(&[
                 "device",
                 "user",
                 "role",
@@ -140,12 +140,12 @@ pub fn run(home: &mut Home, c: AdminCommand) -> Result<()> {
             let rows: Vec<DocumentStatus> =
                 client.call("GET", "/v1/admin/documents?conflicts=true", None::<&()>)?;
             if json {
-                return print_json(&rows);
+                return show::json(&rows);
             }
             if rows.is_empty() {
                 println!("no document has resolved conflicts");
             }
-            let mut t = new_table(&["document", "grid", "status", "field", "kept", "set aside", "rule"]);
+            let mut t = show::table(&["document", "grid", "status", "field", "kept", "set aside", "rule"]);
             for d in &rows {
                 for c in &d.conflicts {
                     let lost: Vec<String> = c
@@ -173,9 +173,9 @@ pub fn run(home: &mut Home, c: AdminCommand) -> Result<()> {
         AdminCommand::Documents { json } => {
             let rows: Vec<DocumentStatus> = client.call("GET", "/v1/admin/documents", None::<&()>)?;
             if json {
-                return print_json(&rows);
+                return show::json(&rows);
             }
-            let mut t = new_table(&["document", "kind", "grid", "status", "level", "changes", "conflicts"]);
+            let mut t = show::table(&["document", "kind", "grid", "status", "level", "changes", "conflicts"]);
             for d in &rows {
                 t.add_row(vec![
                     short(&d.doc).to_string(),
@@ -199,7 +199,7 @@ pub fn run(home: &mut Home, c: AdminCommand) -> Result<()> {
             let u: UserCreated =
                 client.call("POST", "/v1/admin/users", Some(&NewUser { name, role, scope }))?;
             if json {
-                return print_json(&u);
+                return show::json(&u);
             }
             println!("created {} ({}, {}, scope {})", u.user, u.name, u.role.as_str(), u.scope.describe());
             println!("token (shown once): {}", u.token);
@@ -209,9 +209,9 @@ pub fn run(home: &mut Home, c: AdminCommand) -> Result<()> {
             let users: Vec<gridsync_core::protocol::WhoAmI> =
                 client.call("GET", "/v1/admin/users", None::<&()>)?;
             if json {
-                return print_json(&users);
+                return show::json(&users);
             }
-            let mut t = new_table(&["user", "name", "role", "scope"]);
+            let mut t = show::table(&["user", "name", "role", "scope"]);
             for u in &users {
                 t.add_row(vec![
                     u.user.clone(),

@@ -13,13 +13,13 @@ use gridsync_core::protocol::QueueEntry;
 use crate::report::short;
 use crate::sync::SyncSummary;
 
-fn table(header: &[&str]) -> Table {
+pub fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
     t.load_preset(UTF8_BORDERS_ONLY).set_header(header.to_vec());
     t
 }
 
-fn json<T: Serialize + ?Sized>(v: &T) -> Result<()> {
+pub fn json<T: Serialize + ?Sized>(v: &T) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
@@ -347,14 +347,6 @@ pub fn patrol(v: &PatrolView, as_json: bool) -> Result<()> {
         println!("\n{}", v.narrative);
     }
     Ok(())
-}
-
-pub fn print_json<T: Serialize + ?Sized>(v: &T) -> Result<()> {
-    json(v)
-}
-
-pub fn new_table(header: &[&str]) -> Table {
-    table(header)
 }
 
 pub fn indicators(i: &gridsync_core::indicators::Indicators) -> Result<()> {

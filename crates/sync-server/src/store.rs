@@ -51,16 +51,11 @@ pub struct DeviceRecord {
     pub user: UserRecord,
 }
 
-/// A stored document: the compacted snapshot and what the pull path needs to know about it.
+/// A stored document as the writer loads it: its kind and compacted snapshot.
 #[derive(Debug, Clone)]
 pub struct DocRecord {
-    pub id: String,
     pub kind: DocKind,
-    pub grid: String,
-    pub town: String,
     pub snapshot: Vec<u8>,
-    pub created_seq: u64,
-    pub updated_seq: u64,
 }
 
 /// One document's accepted changes in a group commit, with its new state.
@@ -316,27 +311,6 @@ fn kind_of(s: &str) -> StoreResult<DocKind> {
     DocKind::parse(s).ok_or_else(|| StoreError::Corrupt(format!("document kind {s:?}")))
 }
 
-/// A `docs` row as read: id, kind, grid, town, snapshot, created_seq, updated_seq.
-type DocRow = (String, String, String, String, Vec<u8>, i64, i64);
-
-fn doc_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DocRow> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
-}
-
-fn to_doc((id, kind, grid, town, snapshot, created, updated): DocRow) -> StoreResult<DocRecord> {
-    Ok(DocRecord {
-        id,
-        kind: kind_of(&kind)?,
-        grid,
-        town,
-        snapshot,
-        created_seq: created as u64,
-        updated_seq: updated as u64,
-    })
-}
-
-const DOC_COLUMNS: &str = "id, kind, grid, town, snapshot, created_seq, updated_seq";
-
 impl Store for SqliteStore {
     fn org(&self) -> StoreResult<Option<Org>> {
         self.read(|c| {
@@ -448,10 +422,12 @@ impl Store for SqliteStore {
 
     fn load_doc(&self, id: &str) -> StoreResult<Option<DocRecord>> {
         self.read(|c| {
-            c.query_row(&format!("SELECT {DOC_COLUMNS} FROM docs WHERE id = ?1"), [id], doc_from_row)
-                .optional()?
-                .map(to_doc)
-                .transpose()
+            let row: Option<(String, Vec<u8>)> = c
+                .query_row("SELECT kind, snapshot FROM docs WHERE id = ?1", [id], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()?;
+            row.map(|(kind, snapshot)| Ok(DocRecord { kind: kind_of(&kind)?, snapshot })).transpose()
         })
     }
 
@@ -693,19 +669,12 @@ impl Store for SqliteStore {
 
     fn report_views(&self, scope: &Scope) -> StoreResult<Vec<String>> {
         self.read(|c| {
-            let mut st =
-                c.prepare("SELECT grid, town, view FROM docs WHERE kind = 'report' ORDER BY created_seq")?;
-            let rows = st.query_map([], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
-            })?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (grid, town, view) = row?;
-                if scope.covers(&grid, &town) {
-                    out.push(view);
-                }
-            }
-            Ok(out)
+            let (filter, args) = scope_filter(scope, 1);
+            let mut st = c.prepare(&format!(
+                "SELECT view FROM docs WHERE kind = 'report' {filter} ORDER BY created_seq"
+            ))?;
+            let rows = st.query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(0))?;
+            Ok(rows.collect::<Result<_, _>>()?)
         })
     }
 
