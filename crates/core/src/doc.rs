@@ -226,28 +226,39 @@ pub fn decode_change(bytes: &[u8]) -> Result<Change, DocError> {
         .map_err(|e| DocError::Automerge(e.to_string()))
 }
 
-/// Runs `merge` on a copy of `doc` under a panic guard; on success the copy replaces `doc`, on an
-/// error or a panic inside automerge `doc` stays as it was.
+/// Runs `merge` on `doc` under a panic guard and returns the merged document; on an error or a
+/// panic inside automerge the document is dropped.
+fn merge_owned<T>(
+    mut doc: AutoCommit,
+    merge: impl FnOnce(&mut AutoCommit) -> Result<T, automerge::AutomergeError>,
+) -> Result<AutoCommit, DocError> {
+    let result = catch_unwind(AssertUnwindSafe(move || {
+        merge(&mut doc).map(|_| {
+            // Force the op set to settle now, inside the guard, so a latent fault surfaces here.
+            doc.get_heads();
+            doc
+        })
+    }));
+    match result {
+        Ok(Ok(doc)) => Ok(doc),
+        Ok(Err(e)) => Err(e.into()),
+        Err(p) => Err(DocError::Panicked(panic_message(p))),
+    }
+}
+
+/// Runs `merge` on a copy of `doc`; on success the copy replaces `doc`, otherwise `doc` stays.
 fn merge_guarded<T>(
     doc: &mut AutoCommit,
     merge: impl FnOnce(&mut AutoCommit) -> Result<T, automerge::AutomergeError>,
 ) -> Result<(), DocError> {
-    let mut copy = doc.clone();
-    let result = catch_unwind(AssertUnwindSafe(move || {
-        merge(&mut copy).map(|_| {
-            // Force the op set to settle now, inside the guard, so a latent fault surfaces here.
-            copy.get_heads();
-            copy
-        })
-    }));
-    match result {
-        Ok(Ok(copy)) => {
-            *doc = copy;
-            Ok(())
-        }
-        Ok(Err(e)) => Err(e.into()),
-        Err(p) => Err(DocError::Panicked(panic_message(p))),
-    }
+    *doc = merge_owned(doc.clone(), merge)?;
+    Ok(())
+}
+
+/// Applies outside changes to a document the caller can do without (a copy it made): no further
+/// copy is taken, and on an error or a panic the document is gone. Never panics.
+pub fn apply_changes_owned(doc: AutoCommit, changes: Vec<Change>) -> Result<AutoCommit, DocError> {
+    merge_owned(doc, move |d| d.apply_changes(changes))
 }
 
 /// Applies outside changes to `doc`, all or nothing, never panicking.

@@ -207,8 +207,10 @@ pub fn sync(home: &mut Home, retries: u32, budget: Option<u64>) -> Result<SyncSu
         b
     });
     let result = (|| -> Result<()> {
+        // Each batch is read once: the one read after a page is the next request's.
+        let mut batch = next_outbox_batch(home, &sent)?;
         loop {
-            let (hashes, changes) = next_outbox_batch(home, &sent)?;
+            let (hashes, changes) = batch;
             let req = SyncRequest { cursor: summary.cursor, changes, budget };
             let resp: SyncResponse = client.call("POST", "/v1/sync", Some(&req))?;
             summary.round_trips += 1;
@@ -222,8 +224,8 @@ pub fn sync(home: &mut Home, retries: u32, budget: Option<u64>) -> Result<SyncSu
                 ));
                 b.tick();
             }
-            let more_to_push = !next_outbox_batch(home, &sent)?.0.is_empty();
-            if !resp.has_more && !more_to_push {
+            batch = next_outbox_batch(home, &sent)?;
+            if !resp.has_more && batch.0.is_empty() {
                 return Ok(());
             }
         }
@@ -448,8 +450,8 @@ fn without(
             keep.push(c);
         }
     }
-    let mut rebuilt = AutoCommit::new().with_actor(actor.clone());
-    doc::apply_changes(&mut rebuilt, keep).map_err(|e| anyhow!("could not set a refused edit aside: {e}"))?;
+    let rebuilt = doc::apply_changes_owned(AutoCommit::new().with_actor(actor.clone()), keep)
+        .map_err(|e| anyhow!("could not set a refused edit aside: {e}"))?;
     Ok((rebuilt, dependents))
 }
 

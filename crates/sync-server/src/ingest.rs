@@ -181,8 +181,8 @@ pub fn decode(changes: Vec<PushedChange>) -> Result<Vec<Decoded>, DecodeError> {
             let bytes = b64.decode(&p.change).map_err(|_| fail("the change is not valid base64".into()))?;
             let change = doc::decode_change(&bytes).map_err(|e| fail(e.to_string()))?;
             if change.deps().is_empty() {
-                let mut probe = AutoCommit::new().with_actor(reader_actor());
-                doc::apply_changes(&mut probe, vec![change.clone()]).map_err(|e| fail(e.to_string()))?;
+                let probe = AutoCommit::new().with_actor(reader_actor());
+                doc::apply_changes_owned(probe, vec![change.clone()]).map_err(|e| fail(e.to_string()))?;
             }
             Ok(Decoded { doc: p.doc, kind: p.kind, change })
         })
@@ -600,26 +600,26 @@ impl WriterLoop {
         } else {
             None
         };
-        // Fast path: the whole batch at once.
-        let mut trial = current.clone();
+        // Fast path: the whole batch at once, on the copy `lookup` made.
         let all_changes: Vec<Change> = ready.iter().map(|(_, c)| c.clone()).collect();
-        let whole = doc::apply_changes(&mut trial, all_changes.clone())
+        let fast = doc::apply_changes_owned(current, all_changes.clone())
             .map_err(|e| e.to_string())
-            .and_then(|()| materialize(batch.kind, &trial).map_err(|e| e.to_string()));
-        let accepted: Vec<(usize, Change)>;
-        let final_view: View;
-        match whole {
-            Ok(after)
+            .and_then(|trial| materialize(batch.kind, &trial).map(|after| (trial, after)));
+        let (accepted, current, final_view) = match fast {
+            Ok((trial, after))
                 if check(org, writer, doc_id, before.as_ref(), &after).is_ok()
                     && check_parents(&trial, before.as_ref(), &after, &all_changes, claim.as_ref())
                         .is_ok() =>
             {
-                accepted = ready;
-                current = trial;
-                final_view = after;
+                (ready, trial, after)
             }
             _ => {
-                // Slow path: one change at a time, so one bad change does not sink the rest.
+                // Slow path: one change at a time from a fresh copy, so one bad change does not
+                // sink the rest.
+                let mut current = match self.lookup(doc_id)? {
+                    Some((d, _, _)) => d,
+                    None => AutoCommit::new().with_actor(reader_actor()),
+                };
                 let mut ok = Vec::new();
                 let mut bad: HashSet<ChangeHash> = HashSet::new();
                 let mut view = before.clone();
@@ -639,14 +639,14 @@ impl WriterLoop {
                         ));
                         continue;
                     }
-                    let mut t = current.clone();
-                    let step = doc::apply_changes(&mut t, vec![ch.clone()])
+                    let step = doc::apply_changes_owned(current.clone(), vec![ch.clone()])
                         .map_err(|e| (Outcome::Malformed, "bad_change".to_string(), e.to_string()))
-                        .and_then(|()| {
+                        .and_then(|t| {
                             materialize(batch.kind, &t)
+                                .map(|after| (t, after))
                                 .map_err(|e| (Outcome::Forbidden, "malformed".to_string(), e))
                         })
-                        .and_then(|after| {
+                        .and_then(|(t, after)| {
                             check(org, writer, doc_id, view.as_ref(), &after)
                                 .and_then(|()| {
                                     check_parents(
@@ -657,11 +657,11 @@ impl WriterLoop {
                                         claim.as_ref(),
                                     )
                                 })
-                                .map(|()| after)
+                                .map(|()| (t, after))
                                 .map_err(|r| (Outcome::Forbidden, r.code().to_string(), r.to_string()))
                         });
                     match step {
-                        Ok(after) => {
+                        Ok((t, after)) => {
                             current = t;
                             view = Some(after);
                             ok.push((i, ch));
@@ -672,13 +672,12 @@ impl WriterLoop {
                         }
                     }
                 }
-                accepted = ok;
                 match view {
-                    Some(v) if !accepted.is_empty() => final_view = v,
+                    Some(v) if !ok.is_empty() => (ok, current, v),
                     _ => return Ok(out),
                 }
             }
-        }
+        };
         let mut changes = self.staged.remove(doc_id).map(|s| s.changes).unwrap_or_default();
         for (i, ch) in &accepted {
             out.push((*i, verdict(doc_id, Some(&ch.hash()), Outcome::Accepted)));
