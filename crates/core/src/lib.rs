@@ -12,6 +12,7 @@
 //! - [`merge`]: the deterministic rules that pick among concurrent values.
 //! - [`validate`]: whether a write is allowed for its author's role and scope.
 //! - [`protocol`]: request and response bodies of the sync protocol.
+//! - [`output`]: what `field … --json` prints besides protocol bodies (state, sync, inbox).
 //! - [`schema`]: JSON Schemas generated from the types above.
 
 pub mod doc;
@@ -19,6 +20,7 @@ pub mod indicators;
 pub mod lifecycle;
 pub mod merge;
 pub mod org;
+pub mod output;
 pub mod patrol;
 pub mod policy;
 pub mod protocol;

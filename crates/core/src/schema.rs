@@ -31,6 +31,11 @@ pub fn all() -> Vec<(&'static str, String)> {
         ("queue.schema.json", render::<Vec<protocol::QueueEntry>>()),
         ("indicators.schema.json", render::<crate::indicators::Indicators>()),
         ("policy.schema.json", render::<crate::policy::Policy>()),
+        ("report-list.schema.json", render::<Vec<report::ReportView>>()),
+        ("patrol-list.schema.json", render::<Vec<patrol::PatrolView>>()),
+        ("device-state.schema.json", render::<crate::output::DeviceState>()),
+        ("sync-outcome.schema.json", render::<crate::output::SyncOutcome>()),
+        ("inbox.schema.json", render::<Vec<crate::output::InboxEntry>>()),
     ]
 }
 
