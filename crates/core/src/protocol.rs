@@ -230,3 +230,54 @@ pub struct QueueEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claim: Option<Claim>,
 }
+
+/// `GET /v1/server` (no token needed): which server this is, so a device can recognise it at a
+/// new address.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ServerInfo {
+    /// Made once when the server's data directory is first set up; never changes.
+    pub server_id: String,
+    pub protocol: u32,
+    /// The county's name.
+    pub county: String,
+}
+
+/// `GET /v1/admin/users`: one row per user, revoked ones included.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct UserRow {
+    pub user: String,
+    pub name: String,
+    pub role: Role,
+    pub scope: Scope,
+    /// When an admin revoked the user (ms since the epoch); `None` while active.
+    #[serde(default)]
+    pub revoked_at: Option<i64>,
+}
+
+/// `field export --unsent FILE`: a revoked device's unacknowledged work, for
+/// `gridsync-server import-unsent FILE --as USER`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct UnsentExport {
+    /// `gridsync-unsent/1`.
+    pub format: String,
+    pub exported_at: i64,
+    /// The server the device synced with (empty when unknown).
+    pub server_id: String,
+    pub user: String,
+    pub name: String,
+    pub device: String,
+    pub documents: Vec<UnsentDocument>,
+}
+
+/// One document with unsent work in an [`UnsentExport`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct UnsentDocument {
+    pub doc: String,
+    pub kind: DocKind,
+    /// The report's title (or a patrol's description), for people.
+    pub title: String,
+    /// Base64 of each unsent Automerge change, oldest first.
+    pub changes: Vec<String>,
+    /// Base64 of the device's whole document (`save()`).
+    pub snapshot: String,
+}
