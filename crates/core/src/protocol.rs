@@ -170,6 +170,9 @@ pub struct DeviceStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct DocumentStatus {
     pub doc: String,
+    /// The report's title (empty for patrols).
+    #[serde(default)]
+    pub title: String,
     pub kind: DocKind,
     pub grid: String,
     pub town: String,

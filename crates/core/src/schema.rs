@@ -36,6 +36,9 @@ pub fn all() -> Vec<(&'static str, String)> {
         ("device-state.schema.json", render::<crate::output::DeviceState>()),
         ("sync-outcome.schema.json", render::<crate::output::SyncOutcome>()),
         ("inbox.schema.json", render::<Vec<crate::output::InboxEntry>>()),
+        ("user-list.schema.json", render::<Vec<protocol::UserRow>>()),
+        ("server-info.schema.json", render::<protocol::ServerInfo>()),
+        ("unsent-export.schema.json", render::<protocol::UnsentExport>()),
     ]
 }
 

@@ -632,7 +632,8 @@ impl Store for SqliteStore {
         self.read(|c| {
             let filter = if only_conflicted { "WHERE conflict_count > 0" } else { "" };
             let mut st = c.prepare(&format!(
-                "SELECT id, kind, grid, town, heads, change_count, conflicts, status, level FROM docs {filter}
+                "SELECT id, kind, grid, town, heads, change_count, conflicts, status, level,
+                        COALESCE(json_extract(view, '$.title'), '') FROM docs {filter}
                  ORDER BY updated_seq DESC"
             ))?;
             let rows = st.query_map([], |r| {
@@ -646,12 +647,14 @@ impl Store for SqliteStore {
                     r.get::<_, String>(6)?,
                     r.get::<_, Option<String>>(7)?,
                     r.get::<_, Option<String>>(8)?,
+                    r.get::<_, String>(9)?,
                 ))
             })?;
             rows.map(|row| {
-                let (doc, kind, grid, town, heads, changes, conflicts, status, level) = row?;
+                let (doc, kind, grid, town, heads, changes, conflicts, status, level, title) = row?;
                 Ok(DocumentStatus {
                     doc,
+                    title,
                     kind: kind_of(&kind)?,
                     grid,
                     town,
