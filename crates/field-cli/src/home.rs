@@ -8,6 +8,9 @@ use anyhow::{Context, Result, anyhow, bail};
 use automerge::{ActorId, AutoCommit, ChangeHash};
 use gridsync_core::doc::{self, DocKind, hash_hex};
 use gridsync_core::org::Org;
+use gridsync_core::output::{
+    DeviceState, InboxEntry, InboxKind, PendingDocument, RefusalRecord, SyncAttempt,
+};
 use gridsync_core::patrol::{PatrolView, materialize_patrol};
 use gridsync_core::protocol::WhoAmI;
 use gridsync_core::report::{ReportView, materialize_report};
@@ -27,7 +30,18 @@ pub struct Profile {
     pub org: Org,
     /// The last server sequence stored here.
     pub cursor: u64,
-    pub last_sync: Option<SyncRecord>,
+    /// The last sync attempt, whatever its outcome.
+    pub last_sync: Option<SyncAttempt>,
+    #[serde(default)]
+    pub last_success: Option<SyncAttempt>,
+    #[serde(default)]
+    pub last_failure: Option<SyncAttempt>,
+    /// The server said the account is revoked: no new work, no sync; export is still possible.
+    #[serde(default)]
+    pub revoked: bool,
+    /// The server's identity (from registration), to recognise it at a new address.
+    #[serde(default)]
+    pub server_id: String,
     /// The patrol `field patrol …` commands act on.
     pub active_patrol: Option<String>,
     /// The server's deadline policy as of registration (profiles from before it use the default).
@@ -40,14 +54,6 @@ impl Profile {
         let bytes = hex::decode(&self.actor).context("the stored actor id is damaged")?;
         Ok(ActorId::from(bytes.as_slice()))
     }
-}
-
-/// What the last `field sync` did.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct SyncRecord {
-    pub at: i64,
-    pub ok: bool,
-    pub message: String,
 }
 
 /// One document as listed locally.
@@ -67,7 +73,8 @@ pub struct Refusal {
     pub at: i64,
 }
 
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE profile (id INTEGER PRIMARY KEY CHECK (id = 1), json TEXT NOT NULL);
     CREATE TABLE docs (
         id TEXT PRIMARY KEY, kind TEXT NOT NULL, bytes BLOB NOT NULL, view TEXT NOT NULL,
@@ -81,7 +88,13 @@ const MIGRATIONS: &[&str] = &["
     CREATE TABLE pending_track (
         id INTEGER PRIMARY KEY, patrol_id TEXT NOT NULL, lat REAL NOT NULL, lon REAL NOT NULL,
         at INTEGER NOT NULL);
-"];
+",
+    "
+    CREATE TABLE inbox (
+        id INTEGER PRIMARY KEY, at INTEGER NOT NULL, kind TEXT NOT NULL, doc TEXT NOT NULL,
+        title TEXT NOT NULL, by_user TEXT, detail TEXT NOT NULL, seen INTEGER NOT NULL DEFAULT 0);
+",
+];
 
 /// The local store in a home directory.
 pub struct Home {
@@ -110,14 +123,19 @@ impl Home {
     /// Opens (creating) the store.
     pub fn open(dir: &Path) -> Result<Home> {
         std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create the folder {}", dir.display()))?;
+            .with_context(|| crate::tr!("无法创建文件夹 {}", "cannot create the folder {}", dir.display()))?;
+        // The home holds the device token and personal data: its owner's only.
+        #[cfg(unix)]
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .with_context(|| crate::tr!("无法设置 {} 的权限", "cannot restrict {}", dir.display()))?;
         let path = dir.join("field.sqlite3");
-        let mut conn = Connection::open(&path)
-            .with_context(|| format!("cannot open the local store in {}", dir.display()))?;
+        let mut conn = Connection::open(&path).with_context(|| {
+            crate::tr!("打不开 {} 里的本机数据", "cannot open the local store in {}", dir.display())
+        })?;
         // The store holds the device token and personal data: readable by its owner only.
         #[cfg(unix)]
         std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-            .with_context(|| format!("cannot restrict {}", path.display()))?;
+            .with_context(|| crate::tr!("无法设置 {} 的权限", "cannot restrict {}", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // FULL: a command that said "saved" survives a power cut, not only a crash.
@@ -125,7 +143,13 @@ impl Home {
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         let version = usize::try_from(version).unwrap_or(0);
         if version > MIGRATIONS.len() {
-            bail!("this local store was written by a newer version of field; update field");
+            bail!(
+                "{}",
+                crate::tr!(
+                    "本机数据是更新版本的 field 写的；请升级 field",
+                    "this local store was written by a newer version of field; update field"
+                )
+            );
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
             let tx = conn.transaction()?;
@@ -162,8 +186,10 @@ impl Home {
     /// transaction.
     pub fn edit<T>(&mut self, id: &str, f: impl FnOnce(&mut AutoCommit, &Profile) -> Result<T>) -> Result<T> {
         self.write(|tx, profile| {
-            let (mut d, kind) = load_in(tx, id, &profile.actor_id()?)?
-                .ok_or_else(|| anyhow!("document {id} is not on this device"))?;
+            refuse_if_revoked(profile)?;
+            let (mut d, kind) = load_in(tx, id, &profile.actor_id()?)?.ok_or_else(|| {
+                anyhow!(crate::tr!("文档 {id} 不在本机", "document {id} is not on this device"))
+            })?;
             let before = d.get_heads();
             let out = f(&mut d, profile)?;
             record_local(tx, id, kind, &mut d, &before)?;
@@ -173,7 +199,10 @@ impl Home {
 
     /// Stores a new document written here, with its changes in the outbox.
     pub fn create(&mut self, id: &str, kind: DocKind, d: &mut AutoCommit) -> Result<()> {
-        self.write(|tx, _| record_local(tx, id, kind, d, &[]))
+        self.write(|tx, profile| {
+            refuse_if_revoked(profile)?;
+            record_local(tx, id, kind, d, &[])
+        })
     }
 
     /// Documents of a kind, newest first.
@@ -196,11 +225,24 @@ impl Home {
     pub fn resolve_id(&self, kind: DocKind, given: &str) -> Result<String> {
         let given = given.trim().to_lowercase();
         let what = kind.as_str();
-        if given.len() < 4 {
-            bail!("give at least 4 characters of the {what} id (the short id in 'field {what} list' works)");
+        let what_zh = match kind {
+            DocKind::Report => "事件",
+            DocKind::Patrol => "巡查",
+        };
+        if given.chars().count() < 4 {
+            bail!(
+                "{}",
+                crate::tr!(
+                    "{what_zh}编号至少要给 4 个字符（field {what} list 里的短编号就可以）",
+                    "give at least 4 characters of the {what} id (the short id in 'field {what} list' works)"
+                )
+            );
         }
-        if given.contains(['%', '_']) {
-            bail!("an id has only letters, digits and dashes");
+        if !given.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            bail!(
+                "{}",
+                crate::tr!("编号只含字母、数字和短横线", "an id has only letters, digits and dashes")
+            );
         }
         let mut st = self
             .conn
@@ -211,10 +253,129 @@ impl Home {
             return Ok(exact.clone());
         }
         match ids.len() {
-            0 => bail!("no {what} with id {given} on this device; 'field {what} list' shows them"),
+            0 => bail!(
+                "{}",
+                crate::tr!(
+                    "本机没有编号为 {given} 的{what_zh}；field {what} list 可以列出",
+                    "no {what} with id {given} on this device; 'field {what} list' shows them"
+                )
+            ),
             1 => Ok(ids.into_iter().next().unwrap_or_default()),
-            _ => bail!("{given} matches several {what}s ({}); give more of the id", ids.join(", ")),
+            _ => bail!(
+                "{}",
+                crate::tr!(
+                    "{given} 对应多份{what_zh}（{}）；请多给几位编号",
+                    "{given} matches several {what}s ({}); give more of the id",
+                    ids.join(", ")
+                )
+            ),
         }
+    }
+
+    /// Unsent work per document, oldest first.
+    pub fn pending_documents(&self) -> Result<Vec<PendingDocument>> {
+        let mut st = self.conn.prepare(
+            "SELECT o.doc_id, o.kind, COUNT(*), d.view FROM outbox o LEFT JOIN docs d ON d.id = o.doc_id
+             GROUP BY o.doc_id ORDER BY MIN(o.seq)",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, Option<String>>(3)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (doc, kind, n, view) = row?;
+            let kind = DocKind::parse(&kind).ok_or_else(|| anyhow!("the outbox is damaged"))?;
+            let view: serde_json::Value =
+                view.and_then(|v| serde_json::from_str(&v).ok()).unwrap_or(serde_json::Value::Null);
+            let title = match kind {
+                DocKind::Report => view["title"].as_str().unwrap_or_default().to_string(),
+                DocKind::Patrol => view["started_at"]
+                    .as_i64()
+                    .map(|t| crate::tr!("{} 开始的巡查", "patrol started {}", crate::lang::when(t)))
+                    .unwrap_or_default(),
+            };
+            out.push(PendingDocument { doc, kind, title, changes: n as u64 });
+        }
+        Ok(out)
+    }
+
+    /// Everything `field status` shows.
+    pub fn device_state(&self) -> Result<DeviceState> {
+        let p = self.profile()?;
+        let pending_track_points: i64 =
+            self.conn.query_row("SELECT COUNT(*) FROM pending_track", [], |r| r.get(0))?;
+        let inbox_unread: i64 =
+            self.conn.query_row("SELECT COUNT(*) FROM inbox WHERE seen = 0", [], |r| r.get(0))?;
+        Ok(DeviceState {
+            user: p.whoami.user.clone(),
+            name: p.whoami.name.clone(),
+            role: p.whoami.role,
+            server: p.server.clone(),
+            device: p.device.clone(),
+            pending_changes: self.outbox_len()?,
+            pending_track_points: pending_track_points as u64,
+            pending: self.pending_documents()?,
+            last_attempt: p.last_sync.clone(),
+            last_success: p.last_success.clone(),
+            last_failure: p.last_failure.clone(),
+            active_patrol: p.active_patrol.clone(),
+            refused: self
+                .refusals(None)?
+                .into_iter()
+                .map(|r| RefusalRecord {
+                    doc: r.doc,
+                    hash: r.hash,
+                    code: r.code,
+                    message: r.message,
+                    at: r.at,
+                })
+                .collect(),
+            revoked: p.revoked,
+            inbox_unread: inbox_unread as u64,
+        })
+    }
+
+    /// Inbox entries, newest first: only the unseen ones unless `all`; `limit`/`offset` page them.
+    pub fn inbox(&self, all: bool, limit: usize, offset: usize) -> Result<Vec<InboxEntry>> {
+        let mut st = self.conn.prepare(
+            "SELECT id, at, kind, doc, title, by_user, detail, seen FROM inbox WHERE ?1 OR seen = 0
+             ORDER BY id DESC LIMIT ?2 OFFSET ?3",
+        )?;
+        let rows = st.query_map(params![all, limit as i64, offset as i64], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, Option<String>>(5)?,
+                r.get::<_, String>(6)?,
+                r.get::<_, bool>(7)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, at, kind, doc, title, by, detail, seen) = row?;
+            let kind: InboxKind = serde_json::from_value(serde_json::Value::String(kind))
+                .map_err(|_| anyhow!("the inbox is damaged"))?;
+            out.push(InboxEntry { id, at, kind, doc, title, by, detail, seen });
+        }
+        Ok(out)
+    }
+
+    /// Marks inbox entries as shown.
+    pub fn mark_seen(&mut self, ids: &[i64]) -> Result<()> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for id in ids {
+            tx.execute("UPDATE inbox SET seen = 1 WHERE id = ?1", [id])?;
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     pub fn outbox_len(&self) -> Result<u64> {
@@ -238,16 +399,31 @@ impl Home {
     }
 }
 
+/// New work on a revoked account's device could never be sent: say so before anything is written.
+pub fn refuse_if_revoked(p: &Profile) -> Result<()> {
+    if p.revoked {
+        bail!(
+            "{}",
+            crate::tr!(
+                "此账号已被管理员停用，本机不能再记录新工作。已有的未发送工作可用 field export --unsent 文件名 导出，交给管理员导入到新账号。",
+                "this account was revoked by an administrator, so this device records no new work. Export the unsent work with field export --unsent FILE for your administrator to import under another account."
+            )
+        );
+    }
+    Ok(())
+}
+
 fn profile_in(conn: &Connection, dir: &Path) -> Result<Profile> {
     let json: Option<String> =
         conn.query_row("SELECT json FROM profile WHERE id = 1", [], |r| r.get(0)).optional()?;
     let json = json.ok_or_else(|| {
-        anyhow!(
+        anyhow!(crate::tr!(
+            "这台设备还没有设置（数据目录：{}）。请运行：field init --server URL --token TOKEN",
             "this device is not set up yet (home: {}). Run: field init --server URL --token TOKEN",
             dir.display()
-        )
+        ))
     })?;
-    serde_json::from_str(&json).context("the stored profile is damaged")
+    serde_json::from_str(&json).context(crate::tr!("本机保存的设置已损坏", "the stored profile is damaged"))
 }
 
 /// Loads a document for editing with this device's actor.
@@ -256,7 +432,9 @@ pub fn load_in(conn: &Connection, id: &str, actor: &ActorId) -> Result<Option<(A
         .query_row("SELECT bytes, kind FROM docs WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     let Some((bytes, kind)) = row else { return Ok(None) };
-    let d = doc::load(&bytes, actor.clone()).map_err(|e| anyhow!("document {id} is damaged locally: {e}"))?;
+    let d = doc::load(&bytes, actor.clone()).map_err(|e| {
+        anyhow!(crate::tr!("本机的文档 {id} 已损坏：{e}", "document {id} is damaged locally: {e}"))
+    })?;
     Ok(Some((d, DocKind::parse(&kind).ok_or_else(|| anyhow!("document {id} has an unknown kind"))?)))
 }
 
@@ -276,6 +454,17 @@ pub fn record_local(
         ins.execute(params![hash_hex(&c.hash()), id, kind.as_str(), c.raw_bytes()])?;
     }
     Ok(())
+}
+
+/// Adds an inbox entry (inside the caller's transaction) and returns it.
+pub fn add_inbox(conn: &Connection, mut e: InboxEntry) -> Result<InboxEntry> {
+    let kind = serde_json::to_value(e.kind)?;
+    conn.execute(
+        "INSERT INTO inbox (at, kind, doc, title, by_user, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![e.at, kind.as_str().unwrap_or_default(), e.doc, e.title, e.by, e.detail],
+    )?;
+    e.id = conn.last_insert_rowid();
+    Ok(e)
 }
 
 pub fn save_profile_in(conn: &Connection, p: &Profile) -> Result<()> {
@@ -301,13 +490,13 @@ pub fn view_json(kind: DocKind, d: &AutoCommit) -> Result<(String, i64)> {
     })
 }
 
-/// Writes a document and its view (inside the caller's transaction).
-pub fn store_doc(conn: &Connection, id: &str, kind: DocKind, d: &mut AutoCommit) -> Result<()> {
+/// Writes a document and its view (inside the caller's transaction); returns the view's JSON.
+pub fn store_doc(conn: &Connection, id: &str, kind: DocKind, d: &mut AutoCommit) -> Result<String> {
     let (view, sort_key) = view_json(kind, d)?;
     conn.execute(
         "INSERT INTO docs (id, kind, bytes, view, sort_key) VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT(id) DO UPDATE SET bytes = excluded.bytes, view = excluded.view, sort_key = excluded.sort_key",
         params![id, kind.as_str(), d.save(), view, sort_key],
     )?;
-    Ok(())
+    Ok(view)
 }

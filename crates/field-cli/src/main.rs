@@ -1,7 +1,10 @@
 //! `field`: the offline-first client for grid workers, hub operators and admins.
 
 mod admin;
+mod export;
 mod home;
+mod inbox;
+mod lang;
 mod patrol;
 mod report;
 mod show;
@@ -13,9 +16,9 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{CommandFactory, Parser, Subcommand};
 use gridsync_core::doc::Author;
-use gridsync_core::protocol::{DeviceRegistered, DeviceRegistration};
+use gridsync_core::protocol::{DeviceRegistered, DeviceRegistration, ServerInfo};
 
-use crate::home::{Home, Profile};
+use crate::home::{Home, Profile, save_profile_in};
 
 #[derive(Parser)]
 #[command(name = "field", version, about = "Gridsync field client: work offline, sync when there is signal")]
@@ -23,30 +26,38 @@ struct Cli {
     /// Where this device keeps its data (default: $GRIDSYNC_HOME, else the platform data folder).
     #[arg(long, global = true)]
     home: Option<PathBuf>,
+    /// Language of messages and tables: zh (default) or en; else GRIDSYNC_LANG or an English LANG.
+    #[arg(long, global = true)]
+    lang: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Register this device with the server (needs signal once).
+    /// Register this device with the server (needs signal once); on a set-up device, --server
+    /// alone moves it to the server's new address.
     Init {
+        /// The server's address, http://… or https://….
         #[arg(long)]
         server: String,
-        /// The token an admin gave you.
-        #[arg(long)]
-        token: String,
+        /// The enrolment token an admin gave you (better: GRIDSYNC_TOKEN, or '-' to read it from
+        /// standard input, so it stays out of the shell history).
+        #[arg(long, env = "GRIDSYNC_TOKEN", hide_env_values = true)]
+        token: Option<String>,
         /// A name for this device that admins will see.
         #[arg(long, default_value = "field device")]
         label: String,
     },
     /// Who this device belongs to.
     Whoami {
+        /// Print JSON (schemas/whoami.schema.json).
         #[arg(long)]
         json: bool,
     },
-    /// What waits to be sent, the last sync, refused changes.
+    /// What waits to be sent (per report), the last good sync and the last failure, refusals.
     Status {
+        /// Print JSON (schemas/device-state.schema.json).
         #[arg(long)]
         json: bool,
         /// You have read the refusals: stop listing them (the reports keep their history).
@@ -64,6 +75,7 @@ enum Command {
     Queue(report::QueueCommand),
     /// Send your work and receive others' (needs signal).
     Sync {
+        /// Print JSON (schemas/sync-outcome.schema.json), on failure too.
         #[arg(long)]
         json: bool,
         /// How many times to retry a broken connection.
@@ -73,11 +85,37 @@ enum Command {
         #[arg(long, hide = true)]
         page_bytes: Option<u64>,
     },
+    /// What syncs brought for you: returned reports, decisions set aside, items resolved, closed,
+    /// escalated away or new in your queue. Shows the new ones once; --all the history.
+    Inbox {
+        /// The whole history, not only what you have not seen.
+        #[arg(long)]
+        all: bool,
+        /// Most entries to show, newest first.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Entries to skip first (for paging).
+        #[arg(long, default_value_t = 0)]
+        offset: usize,
+        /// Print JSON (schemas/inbox.schema.json).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write this device's unsent work to a file, for an admin to import under another account
+    /// (gridsync-server import-unsent FILE --as USER) when this account was revoked.
+    Export {
+        /// The file to write.
+        #[arg(long, value_name = "FILE")]
+        unsent: PathBuf,
+    },
     /// Sync state of devices and documents (admins).
     #[command(subcommand)]
     Admin(admin::AdminCommand),
     /// Print shell completions.
-    Completions { shell: clap_complete::Shell },
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> ExitCode {
@@ -93,10 +131,17 @@ fn main() -> ExitCode {
         if msg.contains("Broken pipe") {
             std::process::exit(0);
         }
-        eprintln!("field: an internal error stopped this command (work saved before it is safe): {msg}");
+        eprintln!(
+            "field: {}: {msg}",
+            tr!(
+                "内部错误中止了这条命令（之前已保存的工作是安全的）",
+                "an internal error stopped this command (work saved before it is safe)"
+            )
+        );
     }));
     match try_main() {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<Quiet>() => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("field: {e:#}");
             ExitCode::FAILURE
@@ -119,6 +164,7 @@ pub fn author(p: &Profile) -> Author {
 
 fn try_main() -> Result<()> {
     let cli = Cli::parse();
+    lang::choose(cli.lang.as_deref()).map_err(|e| anyhow!(e))?;
     if let Command::Completions { shell } = cli.command {
         clap_complete::generate(shell, &mut Cli::command(), "field", &mut std::io::stdout());
         return Ok(());
@@ -126,75 +172,155 @@ fn try_main() -> Result<()> {
     let dir = home::resolve_dir(cli.home);
     if !matches!(cli.command, Command::Init { .. }) && !dir.join("field.sqlite3").exists() {
         bail!(
-            "this device is not set up yet (home: {}). Run: field init --server URL --token TOKEN",
-            dir.display()
+            "{}",
+            tr!(
+                "这台设备还没有设置（数据目录：{}）。请运行：field init --server URL --token TOKEN",
+                "this device is not set up yet (home: {}). Run: field init --server URL --token TOKEN",
+                dir.display()
+            )
         );
     }
     let mut home = Home::open(&dir)?;
+    if home.has_profile()? {
+        lang::set_utc_offset_ms(home.profile()?.org.utc_offset_ms());
+    }
     match cli.command {
-        Command::Init { server, token, label } => init(&mut home, &server, &token, &label),
+        Command::Init { server, token, label } => init(&mut home, &server, token.as_deref(), &label),
         Command::Whoami { json } => {
             let p = home.profile()?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&p.whoami)?);
-            } else {
-                println!(
+                return show::json(&p.whoami);
+            }
+            println!(
+                "{}",
+                tr!(
+                    "{}（{}），{}，范围：{}；设备 {}，服务器 {}",
                     "{} ({}), {} — scope {} — device {} on {}",
-                    p.whoami.name,
+                    lang::clean(&p.whoami.name),
                     p.whoami.user,
-                    p.whoami.role.as_str(),
+                    lang::role(p.whoami.role),
                     p.whoami.scope.describe(),
                     p.device,
                     p.server
-                );
-            }
+                )
+            );
             Ok(())
         }
         Command::Status { json, clear_refused } => {
             if clear_refused {
                 let n = home.write(|tx, _| Ok(tx.execute("DELETE FROM refusals", [])?))?;
-                println!("cleared {n} refusal(s)");
+                println!("{}", tr!("已清除 {n} 条拒收记录", "cleared {n} refusal(s)"));
                 return Ok(());
             }
-            show::status(&home, json)
+            show::status(&home.device_state()?, json)
         }
         Command::Report(c) => report::run(&mut home, c),
         Command::Patrol(c) => patrol::run(&mut home, c),
         Command::Queue(c) => report::run_queue(&mut home, c),
         Command::Sync { json, retries, page_bytes } => {
-            let s = sync::sync(&mut home, retries, page_bytes)?;
-            show::sync_summary(&s, json)
+            let (outcome, result) = sync::sync(&mut home, retries, page_bytes, !json);
+            if json {
+                show::json(&outcome)?;
+                // The JSON says what failed; the exit status says that something did.
+                return result.map_err(|_| anyhow::Error::new(Quiet));
+            }
+            if result.is_ok() || outcome.round_trips > 0 {
+                show::sync_outcome(&outcome, false)?;
+            }
+            result?;
+            if let Some(ids) =
+                (!outcome.inbox.is_empty()).then(|| outcome.inbox.iter().map(|e| e.id).collect::<Vec<_>>())
+            {
+                home.mark_seen(&ids)?;
+            }
+            Ok(())
         }
+        Command::Inbox { all, limit, offset, json } => {
+            let entries = home.inbox(all, limit, offset)?;
+            show::inbox(&entries, json)?;
+            let unseen: Vec<i64> = entries.iter().filter(|e| !e.seen).map(|e| e.id).collect();
+            home.mark_seen(&unseen)
+        }
+        Command::Export { unsent } => export::unsent(&home, &unsent),
         Command::Admin(c) => admin::run(&mut home, c),
         Command::Completions { .. } => Ok(()),
     }
 }
 
-fn init(home: &mut Home, server: &str, token: &str, label: &str) -> Result<()> {
-    if home.has_profile()? {
-        let p = home.profile()?;
+/// An error already reported (as JSON on standard output): exit 1 without another message.
+#[derive(Debug)]
+struct Quiet;
+
+impl std::fmt::Display for Quiet {
+    fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        Ok(())
+    }
+}
+
+impl std::error::Error for Quiet {}
+
+/// The token: the flag or GRIDSYNC_TOKEN, or standard input for `-`.
+fn read_token(given: Option<&str>) -> Result<String> {
+    let token = match given {
+        Some("-") => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).context(tr!("读不到令牌", "cannot read the token"))?;
+            line
+        }
+        Some(t) => t.to_string(),
+        None => bail!(
+            "{}",
+            tr!(
+                "需要管理员给你的令牌：--token -（从标准输入读取）或环境变量 GRIDSYNC_TOKEN",
+                "the token an admin gave you is needed: --token - (read from standard input) or GRIDSYNC_TOKEN"
+            )
+        ),
+    };
+    let token = token.trim().to_string();
+    if token.is_empty() {
+        bail!("{}", tr!("令牌是空的", "the token is empty"));
+    }
+    Ok(token)
+}
+
+fn init(home: &mut Home, server: &str, token: Option<&str>, label: &str) -> Result<()> {
+    if !(server.starts_with("http://") || server.starts_with("https://")) {
         bail!(
-            "this home ({}) is already set up for {} on {}. Use another --home for another device.",
-            home.dir.display(),
-            p.whoami.user,
-            p.server
+            "{}",
+            tr!(
+                "服务器地址必须以 http:// 或 https:// 开头（收到的是 {:?}）",
+                "the server address must start with http:// or https:// (got {:?})",
+                lang::clean(server)
+            )
         );
     }
-    if !(server.starts_with("http://") || server.starts_with("https://")) {
-        bail!("the server address must start with http:// or https:// (got {server:?})");
+    if home.has_profile()? {
+        return move_server(home, server);
+    }
+    let token = read_token(token)?;
+    let label = label.trim();
+    if label.chars().count() > gridsync_core::validate::MAX_LABEL_CHARS {
+        bail!(
+            "{}",
+            tr!(
+                "设备名称最多 {} 个字",
+                "a device label has at most {} characters",
+                gridsync_core::validate::MAX_LABEL_CHARS
+            )
+        );
     }
     // A fresh actor for a fresh store: never reuse one, or the server would see duplicate sequences.
     let mut actor = [0u8; 16];
     rand::RngCore::fill_bytes(&mut rand::rng(), &mut actor);
     let actor_hex = hex::encode(actor);
-    let mut client = sync::Client::new(server, token, 2)?;
+    let mut client = sync::Client::new(server, &token, 2)?;
     let reg: DeviceRegistered = client
         .call(
             "POST",
             "/v1/devices",
             Some(&DeviceRegistration { actor: actor_hex.clone(), label: label.to_string() }),
         )
-        .context("could not register this device")?;
+        .context(tr!("无法注册这台设备", "could not register this device"))?;
     let p = Profile {
         server: server.trim_end_matches('/').to_string(),
         device: reg.device,
@@ -204,16 +330,76 @@ fn init(home: &mut Home, server: &str, token: &str, label: &str) -> Result<()> {
         org: reg.org,
         cursor: 0,
         last_sync: None,
+        last_success: None,
+        last_failure: None,
+        revoked: false,
+        server_id: reg.server_id,
         active_patrol: None,
         policy: reg.policy,
     };
     home.save_profile(&p)?;
+    lang::set_utc_offset_ms(p.org.utc_offset_ms());
     println!(
-        "This device is set up for {} ({}, {}). Data: {}",
-        p.whoami.name,
-        p.whoami.user,
-        p.whoami.role.as_str(),
-        home.dir.display()
+        "{}",
+        tr!(
+            "这台设备已设置给 {}（{}，{}）。数据目录：{}",
+            "This device is set up for {} ({}, {}). Data: {}",
+            lang::clean(&p.whoami.name),
+            p.whoami.user,
+            lang::role(p.whoami.role),
+            home.dir.display()
+        )
+    );
+    Ok(())
+}
+
+/// `field init --server NEW` on a set-up home: follow the same server to its new address, keeping
+/// every document and the outbox; refuse when the address answers as another server.
+fn move_server(home: &mut Home, server: &str) -> Result<()> {
+    let p = home.profile()?;
+    let server = server.trim_end_matches('/').to_string();
+    if server == p.server {
+        println!("{}", tr!("这台设备已经连接 {}", "this device already syncs with {}", server));
+        return Ok(());
+    }
+    let mut client = sync::Client::new(&server, &p.token, 2)?;
+    let info: ServerInfo = client.call("GET", "/v1/server", None::<&()>).context(tr!(
+        "新地址 {} 没有回答",
+        "the new address {} did not answer",
+        server
+    ))?;
+    // A device token is known only to the server that issued it: the server must say it is ours.
+    let me: gridsync_core::protocol::WhoAmI = client.call("GET", "/v1/whoami", None::<&()>).map_err(|_| {
+        anyhow!(tr!(
+            "{} 是另一台服务器（不认识这台设备），数据保持不变。换服务器请用新的数据目录：field --home 新目录 init …",
+            "{} is another server (it does not know this device); nothing changed. For another server use a new home: field --home DIR init …",
+            server
+        ))
+    })?;
+    let same_id = p.server_id.is_empty() || p.server_id == info.server_id;
+    if !same_id || me.device.as_deref() != Some(p.device.as_str()) {
+        bail!(
+            "{}",
+            tr!(
+                "{} 是另一台服务器，数据保持不变。换服务器请用新的数据目录：field --home 新目录 init …",
+                "{} is another server; nothing changed. For another server use a new home: field --home DIR init …",
+                server
+            )
+        );
+    }
+    home.write(|tx, p| {
+        save_profile_in(
+            tx,
+            &Profile { server: server.clone(), server_id: info.server_id.clone(), ..p.clone() },
+        )
+    })?;
+    println!(
+        "{}",
+        tr!(
+            "服务器已迁到 {}，本机数据全部保留；运行 field sync 继续同步",
+            "the server moved to {}; everything on this device is kept. Run field sync to carry on",
+            server
+        )
     );
     Ok(())
 }
@@ -226,7 +412,10 @@ pub fn parse_party(s: &str) -> Result<gridsync_core::report::Party> {
         None => (s.trim(), None),
     };
     if name.is_empty() {
-        return Err(anyhow!("a party needs a name: --party NAME or --party NAME:CONTACT"));
+        return Err(anyhow!(tr!(
+            "当事人要有名字：--party 姓名 或 --party 姓名:电话",
+            "a party needs a name: --party NAME or --party NAME:CONTACT"
+        )));
     }
     Ok(gridsync_core::report::Party { name: name.to_string(), contact })
 }

@@ -9,64 +9,94 @@ use rusqlite::params;
 
 use crate::home::{Home, Profile, record_local, save_profile_in};
 use crate::report::short;
-use crate::{author, now_ms, show, sync};
+use crate::{author, lang, now_ms, show, sync, tr};
 use gridsync_core::org::Role;
+use gridsync_core::validate;
 
 #[derive(Subcommand)]
 pub enum PatrolCommand {
     /// Start a patrol; later patrol commands act on it until it ends.
     Start {
+        /// Someone patrolling with you (repeat for several).
         #[arg(long)]
         companion: Vec<String>,
+        /// The grid (needed only when you cover several).
         #[arg(long)]
         grid: Option<String>,
     },
     /// Check in at a place.
     Checkin {
+        /// The place, in words.
         #[arg(long)]
         place: String,
+        /// Latitude (with --lon).
         #[arg(long, allow_negative_numbers = true)]
         lat: Option<f64>,
+        /// Longitude (with --lat).
         #[arg(long, allow_negative_numbers = true)]
         lon: Option<f64>,
     },
     /// Record one track point.
     Track {
+        /// Latitude, decimal degrees.
         #[arg(long, allow_negative_numbers = true)]
         lat: f64,
+        /// Longitude, decimal degrees.
         #[arg(long, allow_negative_numbers = true)]
         lon: f64,
     },
-    /// Import a track from a GPX file or a CSV of lat,lon[,time].
-    Import { file: std::path::PathBuf },
+    /// Import a track from a GPX file or a CSV of lat,lon[,time]; points already recorded are skipped.
+    Import {
+        /// The GPX or CSV file.
+        file: std::path::PathBuf,
+    },
     /// Record a household visit (走访).
     Visit {
+        /// The household visited.
         #[arg(long)]
         household: String,
     },
     /// Add to the patrol's narrative.
-    Note { text: String },
-    /// Link a report found on this patrol.
-    Finding { report: String },
+    Note {
+        /// The text to add.
+        text: String,
+    },
+    /// Link a report found on this patrol (linking it again changes nothing).
+    Finding {
+        /// The report's id (or part of it).
+        report: String,
+    },
     /// End the patrol.
     End,
-    /// List patrols on this device.
+    /// List patrols on this device, newest first.
     List {
+        /// Most patrols to list.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Patrols to skip first (for paging).
+        #[arg(long, default_value_t = 0)]
+        offset: usize,
+        /// Print JSON (schemas/patrol-list.schema.json).
         #[arg(long)]
         json: bool,
     },
     /// Show a patrol (the current one by default).
     Show {
+        /// The patrol's id (or part of it).
         id: Option<String>,
+        /// Print JSON (schemas/patrol-view.schema.json).
         #[arg(long)]
         json: bool,
     },
 }
 
 fn active(home: &Home) -> Result<String> {
-    home.profile()?
-        .active_patrol
-        .ok_or_else(|| anyhow!("no patrol is under way; start one with: field patrol start"))
+    home.profile()?.active_patrol.ok_or_else(|| {
+        anyhow!(tr!(
+            "没有进行中的巡查；先开始一次：field patrol start",
+            "no patrol is under way; start one with: field patrol start"
+        ))
+    })
 }
 
 fn edit(home: &mut Home, id: &str, e: PatrolEdit) -> Result<()> {
@@ -81,20 +111,47 @@ pub fn run(home: &mut Home, c: PatrolCommand) -> Result<()> {
     match c {
         PatrolCommand::Start { companion, grid } => {
             let id = home.write(|tx, profile| {
+                crate::home::refuse_if_revoked(profile)?;
                 if !matches!(profile.whoami.role, Role::GridWorker | Role::GridAssistant) {
-                    bail!("patrols are recorded by grid workers and assistants");
+                    bail!(
+                        "{}",
+                        tr!(
+                            "巡查由网格员和协管员记录",
+                            "patrols are recorded by grid workers and assistants"
+                        )
+                    );
                 }
                 if let Some(p) = &profile.active_patrol {
-                    bail!("patrol {} is still under way; end it first with: field patrol end", short(p));
+                    bail!(
+                        "{}",
+                        tr!(
+                            "巡查 {} 还在进行中；先结束它：field patrol end",
+                            "patrol {} is still under way; end it first with: field patrol end",
+                            short(p)
+                        )
+                    );
+                }
+                for c in &companion {
+                    crate::report::check_len(
+                        "同行人姓名",
+                        "a companion's name",
+                        c,
+                        validate::MAX_NAME_CHARS,
+                    )?;
                 }
                 let grids = &profile.org.grids;
                 let grid = match grid {
-                    Some(g) => grids
-                        .iter()
-                        .find(|x| x.id == g)
-                        .ok_or_else(|| anyhow!("grid {g} is not one of yours"))?,
+                    Some(g) => grids.iter().find(|x| x.id == g).ok_or_else(|| {
+                        anyhow!(tr!("网格 {} 不归你管", "grid {} is not one of yours", lang::cell(&g, 30)))
+                    })?,
                     None if grids.len() == 1 => &grids[0],
-                    None => bail!("you cover several grids; say which with --grid"),
+                    None => bail!(
+                        "{}",
+                        tr!(
+                            "你负责多个网格；请用 --grid 指明",
+                            "you cover several grids; say which with --grid"
+                        )
+                    ),
                 };
                 let id = uuid::Uuid::now_v7().to_string();
                 let mut d = start_patrol(
@@ -114,22 +171,24 @@ pub fn run(home: &mut Home, c: PatrolCommand) -> Result<()> {
             Ok(())
         }
         PatrolCommand::Checkin { place, lat, lon } => {
-            if lat.is_some() != lon.is_some() {
-                bail!("give both --lat and --lon, or neither");
+            crate::report::check_len("地点", "the place", &place, validate::MAX_ADDRESS_CHARS)?;
+            match (lat, lon) {
+                (Some(a), Some(o)) => crate::report::check_position(&home.profile()?.org, a, o)?,
+                (None, None) => {}
+                _ => bail!(
+                    "{}",
+                    tr!("--lat 和 --lon 要一起给，或都不给", "give both --lat and --lon, or neither")
+                ),
             }
             let id = active(home)?;
             edit(home, &id, PatrolEdit::CheckIn(CheckIn { place, lat, lon, at: now_ms() }))?;
-            println!("checked in (saved)");
+            println!("{}", tr!("已打卡（已保存）", "checked in (saved)"));
             Ok(())
         }
         PatrolCommand::Track { lat, lon } => {
-            if !(lat.is_finite()
-                && lon.is_finite()
-                && (-90.0..=90.0).contains(&lat)
-                && (-180.0..=180.0).contains(&lon))
-            {
-                bail!("{lat},{lon} is not a position on Earth");
-            }
+            let profile = home.profile()?;
+            crate::home::refuse_if_revoked(&profile)?;
+            crate::report::check_position(&profile.org, lat, lon)?;
             let id = active(home)?;
             home.conn.execute(
                 "INSERT INTO pending_track (patrol_id, lat, lon, at) VALUES (?1, ?2, ?3, ?4)",
@@ -143,38 +202,85 @@ pub fn run(home: &mut Home, c: PatrolCommand) -> Result<()> {
             if waiting as usize >= gridsync_core::patrol::TRACK_CHUNK_POINTS {
                 sync::flush_track(home)?;
             }
-            println!("track point saved");
+            println!("{}", tr!("轨迹点已保存", "track point saved"));
             Ok(())
         }
         PatrolCommand::Import { file } => {
             let id = active(home)?;
-            let text =
-                std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| tr!("读不到 {}", "cannot read {}", file.display()))?;
             let points = parse_track(&text, now_ms()).with_context(|| {
-                format!("{} is not a GPX file or a CSV of lat,lon[,time]", file.display())
+                tr!(
+                    "{} 不是 GPX 文件，也不是 纬度,经度[,时间] 的 CSV",
+                    "{} is not a GPX file or a CSV of lat,lon[,time]",
+                    file.display()
+                )
             })?;
-            let n = points.len();
-            edit(home, &id, PatrolEdit::Track(points))?;
-            println!("imported {n} track points");
+            let org = home.profile()?.org;
+            if let Some(p) = points.iter().find(|p| validate::check_location(&org, p.lat, p.lon).is_err()) {
+                crate::report::check_position(&org, p.lat, p.lon)?;
+            }
+            // A point already recorded (packed or waiting) is not recorded twice: importing the
+            // same file again adds nothing.
+            let mut known: std::collections::HashSet<(u64, u64, i64)> =
+                pending_points(home, &id)?.iter().map(point_key).collect();
+            if let Some(v) = patrol_views(home)?.into_iter().find(|v| v.id == id) {
+                known.extend(v.track.iter().map(point_key));
+            }
+            let total = points.len();
+            let fresh: Vec<TrackPoint> = points.into_iter().filter(|p| known.insert(point_key(p))).collect();
+            let n = fresh.len();
+            if n > 0 {
+                edit(home, &id, PatrolEdit::Track(fresh))?;
+            }
+            if n < total {
+                println!(
+                    "{}",
+                    tr!(
+                        "导入 {n} 个轨迹点（另有 {} 个之前已记录，跳过）",
+                        "imported {n} track points ({} already recorded, skipped)",
+                        total - n
+                    )
+                );
+            } else {
+                println!("{}", tr!("导入 {n} 个轨迹点", "imported {n} track points"));
+            }
             Ok(())
         }
         PatrolCommand::Visit { household } => {
+            crate::report::check_len("走访对象", "the household", &household, validate::MAX_ADDRESS_CHARS)?;
             let id = active(home)?;
             edit(home, &id, PatrolEdit::Visit(household))?;
-            println!("visit recorded (saved)");
+            println!("{}", tr!("走访已记录（已保存）", "visit recorded (saved)"));
             Ok(())
         }
         PatrolCommand::Note { text } => {
+            crate::report::check_len("巡查记述", "the note", &text, validate::MAX_NOTE_CHARS)?;
             let id = active(home)?;
             edit(home, &id, PatrolEdit::Narrative(text))?;
-            println!("added to the narrative (saved)");
+            println!("{}", tr!("已添加到巡查记述（已保存）", "added to the narrative (saved)"));
             Ok(())
         }
         PatrolCommand::Finding { report } => {
             let id = active(home)?;
             let report = home.resolve_id(DocKind::Report, &report)?;
+            let linked = patrol_views(home)?
+                .into_iter()
+                .find(|v| v.id == id)
+                .is_some_and(|v| v.findings.contains(&report));
+            if linked {
+                println!(
+                    "{}",
+                    tr!(
+                        "事件 {} 已经关联过，没有变化",
+                        "report {} is linked already; nothing changed",
+                        short(&report)
+                    )
+                );
+                return Ok(());
+            }
             edit(home, &id, PatrolEdit::Finding(report))?;
-            println!("finding linked (saved)");
+            println!("{}", tr!("已关联发现的事件（已保存）", "finding linked (saved)"));
             Ok(())
         }
         PatrolCommand::End => {
@@ -187,11 +293,18 @@ pub fn run(home: &mut Home, c: PatrolCommand) -> Result<()> {
             home.write(|tx, profile| {
                 save_profile_in(tx, &Profile { active_patrol: None, ..profile.clone() })
             })?;
-            println!("patrol {} ended (saved; it is sent at the next 'field sync')", short(&id));
+            println!(
+                "{}",
+                tr!(
+                    "巡查 {} 已结束（已保存，下次 field sync 时发送）",
+                    "patrol {} ended (saved; it is sent at the next 'field sync')",
+                    short(&id)
+                )
+            );
             Ok(())
         }
-        PatrolCommand::List { json } => {
-            let views = patrol_views(home)?;
+        PatrolCommand::List { limit, offset, json } => {
+            let views: Vec<PatrolView> = patrol_views(home)?.into_iter().skip(offset).take(limit).collect();
             show::patrol_list(&views, json)
         }
         PatrolCommand::Show { id, json } => {
@@ -199,19 +312,30 @@ pub fn run(home: &mut Home, c: PatrolCommand) -> Result<()> {
                 Some(i) => home.resolve_id(DocKind::Patrol, &i)?,
                 None => active(home)?,
             };
-            let mut view =
-                patrol_views(home)?.into_iter().find(|v| v.id == id).ok_or_else(|| anyhow!("gone"))?;
+            let mut view = patrol_views(home)?
+                .into_iter()
+                .find(|v| v.id == id)
+                .ok_or_else(|| anyhow!(tr!("巡查 {id} 不在本机", "patrol {id} is not on this device")))?;
             // Points recorded but not yet packed into the document.
-            let mut st = home
-                .conn
-                .prepare("SELECT lat, lon, at FROM pending_track WHERE patrol_id = ?1 ORDER BY id")?;
-            let pending: Vec<TrackPoint> = st
-                .query_map([&id], |r| Ok(TrackPoint { lat: r.get(0)?, lon: r.get(1)?, at: r.get(2)? }))?
-                .collect::<Result<_, _>>()?;
-            view.track.extend(pending);
+            view.track.extend(pending_points(home, &id)?);
             show::patrol(&view, json)
         }
     }
+}
+
+/// Track points recorded for a patrol but not yet packed into its document.
+fn pending_points(home: &Home, id: &str) -> Result<Vec<TrackPoint>> {
+    let mut st =
+        home.conn.prepare("SELECT lat, lon, at FROM pending_track WHERE patrol_id = ?1 ORDER BY id")?;
+    let points = st
+        .query_map([id], |r| Ok(TrackPoint { lat: r.get(0)?, lon: r.get(1)?, at: r.get(2)? }))?
+        .collect::<Result<_, _>>()?;
+    Ok(points)
+}
+
+/// What makes two track points the same point.
+fn point_key(p: &TrackPoint) -> (u64, u64, i64) {
+    (p.lat.to_bits(), p.lon.to_bits(), p.at)
 }
 
 fn patrol_views(home: &Home) -> Result<Vec<PatrolView>> {

@@ -14,26 +14,35 @@ use gridsync_core::report::{
 use gridsync_core::validate::check_action;
 
 use crate::home::Home;
-use crate::{author, now_ms, parse_party, show};
+use crate::{author, lang, now_ms, parse_party, show, tr};
+use gridsync_core::validate;
 
 #[derive(Subcommand)]
 pub enum ReportCommand {
     /// File a new report; prints its id.
     New {
-        /// dispute, request, suggestion, public_security, fire, safety, sanitation, other (or the Chinese label).
+        /// dispute, request, suggestion, public_security, fire, safety, sanitation, other (or the Chinese label, e.g. 矛盾纠纷).
         #[arg(long)]
         category: String,
+        /// A short title (at most 200 characters).
         #[arg(long)]
         title: String,
-        #[arg(long, default_value = "")]
+        /// What happened, in full.
+        #[arg(long, default_value = "", conflicts_with = "description_file")]
         description: String,
-        /// low, normal, high or critical.
+        /// Read the description from a file ('-' for standard input).
+        #[arg(long, value_name = "FILE")]
+        description_file: Option<std::path::PathBuf>,
+        /// low (低), normal (一般), high (急) or critical (紧急).
         #[arg(long, default_value = "normal")]
         urgency: String,
+        /// Latitude, decimal degrees (with --lon); must lie in the county.
         #[arg(long, allow_negative_numbers = true)]
         lat: Option<f64>,
+        /// Longitude, decimal degrees (with --lat).
         #[arg(long, allow_negative_numbers = true)]
         lon: Option<f64>,
+        /// Where it happened, in words.
         #[arg(long)]
         address: Option<String>,
         /// A party to a dispute: NAME or NAME:CONTACT (repeat for several).
@@ -43,43 +52,69 @@ pub enum ReportCommand {
         #[arg(long)]
         grid: Option<String>,
     },
-    /// List reports on this device.
+    /// List reports on this device, newest first.
     List {
+        /// Only this status: open, escalated, accepted, dispatched, resolved, closed or cancelled.
         #[arg(long)]
         status: Option<String>,
+        /// Only this level: grid, town or county.
         #[arg(long)]
         level: Option<String>,
+        /// Only this category (code or Chinese label).
         #[arg(long)]
         category: Option<String>,
+        /// Most reports to list.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Reports to skip first (for paging).
+        #[arg(long, default_value_t = 0)]
+        offset: usize,
+        /// Print JSON (schemas/report-list.schema.json).
         #[arg(long)]
         json: bool,
     },
     /// Everything about one report.
     Show {
-        /// The id, or its first characters.
+        /// The id, or any 4 or more of its characters (the short id in lists).
         id: String,
+        /// Print JSON (schemas/report-view.schema.json).
         #[arg(long)]
         json: bool,
     },
     /// Change a report's fields.
     Edit(EditArgs),
     /// Add a note.
-    Note { id: String, text: String },
+    Note {
+        /// The report's id (or part of it).
+        id: String,
+        /// The note; or use --file.
+        #[arg(required_unless_present = "file")]
+        text: Option<String>,
+        /// Read the note from a file ('-' for standard input).
+        #[arg(long, value_name = "FILE", conflicts_with = "text")]
+        file: Option<std::path::PathBuf>,
+    },
     /// Settle it on the spot (自办自结).
     Resolve {
+        /// The report's id (or part of it).
         id: String,
+        /// How it was settled.
         #[arg(long)]
         note: String,
     },
     /// Hand it one level up (上报): from the grid to the town hub; from the town to the county.
     Escalate {
+        /// The report's id (or part of it).
         id: String,
+        /// Why the grid cannot settle it.
         #[arg(long)]
         reason: String,
     },
     /// Withdraw a report filed by mistake.
     Cancel {
+        /// The report's id (or part of it).
         id: String,
+        /// Why it is withdrawn.
         #[arg(long)]
         reason: String,
     },
@@ -87,23 +122,36 @@ pub enum ReportCommand {
 
 #[derive(Args)]
 pub struct EditArgs {
+    /// The report's id (or part of it).
     id: String,
+    /// A new title (at most 200 characters).
     #[arg(long)]
     title: Option<String>,
-    #[arg(long)]
+    /// A new description.
+    #[arg(long, conflicts_with = "description_file")]
     description: Option<String>,
+    /// Read the new description from a file ('-' for standard input).
+    #[arg(long, value_name = "FILE")]
+    description_file: Option<std::path::PathBuf>,
+    /// A new category (code or Chinese label).
     #[arg(long)]
     category: Option<String>,
+    /// A new urgency: low, normal, high or critical.
     #[arg(long)]
     urgency: Option<String>,
+    /// New latitude (with --lon).
     #[arg(long, allow_negative_numbers = true)]
     lat: Option<f64>,
+    /// New longitude (with --lat).
     #[arg(long, allow_negative_numbers = true)]
     lon: Option<f64>,
+    /// A new address.
     #[arg(long)]
     address: Option<String>,
+    /// Add a party: NAME or NAME:CONTACT (repeat for several). Parties are never removed.
     #[arg(long)]
     party: Vec<String>,
+    /// How many people are involved, when it differs from the parties listed.
     #[arg(long)]
     head_count: Option<i64>,
 }
@@ -118,27 +166,45 @@ pub enum QueueCommand {
         /// Ask the server (needs signal): its clock, and who holds a claim on each item.
         #[arg(long)]
         server: bool,
+        /// Most items to list.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Items to skip first (for paging).
+        #[arg(long, default_value_t = 0)]
+        offset: usize,
+        /// Print JSON (schemas/queue.schema.json).
         #[arg(long)]
         json: bool,
     },
     /// Claim it so no other operator works it at the same time (needs the server; renew by claiming again).
-    Claim { id: String },
+    Claim {
+        /// The report's id (or part of it).
+        id: String,
+    },
     /// Give up your claim.
-    Release { id: String },
+    Release {
+        /// The report's id (or part of it).
+        id: String,
+    },
     /// Take it on (受理).
     Accept {
+        /// The report's id (or part of it).
         id: String,
+        /// A remark to go with it.
         #[arg(long, default_value = "")]
         note: String,
     },
     /// Refuse it (不予受理); it goes back down.
     Reject {
+        /// The report's id (or part of it).
         id: String,
+        /// Why it is refused.
         #[arg(long)]
         reason: String,
     },
     /// Send it to a department (派遣).
     Dispatch {
+        /// The report's id (or part of it).
         id: String,
         /// The department that handles it, e.g. 城管办 or 派出所.
         #[arg(long)]
@@ -146,31 +212,41 @@ pub enum QueueCommand {
     },
     /// The department hands back a wrong dispatch (退办).
     HandBack {
+        /// The report's id (or part of it).
         id: String,
+        /// Why it is handed back.
         #[arg(long)]
         reason: String,
     },
     /// Mark it handled (处置).
     Resolve {
+        /// The report's id (or part of it).
         id: String,
+        /// How it was handled.
         #[arg(long)]
         note: String,
     },
     /// A failed check: back to the department (返工).
     Rework {
+        /// The report's id (or part of it).
         id: String,
+        /// What the check found.
         #[arg(long)]
         reason: String,
     },
     /// Hand it one level up: from the town to the county (县应); from a grid to the town.
     Escalate {
+        /// The report's id (or part of it).
         id: String,
+        /// Why it goes up.
         #[arg(long)]
         reason: String,
     },
     /// Close it after the check and return visit (结案).
     Close {
+        /// The report's id (or part of it).
         id: String,
+        /// A closing remark.
         #[arg(long, default_value = "")]
         note: String,
     },
@@ -180,8 +256,73 @@ fn parse_category(s: &str) -> Result<Category> {
     Category::parse_any(s).ok_or_else(|| {
         let all: Vec<String> =
             Category::ALL.iter().map(|c| format!("{} ({})", c.as_str(), c.label_zh())).collect();
-        anyhow!("unknown category {s:?}; use one of: {}", all.join(", "))
+        anyhow!(tr!(
+            "没有“{}”这个类别；可用：{}",
+            "unknown category {:?}; use one of: {}",
+            lang::cell(s, 20),
+            all.join(", ")
+        ))
     })
+}
+
+/// Reads a text from a file, or from standard input for `-`.
+pub fn read_text(path: &std::path::Path) -> Result<String> {
+    let mut text = String::new();
+    if path.as_os_str() == "-" {
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .map_err(|e| anyhow!(tr!("读不到标准输入：{e}", "cannot read standard input: {e}")))?;
+    } else {
+        text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow!(tr!("读不到 {}：{e}", "cannot read {}: {e}", path.display())))?;
+    }
+    Ok(text.trim_end().to_string())
+}
+
+/// Refuses a text over its limit before anything is written, in words.
+pub fn check_len(what_zh: &str, what_en: &str, value: &str, max: usize) -> Result<()> {
+    if validate::check_text(what_en, value, max).is_err() {
+        bail!(
+            "{}",
+            tr!(
+                "{what_zh}太长：最多 {max} 个字（现在 {} 个字）",
+                "{what_en} is too long: at most {max} characters (it has {})",
+                value.chars().count()
+            )
+        );
+    }
+    Ok(())
+}
+
+/// Checks a position against the county before it is written.
+pub fn check_position(org: &gridsync_core::org::Org, lat: f64, lon: f64) -> Result<()> {
+    if validate::check_location(org, lat, lon).is_err() {
+        bail!(
+            "{}",
+            tr!(
+                "位置 {lat},{lon} 不在本县范围内：请检查纬度（--lat）和经度（--lon）是否写反或写错",
+                "{lat},{lon} is not inside the county: check the latitude (--lat) and longitude (--lon)"
+            )
+        );
+    }
+    Ok(())
+}
+
+/// Checks a party's name and contact before they are written.
+pub fn check_party(p: &gridsync_core::report::Party) -> Result<()> {
+    check_len("当事人姓名", "a party's name", &p.name, validate::MAX_NAME_CHARS)?;
+    if let Some(c) = &p.contact
+        && validate::check_contact(c).is_err()
+    {
+        bail!(
+            "{}",
+            tr!(
+                "{} 的联系电话格式不对：手机号 11 位（以 1 开头），座机带区号（如 0571-8765432）",
+                "the contact number of {} is not a phone number: 11-digit mobile (starting with 1) or a landline with its area code (0571-8765432)",
+                lang::clean(&p.name)
+            )
+        );
+    }
+    Ok(())
 }
 
 fn parse_urgency(s: &str) -> Result<Urgency> {
@@ -193,7 +334,11 @@ fn parse_urgency(s: &str) -> Result<Urgency> {
         other => Urgency::parse(&other.to_lowercase()),
     };
     u.ok_or_else(|| {
-        anyhow!("unknown urgency {s:?}; use low (低), normal (一般), high (急) or critical (紧急)")
+        anyhow!(tr!(
+            "没有“{}”这个紧急程度；可用：低（low）、一般（normal）、急（high）、紧急（critical）",
+            "unknown urgency {:?}; use low (低), normal (一般), high (急) or critical (紧急)",
+            lang::cell(s, 20)
+        ))
     })
 }
 
@@ -210,7 +355,8 @@ fn with_report<T>(
 ) -> Result<(String, T)> {
     let id = home.resolve_id(DocKind::Report, given)?;
     let out = home.edit(&id, |d, _| {
-        let view = gridsync_core::report::materialize_report(d).map_err(|e| anyhow!("report {id}: {e}"))?;
+        let view = gridsync_core::report::materialize_report(d)
+            .map_err(|e| anyhow!(tr!("事件 {id} 已损坏：{e}", "report {id} is damaged: {e}")))?;
         f(d, &view)
     })?;
     Ok((id, out))
@@ -218,36 +364,55 @@ fn with_report<T>(
 
 /// Takes a lifecycle action after checking, offline, that the server will allow it.
 fn act(home: &mut Home, given: &str, action: Action, reason: &str, dept: Option<&str>) -> Result<()> {
+    check_len("理由", "the reason", reason, validate::MAX_REASON_CHARS)?;
+    if let Some(d) = dept {
+        check_len("承办部门", "the department", d, validate::MAX_DEPT_CHARS)?;
+    }
     let profile = home.profile()?;
     let who = principal(home)?;
     let org = profile.org.clone();
     let (id, (from, to)) = with_report(home, given, |d, view| {
         if let Some((to, to_level)) = action.target(view.status, view.level) {
-            check_action(&org, &who, action, view.level, &view.grid, &view.town)
-                .map_err(|r| anyhow!("you cannot do that: {r}"))?;
+            check_action(&org, &who, action, view.level, &view.grid, &view.town).map_err(|r| {
+                anyhow!(tr!(
+                    "你不能办理这一步：{}",
+                    "you cannot do that: {}",
+                    lang::refusal_text(r.code(), &r.to_string())
+                ))
+            })?;
             add_transition(d, &author(&profile), action, reason, dept).map_err(|e| anyhow!("{e}"))?;
             Ok(((view.status, view.level), (to, to_level)))
         } else {
+            let finished = if matches!(view.status, Status::Closed | Status::Cancelled) {
+                lang::pick("，已办结", " and finished")
+            } else {
+                ""
+            };
             bail!(
-                "cannot {} this report: it is {} at {} level{}",
-                action.as_str().replace('_', " "),
-                view.status,
-                view.level,
-                match view.status {
-                    Status::Closed | Status::Cancelled => " and finished",
-                    _ => "",
-                }
+                "{}",
+                tr!(
+                    "这份事件现在是“{status}”（{level}）{finished}，不能{action}",
+                    "cannot do \"{action}\" on this report: it is {status} at {level} level{finished}",
+                    status = lang::status(view.status),
+                    level = lang::level(view.level),
+                    finished = finished,
+                    action = lang::action(action)
+                )
             )
         }
     })?;
     println!(
-        "{} {}: {} @ {} → {} @ {} (saved; it is sent at the next 'field sync')",
-        action,
-        short(&id),
-        from.0,
-        from.1,
-        to.0,
-        to.1
+        "{}",
+        tr!(
+            "{} {}：{}（{}）→ {}（{}）。已保存，下次 field sync 时发送",
+            "{} {}: {} @ {} → {} @ {} (saved; it is sent at the next 'field sync')",
+            lang::action(action),
+            short(&id),
+            lang::status(from.0),
+            lang::level(from.1),
+            lang::status(to.0),
+            lang::level(to.1)
+        )
     );
     Ok(())
 }
@@ -261,27 +426,76 @@ pub fn short(id: &str) -> &str {
 pub fn run(home: &mut Home, c: ReportCommand) -> Result<()> {
     home.profile()?;
     match c {
-        ReportCommand::New { category, title, description, urgency, lat, lon, address, party, grid } => {
+        ReportCommand::New {
+            category,
+            title,
+            description,
+            description_file,
+            urgency,
+            lat,
+            lon,
+            address,
+            party,
+            grid,
+        } => {
             let profile = home.profile()?;
+            crate::home::refuse_if_revoked(&profile)?;
             if profile.whoami.role == Role::Admin {
-                bail!("admins do not file reports; use a grid worker's or an operator's device");
+                bail!(
+                    "{}",
+                    tr!(
+                        "系统管理员不上报事件；请用网格员或综治中心的设备",
+                        "admins do not file reports; use a grid worker's or an operator's device"
+                    )
+                );
+            }
+            let description = match description_file {
+                Some(f) => read_text(&f)?,
+                None => description,
+            };
+            let title = title.trim().to_string();
+            if title.is_empty() {
+                bail!("{}", tr!("标题不能为空", "the title cannot be empty"));
+            }
+            check_len("标题", "the title", &title, validate::MAX_TITLE_CHARS)?;
+            check_len("描述", "the description", &description, validate::MAX_DESCRIPTION_CHARS)?;
+            if let Some(a) = &address {
+                check_len("地址", "the address", a, validate::MAX_ADDRESS_CHARS)?;
             }
             let category = parse_category(&category)?;
             let urgency = parse_urgency(&urgency)?;
-            if lat.is_some() != lon.is_some() {
-                bail!("give both --lat and --lon, or neither");
+            match (lat, lon) {
+                (Some(a), Some(o)) => check_position(&profile.org, a, o)?,
+                (None, None) => {}
+                _ => bail!(
+                    "{}",
+                    tr!("--lat 和 --lon 要一起给，或都不给", "give both --lat and --lon, or neither")
+                ),
             }
             let grids: Vec<&gridsync_core::org::Grid> = profile.org.grids.iter().collect();
             let grid = match grid {
-                Some(g) => grids
-                    .iter()
-                    .find(|x| x.id == g)
-                    .copied()
-                    .ok_or_else(|| anyhow!("grid {g} is not one of yours; yours: {}", ids(&grids)))?,
+                Some(g) => grids.iter().find(|x| x.id == g).copied().ok_or_else(|| {
+                    anyhow!(tr!(
+                        "网格 {} 不归你管；你的网格：{}",
+                        "grid {} is not one of yours; yours: {}",
+                        lang::cell(&g, 30),
+                        ids(&grids)
+                    ))
+                })?,
                 None if grids.len() == 1 => grids[0],
-                None => bail!("you cover several grids; say which with --grid (one of: {})", ids(&grids)),
+                None => bail!(
+                    "{}",
+                    tr!(
+                        "你负责多个网格；请用 --grid 指明（可选：{}）",
+                        "you cover several grids; say which with --grid (one of: {})",
+                        ids(&grids)
+                    )
+                ),
             };
             let parties = party.iter().map(|p| parse_party(p)).collect::<Result<Vec<_>>>()?;
+            for p in &parties {
+                check_party(p)?;
+            }
             let id = uuid::Uuid::now_v7();
             let new = NewReport {
                 id,
@@ -300,17 +514,27 @@ pub fn run(home: &mut Home, c: ReportCommand) -> Result<()> {
             println!("{id}");
             Ok(())
         }
-        ReportCommand::List { status, level, category, json } => {
+        ReportCommand::List { status, level, category, limit, offset, json } => {
             let status = status
                 .map(|s| {
                     Status::parse(&s).ok_or_else(|| {
-                        anyhow!("unknown status {s:?}; use open, escalated, accepted, dispatched, resolved, closed or cancelled")
+                        anyhow!(tr!(
+                            "没有“{}”这个状态；可用：open（待处置）、escalated（已上报）、accepted（已受理）、dispatched（已派遣）、resolved（已处置）、closed（已结案）、cancelled（已撤销）",
+                            "unknown status {:?}; use open, escalated, accepted, dispatched, resolved, closed or cancelled",
+                            lang::cell(&s, 20)
+                        ))
                     })
                 })
                 .transpose()?;
             let level = level
                 .map(|s| {
-                    Level::parse(&s).ok_or_else(|| anyhow!("unknown level {s:?}; use grid, town or county"))
+                    Level::parse(&s).ok_or_else(|| {
+                        anyhow!(tr!(
+                            "没有“{}”这个层级；可用：grid（网格）、town（镇）、county（县）",
+                            "unknown level {:?}; use grid, town or county",
+                            lang::cell(&s, 20)
+                        ))
+                    })
                 })
                 .transpose()?;
             let category = category.map(|c| parse_category(&c)).transpose()?;
@@ -320,6 +544,8 @@ pub fn run(home: &mut Home, c: ReportCommand) -> Result<()> {
                 .filter(|v| status.is_none_or(|s| v.status == s))
                 .filter(|v| level.is_none_or(|l| v.level == l))
                 .filter(|v| category.is_none_or(|c| v.category == c))
+                .skip(offset)
+                .take(limit)
                 .collect();
             show::report_list(&views, json)
         }
@@ -329,42 +555,98 @@ pub fn run(home: &mut Home, c: ReportCommand) -> Result<()> {
                 .list(DocKind::Report)?
                 .into_iter()
                 .find(|r| r.id == id)
-                .ok_or_else(|| anyhow!("gone"))?;
+                .ok_or_else(|| anyhow!(tr!("事件 {id} 不在本机", "report {id} is not on this device")))?;
             let view: ReportView = serde_json::from_str(&row.view)?;
             show::report(&view, &home.refusals(Some(&id))?, json)
         }
         ReportCommand::Edit(a) => {
             let profile = home.profile()?;
+            let description = match a.description_file {
+                Some(f) => Some(read_text(&f)?),
+                None => a.description,
+            };
+            if let Some(t) = &a.title {
+                if t.trim().is_empty() {
+                    bail!("{}", tr!("标题不能为空", "the title cannot be empty"));
+                }
+                check_len("标题", "the title", t, validate::MAX_TITLE_CHARS)?;
+            }
+            if let Some(d) = &description {
+                check_len("描述", "the description", d, validate::MAX_DESCRIPTION_CHARS)?;
+            }
+            if let Some(x) = &a.address {
+                check_len("地址", "the address", x, validate::MAX_ADDRESS_CHARS)?;
+            }
+            match (a.lat, a.lon) {
+                (Some(la), Some(lo)) => check_position(&profile.org, la, lo)?,
+                (None, None) => {}
+                _ => bail!(
+                    "{}",
+                    tr!("--lat 和 --lon 要一起给，或都不给", "give both --lat and --lon, or neither")
+                ),
+            }
+            if a.head_count.is_some_and(|n| !(0..=100_000).contains(&n)) {
+                bail!(
+                    "{}",
+                    tr!("涉及人数要在 0 到 100000 之间", "the head count must be between 0 and 100000")
+                );
+            }
+            let add_parties: Vec<_> = a.party.iter().map(|p| parse_party(p)).collect::<Result<_>>()?;
+            for p in &add_parties {
+                check_party(p)?;
+            }
             let edit = ReportEdit {
                 title: a.title,
-                description: a.description,
+                description,
                 category: a.category.map(|c| parse_category(&c)).transpose()?,
                 urgency: a.urgency.map(|u| parse_urgency(&u)).transpose()?,
                 lat: a.lat,
                 lon: a.lon,
                 address: a.address,
-                add_parties: a.party.iter().map(|p| parse_party(p)).collect::<Result<_>>()?,
+                add_parties,
                 head_count: a.head_count,
             };
             let (id, changed) = with_report(home, &a.id, |d, view| {
                 if matches!(view.status, Status::Closed | Status::Cancelled) {
-                    bail!("this report is {}; only notes can be added now", view.status);
+                    bail!(
+                        "{}",
+                        tr!(
+                            "这份事件{}，只能追加备注",
+                            "this report is {}; only notes can be added now",
+                            lang::status(view.status)
+                        )
+                    );
                 }
                 Ok(edit_report(d, &author(&profile), &edit).map_err(|e| anyhow!("{e}"))?.is_some())
             })?;
             if changed {
-                println!("edited {} (saved; it is sent at the next 'field sync')", short(&id));
+                println!(
+                    "{}",
+                    tr!(
+                        "已修改 {}（已保存，下次 field sync 时发送）",
+                        "edited {} (saved; it is sent at the next 'field sync')",
+                        short(&id)
+                    )
+                );
             } else {
-                println!("nothing changed in {}", short(&id));
+                println!("{}", tr!("{} 没有变化", "nothing changed in {}", short(&id)));
             }
             Ok(())
         }
-        ReportCommand::Note { id, text } => {
+        ReportCommand::Note { id, text, file } => {
+            let text = match file {
+                Some(f) => read_text(&f)?,
+                None => text.unwrap_or_default(),
+            };
+            if text.trim().is_empty() {
+                bail!("{}", tr!("备注不能为空", "the note is empty"));
+            }
+            check_len("备注", "the note", &text, validate::MAX_NOTE_CHARS)?;
             let profile = home.profile()?;
             let (id, _) = with_report(home, &id, |d, _| {
                 add_note(d, &author(&profile), &text).map_err(|e| anyhow!("{e}"))
             })?;
-            println!("note added to {} (saved)", short(&id));
+            println!("{}", tr!("已给 {} 添加备注（已保存）", "note added to {} (saved)", short(&id)));
             Ok(())
         }
         ReportCommand::Resolve { id, note } => act(home, &id, Action::SelfResolve, &note, None),
@@ -386,7 +668,10 @@ pub fn queue_items(home: &Home, all: bool, now: i64) -> Result<Vec<QueueEntry>> 
         Role::TownOperator => &[Level::Town],
         Role::CountyOperator => &[Level::County],
         Role::Admin => &[Level::Town, Level::County],
-        _ => bail!("the queue is for town and county operators"),
+        _ => bail!(
+            "{}",
+            tr!("队列是给镇、县综治中心工作人员用的", "the queue is for town and county operators")
+        ),
     };
     let policy = &profile.policy;
     let mut items: Vec<QueueEntry> = home
@@ -422,15 +707,18 @@ pub fn queue_items(home: &Home, all: bool, now: i64) -> Result<Vec<QueueEntry>> 
 
 pub fn run_queue(home: &mut Home, c: QueueCommand) -> Result<()> {
     match c {
-        QueueCommand::List { all, server, json } if server => {
+        QueueCommand::List { all, server, limit, offset, json } if server => {
             let p = home.profile()?;
             let mut client = crate::sync::Client::new(&p.server, &p.token, 2)?;
             let path = if all { "/v1/queue?all=true" } else { "/v1/queue" };
             let items: Vec<QueueEntry> = client.call("GET", path, None::<&()>)?;
+            let items: Vec<QueueEntry> = items.into_iter().skip(offset).take(limit).collect();
             show::queue(&items, now_ms(), json)
         }
-        QueueCommand::List { all, json, .. } => {
-            show::queue(&queue_items(home, all, now_ms())?, now_ms(), json)
+        QueueCommand::List { all, limit, offset, json, .. } => {
+            let items: Vec<QueueEntry> =
+                queue_items(home, all, now_ms())?.into_iter().skip(offset).take(limit).collect();
+            show::queue(&items, now_ms(), json)
         }
         QueueCommand::Claim { id } => {
             let id = home.resolve_id(DocKind::Report, &id)?;
@@ -438,7 +726,15 @@ pub fn run_queue(home: &mut Home, c: QueueCommand) -> Result<()> {
             let mut client = crate::sync::Client::new(&p.server, &p.token, 2)?;
             let c: gridsync_core::protocol::Claim =
                 client.call("POST", &format!("/v1/queue/{id}/claim"), None::<&()>)?;
-            println!("you hold {} until {} (claim again to renew)", short(&id), show::when(c.expires_at));
+            println!(
+                "{}",
+                tr!(
+                    "你已认领 {}，到 {} 为止（再次认领可续期）",
+                    "you hold {} until {} (claim again to renew)",
+                    short(&id),
+                    show::when(c.expires_at)
+                )
+            );
             Ok(())
         }
         QueueCommand::Release { id } => {
@@ -447,7 +743,7 @@ pub fn run_queue(home: &mut Home, c: QueueCommand) -> Result<()> {
             let mut client = crate::sync::Client::new(&p.server, &p.token, 2)?;
             let _: serde_json::Value =
                 client.call("POST", &format!("/v1/queue/{id}/release"), None::<&()>)?;
-            println!("released {}", short(&id));
+            println!("{}", tr!("已放弃认领 {}", "released {}", short(&id)));
             Ok(())
         }
         QueueCommand::Accept { id, note } => act(home, &id, Action::Accept, &note, None),

@@ -3,44 +3,53 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::{IsTerminal, Read, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use automerge::{AutoCommit, ChangeHash};
 use base64::Engine;
 use gridsync_core::doc::{self, DocKind};
+use gridsync_core::output::{SyncAttempt, SyncFailure, SyncOutcome, SyncRefusal};
 use gridsync_core::patrol::{PatrolEdit, TrackPoint, edit_patrol};
 use gridsync_core::protocol::{Encoding, ErrorBody, Outcome, PushedChange, SyncRequest, SyncResponse};
-use gridsync_core::report::{add_note, materialize_report};
+use gridsync_core::report::{ReportView, add_note, materialize_report};
 use rand::Rng;
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::home::{Home, Profile, SyncRecord, load_in, record_local, save_profile_in, store_doc};
-use crate::now_ms;
+use crate::home::{Home, Profile, add_inbox, load_in, record_local, save_profile_in, store_doc};
+use crate::{lang, now_ms, tr};
 
 /// Most changes sent in one request, and about how many bytes of them.
 const PUSH_CHANGES: usize = 5_000;
 const PUSH_BYTES: usize = 2 << 20;
 
-/// What one `field sync` did.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct SyncSummary {
-    pub pushed: u64,
-    pub accepted: u64,
-    pub duplicate: u64,
-    pub refused: u64,
-    pub waiting: u64,
-    pub pulled_documents: u64,
-    pub round_trips: u64,
-    pub bytes_up: u64,
-    pub bytes_down: u64,
-    pub cursor: u64,
-    /// Refusals received in this sync: (document, code, message).
-    pub refusals: Vec<(String, String, String)>,
-    /// Own notes that had been built on a refused edit, written again on top of the server's copy.
-    pub notes_rewritten: u64,
+/// Why a call to the server failed, so callers can tell a person what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum CallFailure {
+    /// No answer after every retry: no signal, or the server is down.
+    #[error("{message}")]
+    Unreachable { message: String },
+    /// The server kept answering with an error of its own (5xx, 429).
+    #[error("{message}")]
+    ServerTrouble { message: String },
+    /// The server said no; trying again will not help.
+    #[error("{message}")]
+    Refused { status: u16, code: String, message: String },
+}
+
+impl CallFailure {
+    /// The stable code `field sync --json` and `status` report.
+    pub fn code(&self) -> &str {
+        match self {
+            CallFailure::Unreachable { .. } => "offline",
+            CallFailure::ServerTrouble { .. } => "server_error",
+            CallFailure::Refused { code, .. } if code == "revoked" => "revoked",
+            CallFailure::Refused { .. } => "refused",
+        }
+    }
 }
 
 /// A JSON-over-HTTP client for one server and token.
@@ -51,12 +60,14 @@ pub struct Client {
     retries: u32,
     pub bytes_up: u64,
     pub bytes_down: u64,
+    /// Where retries are reported while they wait (a spinner's line), else standard error.
+    pub progress: Option<indicatif::ProgressBar>,
 }
 
 /// A failure worth retrying (network, 5xx) or not (the server said no).
 enum CallError {
-    Retry(String),
-    Final(anyhow::Error),
+    Retry { why: String, server: bool },
+    Final(CallFailure),
 }
 
 impl Client {
@@ -66,7 +77,7 @@ impl Client {
             .timeout(Duration::from_secs(120))
             .gzip(false)
             .build()
-            .context("cannot set up the network client")?;
+            .context(tr!("无法初始化网络连接", "cannot set up the network client"))?;
         Ok(Client {
             http,
             base: base.trim_end_matches('/').to_string(),
@@ -74,7 +85,24 @@ impl Client {
             retries,
             bytes_up: 0,
             bytes_down: 0,
+            progress: None,
         })
+    }
+
+    /// Says, while waiting, that a try failed and when the next one comes.
+    fn tell_retry(&self, attempt: u32, why: &str, wait: Duration) {
+        let line = tr!(
+            "第 {n} 次连接失败（{why}），{secs} 秒后第 {next} 次重试（共 {max} 次）…",
+            "try {n} failed ({why}); try {next} of {max} in {secs} s…",
+            n = attempt + 1,
+            next = attempt + 2,
+            max = self.retries + 1,
+            secs = wait.as_secs_f64().ceil()
+        );
+        match &self.progress {
+            Some(bar) => bar.set_message(line),
+            None => eprintln!("{line}"),
+        }
     }
 
     /// Sends a request (retrying network failures with exponential backoff and jitter).
@@ -91,17 +119,40 @@ impl Client {
                 Ok(bytes) => {
                     // An empty answer (204) reads as JSON null.
                     let bytes = if bytes.is_empty() { b"null".to_vec() } else { bytes };
-                    return serde_json::from_slice(&bytes)
-                        .with_context(|| format!("the server's answer to {path} was not understood"));
+                    return serde_json::from_slice(&bytes).with_context(|| {
+                        tr!(
+                            "看不懂服务器对 {path} 的回答",
+                            "the server's answer to {path} was not understood"
+                        )
+                    });
                 }
-                Err(CallError::Final(e)) => return Err(e),
-                Err(CallError::Retry(why)) if attempt >= self.retries => {
-                    bail!("could not reach the server at {} ({why})", self.base)
+                Err(CallError::Final(e)) => return Err(e.into()),
+                Err(CallError::Retry { why, server }) if attempt >= self.retries => {
+                    let failure = if server {
+                        CallFailure::ServerTrouble {
+                            message: tr!(
+                                "服务器 {} 暂时出错（{why}）",
+                                "the server at {} is in trouble ({why})",
+                                self.base
+                            ),
+                        }
+                    } else {
+                        CallFailure::Unreachable {
+                            message: tr!(
+                                "连不上服务器 {}（{why}）",
+                                "could not reach the server at {} ({why})",
+                                self.base
+                            ),
+                        }
+                    };
+                    return Err(failure.into());
                 }
-                Err(CallError::Retry(_)) => {
+                Err(CallError::Retry { why, .. }) => {
                     let base = 500u64.saturating_mul(1 << attempt.min(5));
                     let jitter = rand::rng().random_range(0..=base / 2);
-                    std::thread::sleep(Duration::from_millis((base + jitter).min(10_000)));
+                    let wait = Duration::from_millis((base + jitter).min(10_000));
+                    self.tell_retry(attempt, &why, wait);
+                    std::thread::sleep(wait);
                     attempt += 1;
                 }
             }
@@ -109,6 +160,7 @@ impl Client {
     }
 
     fn once(&mut self, method: &str, path: &str, body: Option<&[u8]>) -> Result<Vec<u8>, CallError> {
+        let local = |e: std::io::Error| CallError::Final(CallFailure::Unreachable { message: e.to_string() });
         let url = format!("{}{path}", self.base);
         let mut req = match method {
             "GET" => self.http.get(&url),
@@ -120,29 +172,30 @@ impl Client {
             req = req.header("content-type", "application/json");
             let sent = if b.len() > 1024 {
                 let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-                gz.write_all(b).map_err(|e| CallError::Final(e.into()))?;
+                gz.write_all(b).map_err(local)?;
                 req = req.header("content-encoding", "gzip");
-                gz.finish().map_err(|e| CallError::Final(e.into()))?
+                gz.finish().map_err(local)?
             } else {
                 b.to_vec()
             };
             self.bytes_up += sent.len() as u64;
             req = req.body(sent);
         }
-        let resp = req.send().map_err(|e| CallError::Retry(short_error(&e)))?;
+        let resp = req.send().map_err(|e| CallError::Retry { why: short_error(&e), server: false })?;
         let status = resp.status();
         let gzipped = resp
             .headers()
             .get("content-encoding")
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
-        let wire = resp.bytes().map_err(|e| CallError::Retry(short_error(&e)))?;
+        let wire = resp.bytes().map_err(|e| CallError::Retry { why: short_error(&e), server: false })?;
         self.bytes_down += wire.len() as u64;
         let bytes = if gzipped {
             let mut out = Vec::new();
-            flate2::read::GzDecoder::new(&wire[..])
-                .read_to_end(&mut out)
-                .map_err(|e| CallError::Retry(format!("a damaged answer: {e}")))?;
+            flate2::read::GzDecoder::new(&wire[..]).read_to_end(&mut out).map_err(|_| CallError::Retry {
+                why: lang::pick("回答在途中损坏", "a damaged answer").into(),
+                server: false,
+            })?;
             out
         } else {
             wire.to_vec()
@@ -150,23 +203,43 @@ impl Client {
         if status.is_success() {
             return Ok(bytes);
         }
-        let message = serde_json::from_slice::<ErrorBody>(&bytes)
-            .map(|e| e.message)
-            .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).chars().take(200).collect());
+        let (code, message) = match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(e) => (e.code, e.message),
+            Err(_) => (
+                String::new(),
+                lang::clean(&String::from_utf8_lossy(&bytes).chars().take(200).collect::<String>()),
+            ),
+        };
         if status.is_server_error() || status.as_u16() == 429 {
-            return Err(CallError::Retry(format!("the server answered {status}: {message}")));
+            return Err(CallError::Retry {
+                why: tr!("服务器回答 {status}", "the server answered {status}"),
+                server: true,
+            });
         }
-        Err(CallError::Final(anyhow!("the server refused: {message}")))
+        let words = match code.as_str() {
+            "revoked" => lang::pick(
+                "此账号已被管理员停用。未发送的工作仍在本机：请联系管理员，并用 field export --unsent 文件名 导出。",
+                "this account was revoked by an administrator. Your unsent work stays on this device: ask your administrator, and export it with field export --unsent FILE.",
+            )
+            .to_string(),
+            "unauthorized" => lang::pick(
+                "服务器不认这台设备的令牌（可能已被注销或换了服务器），请联系管理员",
+                "the server does not accept this device's token (revoked, or another server); ask your administrator",
+            )
+            .to_string(),
+            _ => tr!("服务器拒绝了请求：{}", "the server refused: {}", lang::clean(&message)),
+        };
+        Err(CallError::Final(CallFailure::Refused { status: status.as_u16(), code, message: words }))
     }
 }
 
 fn short_error(e: &reqwest::Error) -> String {
     if e.is_timeout() {
-        "the connection timed out".into()
+        lang::pick("连接超时", "the connection timed out").into()
     } else if e.is_connect() {
-        "no connection".into()
+        lang::pick("没有连接", "no connection").into()
     } else {
-        "the connection broke".into()
+        lang::pick("连接中断", "the connection broke").into()
     }
 }
 
@@ -194,16 +267,113 @@ pub fn flush_track(home: &mut Home) -> Result<usize> {
     })
 }
 
-/// Pushes the outbox and pulls pages until the device is up to date.
-pub fn sync(home: &mut Home, retries: u32, budget: Option<u64>) -> Result<SyncSummary> {
+/// Counts a Ctrl-C reads: what this sync has already stored for good.
+static PAGES_STORED: AtomicU64 = AtomicU64::new(0);
+static CHANGES_ACKED: AtomicU64 = AtomicU64::new(0);
+
+/// On Ctrl-C, says what was saved and what was not, then stops. Every page is stored in one
+/// transaction, so stopping between or inside them loses nothing already reported.
+fn watch_interrupt(unsent_before: u64) {
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT]) else { return };
+    std::thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            let pages = PAGES_STORED.load(Ordering::SeqCst);
+            let acked = CHANGES_ACKED.load(Ordering::SeqCst);
+            let unsent = unsent_before.saturating_sub(acked);
+            eprintln!(
+                "\n{}",
+                tr!(
+                    "同步已中断。已完成的 {pages} 次往返都已保存，服务器已收到 {acked} 项修改；还有 {unsent} 项修改保存在本机，没有发送。下次运行 field sync 会接着做。",
+                    "sync interrupted. The {pages} round trip(s) completed are saved, and the server has {acked} of your changes; {unsent} change(s) stay saved on this device, not sent. The next field sync carries on."
+                )
+            );
+            std::process::exit(130);
+        }
+    });
+}
+
+/// Holds the home's sync lock: two `field sync` on one home would send the same outbox twice.
+fn sync_lock(home: &Home) -> Result<std::fs::File> {
+    let path = home.dir.join("sync.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| tr!("无法创建 {}", "cannot create {}", path.display()))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(CallFailure::Refused {
+            status: 0,
+            code: "busy".into(),
+            message: tr!(
+                "这台设备上已有一个 field sync 在运行；等它结束后再试",
+                "another field sync is running on this device; wait for it to finish, then try again"
+            ),
+        }
+        .into()),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).context(tr!("无法锁定 {}", "cannot lock {}", path.display()))
+        }
+    }
+}
+
+/// The stable code of a failed sync, for `--json` and `status`.
+pub fn failure_code(e: &anyhow::Error) -> String {
+    if let Some(f) = e.downcast_ref::<CallFailure>() {
+        return match f {
+            CallFailure::Refused { code, .. } if code == "busy" => "busy".into(),
+            other => other.code().into(),
+        };
+    }
+    if e.chain().any(|c| {
+        c.downcast_ref::<rusqlite::Error>().is_some_and(
+            |s| matches!(s, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull),
+        )
+    }) {
+        return "disk_full".into();
+    }
+    "local".into()
+}
+
+/// Pushes the outbox and pulls pages until the device is up to date. Returns what happened even
+/// when it failed part way (pages stored before the failure stay stored).
+pub fn sync(
+    home: &mut Home,
+    retries: u32,
+    budget: Option<u64>,
+    interactive: bool,
+) -> (SyncOutcome, Result<()>) {
+    let mut outcome = SyncOutcome::default();
+    let result = sync_inner(home, retries, budget, interactive, &mut outcome);
+    outcome.ok = result.is_ok();
+    outcome.unsent = home.outbox_len().unwrap_or(0);
+    if let Err(e) = &result {
+        outcome.error = Some(SyncFailure { code: failure_code(e), message: format!("{e:#}") });
+    }
+    (outcome, result)
+}
+
+fn sync_inner(
+    home: &mut Home,
+    retries: u32,
+    budget: Option<u64>,
+    interactive: bool,
+    outcome: &mut SyncOutcome,
+) -> Result<()> {
+    let _lock = sync_lock(home)?;
     flush_track(home)?;
     let profile = home.profile()?;
+    if interactive {
+        watch_interrupt(home.outbox_len()?);
+    }
     let mut client = Client::new(&profile.server, &profile.token, retries)?;
-    let mut summary = SyncSummary { cursor: profile.cursor, ..SyncSummary::default() };
+    let mut cursor = profile.cursor;
     let mut sent: HashSet<String> = HashSet::new();
-    let bar = std::io::stderr().is_terminal().then(|| {
+    client.progress = (interactive && std::io::stderr().is_terminal()).then(|| {
         let b = indicatif::ProgressBar::new_spinner();
-        b.set_message("syncing");
+        b.enable_steady_tick(Duration::from_millis(200));
+        b.set_message(lang::pick("正在同步…", "syncing…"));
         b
     });
     let result = (|| -> Result<()> {
@@ -211,18 +381,23 @@ pub fn sync(home: &mut Home, retries: u32, budget: Option<u64>) -> Result<SyncSu
         let mut batch = next_outbox_batch(home, &sent)?;
         loop {
             let (hashes, changes) = batch;
-            let req = SyncRequest { cursor: summary.cursor, changes, budget };
+            let req = SyncRequest { cursor, changes, budget };
             let resp: SyncResponse = client.call("POST", "/v1/sync", Some(&req))?;
-            summary.round_trips += 1;
-            summary.pushed += hashes.len() as u64;
+            outcome.round_trips += 1;
+            outcome.pushed += hashes.len() as u64;
             sent.extend(hashes.iter().cloned());
-            apply_response(home, &resp, &hashes, &mut summary)?;
-            if let Some(b) = &bar {
-                b.set_message(format!(
+            apply_response(home, &resp, &hashes, outcome)?;
+            cursor = resp.cursor;
+            PAGES_STORED.fetch_add(1, Ordering::SeqCst);
+            CHANGES_ACKED.store(outcome.accepted + outcome.duplicate + outcome.refused, Ordering::SeqCst);
+            if let Some(b) = &client.progress {
+                b.set_message(tr!(
+                    "正在同步：已发送 {} 项，已收到 {} 份文档，{} 次往返",
                     "syncing: {} sent, {} documents received, {} round trips",
-                    summary.pushed, summary.pulled_documents, summary.round_trips
+                    outcome.pushed,
+                    outcome.pulled_documents,
+                    outcome.round_trips
                 ));
-                b.tick();
             }
             batch = next_outbox_batch(home, &sent)?;
             if !resp.has_more && batch.0.is_empty() {
@@ -230,25 +405,52 @@ pub fn sync(home: &mut Home, retries: u32, budget: Option<u64>) -> Result<SyncSu
             }
         }
     })();
-    if let Some(b) = bar {
+    if let Some(b) = client.progress.take() {
         b.finish_and_clear();
     }
-    summary.bytes_up = client.bytes_up;
-    summary.bytes_down = client.bytes_down;
-    let record = SyncRecord {
+    outcome.bytes_up = client.bytes_up;
+    outcome.bytes_down = client.bytes_down;
+    let attempt = SyncAttempt {
         at: now_ms(),
         ok: result.is_ok(),
         message: match &result {
-            Ok(()) => format!(
+            Ok(()) => tr!(
+                "发送 {} 项（接收 {}，拒收 {}），收到 {} 份文档",
                 "pushed {} (accepted {}, refused {}), pulled {} documents",
-                summary.pushed, summary.accepted, summary.refused, summary.pulled_documents
+                outcome.pushed,
+                outcome.accepted,
+                outcome.refused,
+                outcome.pulled_documents
             ),
             Err(e) => format!("{e:#}"),
         },
+        code: result.as_ref().err().map(failure_code),
     };
-    home.write(|tx, p| save_profile_in(tx, &Profile { last_sync: Some(record), ..p.clone() }))?;
-    result.context("your work is saved on this device; run field sync again when there is signal")?;
-    Ok(summary)
+    let revoked = attempt.code.as_deref() == Some("revoked");
+    home.write(|tx, p| {
+        let mut p = p.clone();
+        if attempt.ok {
+            p.last_success = Some(attempt.clone());
+        } else {
+            p.last_failure = Some(attempt.clone());
+        }
+        p.last_sync = Some(attempt);
+        p.revoked |= revoked;
+        save_profile_in(tx, &p)
+    })?;
+    match result {
+        Err(e) if e.downcast_ref::<CallFailure>().is_some_and(|f| f.code() == "offline") => {
+            Err(e.context(tr!(
+                "你的工作已保存在本机；有信号时再运行 field sync",
+                "your work is saved on this device; run field sync again when there is signal"
+            )))
+        }
+        Err(e) if failure_code(&e) == "disk_full" => Err(e.context(tr!(
+            "本机磁盘已满：请清理空间后再运行 field sync（已保存的工作不受影响）",
+            "this device's disk is full: free some space, then run field sync again (saved work is safe)"
+        ))),
+        other => other,
+    }
 }
 
 /// The next outbox changes not yet sent in this run, oldest first.
@@ -283,10 +485,15 @@ fn apply_response(
     home: &mut Home,
     resp: &SyncResponse,
     sent: &[String],
-    summary: &mut SyncSummary,
+    summary: &mut SyncOutcome,
 ) -> Result<()> {
     if resp.verdicts.len() != sent.len() {
-        bail!("the server answered {} verdicts for {} changes; try again", resp.verdicts.len(), sent.len());
+        bail!(tr!(
+            "服务器对 {} 项修改给出了 {} 个结果；请再同步一次",
+            "the server answered {} verdicts for {} changes; try again",
+            sent.len(),
+            resp.verdicts.len()
+        ));
     }
     let b64 = base64::engine::general_purpose::STANDARD;
     let now = now_ms();
@@ -366,7 +573,7 @@ fn apply_response(
                         "INSERT OR REPLACE INTO refusals (hash, doc_id, code, message, at) VALUES (?1, ?2, ?3, ?4, ?5)",
                         params![hash, doc_id, code, message, now],
                     )?;
-                    summary.refusals.push((doc_id, code, message));
+                    summary.refusals.push(SyncRefusal { doc: doc_id, code, message });
                 }
             }
             tx.execute("DELETE FROM outbox WHERE hash = ?1", [hash])?;
@@ -380,7 +587,11 @@ fn apply_response(
             )?;
             if tx.execute("DELETE FROM outbox WHERE hash = ?1", [&hash])? > 0 {
                 summary.refused += 1;
-                summary.refusals.push((doc_id.clone(), "depends_on_refused".into(), message.into()));
+                summary.refusals.push(SyncRefusal {
+                    doc: doc_id.clone(),
+                    code: "depends_on_refused".into(),
+                    message: message.into(),
+                });
             }
         }
         for (doc_id, kind, c) in &replayed {
@@ -390,9 +601,26 @@ fn apply_response(
             )?;
         }
         let mut active_patrol_removed = false;
+        // The first sync of a device fills it; news starts after that.
+        let news = profile.cursor > 0;
         for (id, state) in docs {
             match state {
-                Some((mut d, kind)) => store_doc(tx, &id, kind, &mut d)?,
+                Some((mut d, kind)) => {
+                    let old: Option<ReportView> = if news && kind == DocKind::Report {
+                        tx.query_row("SELECT view FROM docs WHERE id = ?1", [&id], |r| r.get::<_, String>(0))
+                            .optional()?
+                            .and_then(|v| serde_json::from_str(&v).ok())
+                    } else {
+                        None
+                    };
+                    let view = store_doc(tx, &id, kind, &mut d)?;
+                    if news && kind == DocKind::Report {
+                        let new: ReportView = serde_json::from_str(&view)?;
+                        for e in crate::inbox::entries(&profile.whoami, old.as_ref(), &new, now) {
+                            summary.inbox.push(add_inbox(tx, e)?);
+                        }
+                    }
+                }
                 None => {
                     // Nothing of it exists anywhere else: keep its text in the refusal so it can be
                     // filed again, then remove it and anything waiting on it.
@@ -423,7 +651,6 @@ fn apply_response(
         save_profile_in(tx, &Profile { cursor: resp.cursor, active_patrol, ..profile.clone() })?;
         Ok(())
     })?;
-    summary.cursor = resp.cursor;
     Ok(())
 }
 
@@ -481,6 +708,10 @@ mod tests {
             org,
             cursor: 0,
             last_sync: None,
+            last_success: None,
+            last_failure: None,
+            revoked: false,
+            server_id: String::new(),
             active_patrol: None,
             policy: Default::default(),
         };
@@ -539,7 +770,7 @@ mod tests {
             has_more: false,
         };
         // Only the creation is refused; the note on top can never land either.
-        let mut summary = SyncSummary::default();
+        let mut summary = SyncOutcome::default();
         apply_response(&mut home, &resp, &sent, &mut summary).unwrap();
         assert_eq!(home.outbox_len().unwrap(), 0);
         assert!(home.list(DocKind::Report).unwrap().is_empty(), "nothing of the document survives");
@@ -580,7 +811,7 @@ mod tests {
         let (sent, _) = next_outbox_batch(&home, &HashSet::new()).unwrap();
         let resp =
             SyncResponse { verdicts: vec![refused(&id, &sent[0])], docs: vec![], cursor: 1, has_more: false };
-        apply_response(&mut home, &resp, &sent, &mut SyncSummary::default()).unwrap();
+        apply_response(&mut home, &resp, &sent, &mut SyncOutcome::default()).unwrap();
         assert_eq!(home.profile().unwrap().active_patrol, None);
         assert!(home.list(DocKind::Patrol).unwrap().is_empty());
         let waiting: i64 =
