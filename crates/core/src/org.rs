@@ -58,6 +58,61 @@ pub struct Org {
 pub struct County {
     pub id: String,
     pub name: String,
+    /// IANA time zone name, for people reading times (default `Asia/Shanghai`). Informational:
+    /// computations use `utc_offset_minutes`.
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    /// The county's fixed offset from UTC in minutes (default 480, UTC+8). China has no daylight
+    /// saving time, so a fixed offset is exact; it is what day boundaries and displayed times use.
+    #[serde(default = "default_utc_offset_minutes")]
+    pub utc_offset_minutes: i32,
+    /// The county's bounding box: positions outside it are refused. No box: any position on Earth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bbox: Option<BBox>,
+}
+
+/// The default time zone of a county.
+pub const DEFAULT_TIMEZONE: &str = "Asia/Shanghai";
+/// The default UTC offset of a county, in minutes (China Standard Time, UTC+8, no DST).
+pub const DEFAULT_UTC_OFFSET_MINUTES: i32 = 480;
+
+fn default_timezone() -> String {
+    DEFAULT_TIMEZONE.to_string()
+}
+
+fn default_utc_offset_minutes() -> i32 {
+    DEFAULT_UTC_OFFSET_MINUTES
+}
+
+/// A latitude/longitude box in degrees (WGS-84), edges included.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BBox {
+    pub min_lat: f64,
+    pub min_lon: f64,
+    pub max_lat: f64,
+    pub max_lon: f64,
+}
+
+impl BBox {
+    /// Whether the point lies inside the box, edges included. Non-finite points never do.
+    pub fn contains(&self, lat: f64, lon: f64) -> bool {
+        lat.is_finite()
+            && lon.is_finite()
+            && (self.min_lat..=self.max_lat).contains(&lat)
+            && (self.min_lon..=self.max_lon).contains(&lon)
+    }
+
+    /// Whether the box is well formed: finite, on Earth, min not above max.
+    pub fn is_valid(&self) -> bool {
+        [self.min_lat, self.max_lat, self.min_lon, self.max_lon].iter().all(|v| v.is_finite())
+            && (-90.0..=90.0).contains(&self.min_lat)
+            && (-90.0..=90.0).contains(&self.max_lat)
+            && (-180.0..=180.0).contains(&self.min_lon)
+            && (-180.0..=180.0).contains(&self.max_lon)
+            && self.min_lat <= self.max_lat
+            && self.min_lon <= self.max_lon
+    }
 }
 
 /// Why an org file was refused.
@@ -75,6 +130,10 @@ pub enum OrgError {
     TownMismatch { grid: String, said: String, village: String, actual: String },
     #[error("an id must be 1 to 64 letters, digits, '-' or '_', not {0:?}")]
     BadId(String),
+    #[error("the county's bbox must be finite, on Earth, with min_lat <= max_lat and min_lon <= max_lon")]
+    BadBBox,
+    #[error("the county's utc_offset_minutes must be between -720 and 840")]
+    BadUtcOffset,
 }
 
 impl Org {
@@ -104,8 +163,15 @@ impl Org {
         Ok(org)
     }
 
-    /// Checks ids are unique and well-formed and every reference resolves.
+    /// Checks ids are unique and well-formed, every reference resolves, and the county's offset
+    /// and bounding box make sense.
     pub fn check(&self) -> Result<(), OrgError> {
+        if self.county.bbox.is_some_and(|b| !b.is_valid()) {
+            return Err(OrgError::BadBBox);
+        }
+        if !(-720..=840).contains(&self.county.utc_offset_minutes) {
+            return Err(OrgError::BadUtcOffset);
+        }
         let mut seen = BTreeSet::new();
         let ids = std::iter::once(&self.county.id)
             .chain(self.towns.iter().map(|t| &t.id))
@@ -149,6 +215,17 @@ impl Org {
             }
         }
         Ok(())
+    }
+
+    /// The county's offset from UTC in milliseconds (fixed: China has no daylight saving time).
+    pub fn utc_offset_ms(&self) -> i64 {
+        i64::from(self.county.utc_offset_minutes) * 60_000
+    }
+
+    /// Whether a position is inside the county's bounding box; `true` when the county has none.
+    /// Non-finite positions are never inside a box.
+    pub fn contains_point(&self, lat: f64, lon: f64) -> bool {
+        self.county.bbox.is_none_or(|b| b.contains(lat, lon))
     }
 
     pub fn grid(&self, id: &str) -> Option<&Grid> {
@@ -355,6 +432,10 @@ pub const DEMO_SPECIALISED_GRIDS: usize = 95;
 /// Of the 507 villages, this many are urban communities (社区); the rest are villages (村).
 const DEMO_COMMUNITIES: usize = 107;
 
+/// The demo county's bounds: 0.6° × 0.6° (about 58 km × 67 km) in Hubei, around the positions the
+/// tests, demos and benchmarks use (30.0–30.52 N, 114.0–114.31 E).
+pub const DEMO_BBOX: BBox = BBox { min_lat: 29.95, min_lon: 113.95, max_lat: 30.55, max_lon: 114.55 };
+
 /// Builds the demo county, deterministically from `seed`.
 pub fn demo_county(seed: u64) -> Org {
     let mut rng = SeededRng(seed);
@@ -416,7 +497,13 @@ pub fn demo_county(seed: u64) -> Org {
         add_grid(&mut grids, v, GridKind::Specialised, Some(label));
     }
     Org {
-        county: County { id: "C01".into(), name: format!("{}县", name(&mut rng, "")) },
+        county: County {
+            id: "C01".into(),
+            name: format!("{}县", name(&mut rng, "")),
+            timezone: DEFAULT_TIMEZONE.into(),
+            utc_offset_minutes: DEFAULT_UTC_OFFSET_MINUTES,
+            bbox: Some(DEMO_BBOX),
+        },
         towns,
         villages,
         grids,
@@ -476,6 +563,40 @@ mod tests {
         v["grids"][2]["kind"] = "farm".into();
         let err = Org::from_json(&v.to_string()).unwrap_err().to_string();
         assert!(err.contains("/grids/2/kind"), "the error points at the field: {err}");
+    }
+
+    #[test]
+    fn an_org_file_without_time_zone_or_bounds_loads_with_the_defaults() {
+        let mut v = serde_json::to_value(demo_county(3)).unwrap();
+        let county = v["county"].as_object_mut().unwrap();
+        county.remove("timezone");
+        county.remove("utc_offset_minutes");
+        county.remove("bbox");
+        let org = Org::from_json(&v.to_string()).unwrap();
+        assert_eq!(org.county.timezone, "Asia/Shanghai");
+        assert_eq!(org.county.utc_offset_minutes, 480);
+        assert_eq!(org.utc_offset_ms(), 8 * 3_600_000);
+        assert_eq!(org.county.bbox, None);
+        assert!(org.contains_point(-33.9, 151.2), "no box: anywhere");
+        assert!(!serde_json::to_string(&org).unwrap().contains("bbox"));
+    }
+
+    #[test]
+    fn the_demo_county_has_a_box_around_the_positions_in_use() {
+        let org = demo_county(1);
+        assert_eq!(org.county.timezone, "Asia/Shanghai");
+        for (lat, lon) in [(30.0, 114.0), (30.1, 114.2), (30.5, 114.25), (30.52, 114.31), (30.5, 114.3)] {
+            assert!(org.contains_point(lat, lon), "{lat},{lon}");
+        }
+        for (lat, lon) in [(39.9, 116.4), (30.0, 115.0), (f64::NAN, 114.0), (30.0, f64::INFINITY)] {
+            assert!(!org.contains_point(lat, lon), "{lat},{lon}");
+        }
+        let mut bad = org.clone();
+        bad.county.bbox = Some(BBox { min_lat: 31.0, ..DEMO_BBOX });
+        assert_eq!(bad.check(), Err(OrgError::BadBBox));
+        let mut bad = org;
+        bad.county.utc_offset_minutes = 2_000;
+        assert_eq!(bad.check(), Err(OrgError::BadUtcOffset));
     }
 
     #[test]

@@ -125,6 +125,21 @@ pub struct DeviceRegistered {
     pub org: Org,
     /// The server's deadline policy, so the device's offline queue shows the same deadlines.
     pub policy: crate::policy::Policy,
+    /// The server's identity (see [`ServerInfo`]); empty from servers that predate it.
+    #[serde(default)]
+    pub server_id: String,
+}
+
+/// `GET /v1/server` (no token): which server this is. A device moved to a new address checks that
+/// `server_id` is the one it registered with before it syncs there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ServerInfo {
+    /// A random UUID made once, when the server's data directory was first set up.
+    pub server_id: String,
+    /// [`PROTOCOL_VERSION`] of the server.
+    pub protocol: u32,
+    /// The county's name.
+    pub county: String,
 }
 
 /// Who a token belongs to.
@@ -164,6 +179,27 @@ pub struct DeviceStatus {
     pub refused: u64,
     pub last_error: Option<String>,
     pub revoked: bool,
+    /// Requests refused because the device's user was revoked.
+    #[serde(default)]
+    pub refused_attempts: u64,
+    /// When the last of those came (ms, server clock).
+    #[serde(default)]
+    pub last_refused_at: Option<i64>,
+}
+
+/// `GET /v1/admin/users`: one row per user, revoked users included.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct UserRow {
+    pub user: String,
+    pub name: String,
+    pub role: Role,
+    pub scope: Scope,
+    /// When the user was created, ms since the epoch (server clock).
+    #[serde(default)]
+    pub created_at: i64,
+    /// When the user was revoked (ms), `None` while active.
+    #[serde(default)]
+    pub revoked_at: Option<i64>,
 }
 
 /// `GET /v1/admin/documents`: one row per document.
@@ -234,53 +270,40 @@ pub struct QueueEntry {
     pub claim: Option<Claim>,
 }
 
-/// `GET /v1/server` (no token needed): which server this is, so a device can recognise it at a
-/// new address.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct ServerInfo {
-    /// Made once when the server's data directory is first set up; never changes.
-    pub server_id: String,
-    pub protocol: u32,
-    /// The county's name.
-    pub county: String,
-}
+/// The `format` of an [`UnsentExport`] file.
+pub const UNSENT_FORMAT: &str = "gridsync-unsent/1";
 
-/// `GET /v1/admin/users`: one row per user, revoked ones included.
+/// `field export --unsent FILE`: the work a device holds that its server never acknowledged, for
+/// an administrator to import in another user's name (`gridsync-server import-unsent`) when the
+/// device's user was revoked. Contains personal data: handle it like the device itself.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct UserRow {
-    pub user: String,
-    pub name: String,
-    pub role: Role,
-    pub scope: Scope,
-    /// When an admin revoked the user (ms since the epoch); `None` while active.
-    #[serde(default)]
-    pub revoked_at: Option<i64>,
-}
-
-/// `field export --unsent FILE`: a revoked device's unacknowledged work, for
-/// `gridsync-server import-unsent FILE --as USER`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct UnsentExport {
-    /// `gridsync-unsent/1`.
+    /// [`UNSENT_FORMAT`].
     pub format: String,
+    /// Milliseconds since the epoch (device clock).
     pub exported_at: i64,
-    /// The server the device synced with (empty when unknown).
+    /// The server the device was registered with ([`ServerInfo::server_id`]).
     pub server_id: String,
+    /// The device's user id and name.
     pub user: String,
     pub name: String,
+    /// The device id.
     pub device: String,
     pub documents: Vec<UnsentDocument>,
 }
 
-/// One document with unsent work in an [`UnsentExport`].
+/// One document with unsent changes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct UnsentDocument {
+    /// Document id (a UUID).
     pub doc: String,
     pub kind: DocKind,
-    /// The report's title (or a patrol's description), for people.
+    /// The report's title (or a patrol's description) as the device shows it, for people.
     pub title: String,
-    /// Base64 of each unsent Automerge change, oldest first.
+    /// Standard base64 of each unsent Automerge change (`Change::raw_bytes`), oldest first.
     pub changes: Vec<String>,
-    /// Base64 of the device's whole document (`save()`).
+    /// Standard base64 of the device's whole document (`save()`).
     pub snapshot: String,
 }

@@ -48,6 +48,17 @@ pub enum Refusal {
     ReportFinished { status: String },
     #[error("the document layout is invalid: {message}")]
     Malformed { message: String },
+    /// The value itself is never repeated: it may be personal data.
+    #[error("{field} is longer than {max} characters; shorten it")]
+    TooLong { field: String, max: usize },
+    #[error(
+        "a contact must be a mainland Chinese phone number: a mobile number of 11 digits starting with 1 (a +86 or 86 prefix, spaces and dashes are fine), or a landline with its area code, such as 010-12345678 or 0571-8765432"
+    )]
+    BadContact,
+    #[error(
+        "the position is not inside the county's bounds (or not a position on Earth); check the latitude and longitude"
+    )]
+    OutsideCounty,
 }
 
 impl Refusal {
@@ -69,8 +80,202 @@ impl Refusal {
             Refusal::ClaimedByAnother { .. } => "claimed",
             Refusal::ReportFinished { .. } => "report_finished",
             Refusal::Malformed { .. } => "malformed",
+            Refusal::TooLong { .. } => "too_long",
+            Refusal::BadContact => "bad_contact",
+            Refusal::OutsideCounty => "outside_county",
         }
     }
+}
+
+/// Most characters (Unicode scalar values, not bytes) in the texts people type. The server refuses
+/// longer new values with [`Refusal::TooLong`]; the client checks the same before it writes.
+pub mod limits {
+    /// A report's title.
+    pub const MAX_TITLE_CHARS: usize = 200;
+    /// The reason given with a transition (escalate, resolve, reject, …).
+    pub const MAX_REASON_CHARS: usize = 1_000;
+    /// One note.
+    pub const MAX_NOTE_CHARS: usize = 4_000;
+    /// A report's description; also a patrol's whole narrative.
+    pub const MAX_DESCRIPTION_CHARS: usize = 20_000;
+    /// A device label.
+    pub const MAX_LABEL_CHARS: usize = 64;
+    /// A person's name: parties, users, patrol companions.
+    pub const MAX_NAME_CHARS: usize = 64;
+    /// An address; also a check-in place and a visited household.
+    pub const MAX_ADDRESS_CHARS: usize = 200;
+    /// The department a report is dispatched to.
+    pub const MAX_DEPT_CHARS: usize = 64;
+    /// An id written into a document by hand (a patrol's findings name report ids).
+    pub const MAX_ID_CHARS: usize = 64;
+}
+
+pub use limits::*;
+
+/// Refuses `value` when it has more than `max_chars` characters. The refusal names `field` and the
+/// limit, never the value.
+pub fn check_text(field: &str, value: &str, max_chars: usize) -> Result<(), Refusal> {
+    // Counting stops one past the limit: a huge value costs no more than a short one.
+    if value.chars().take(max_chars.saturating_add(1)).count() > max_chars {
+        return Err(Refusal::TooLong { field: field.into(), max: max_chars });
+    }
+    Ok(())
+}
+
+/// Accepts a mainland Chinese phone number: a mobile (11 digits starting with 1, second digit 3–9,
+/// optionally prefixed +86 or 86; spaces and dashes anywhere are ignored) or a landline (area code
+/// 0 plus 2–3 digits, then 7–8 digits; optionally one '-' between them). Refuses anything else with
+/// [`Refusal::BadContact`], whose message never repeats the value.
+pub fn check_contact(contact: &str) -> Result<(), Refusal> {
+    if contact.chars().count() > 32 {
+        return Err(Refusal::BadContact);
+    }
+    let compact: String = contact.chars().filter(|c| !c.is_whitespace()).collect();
+    if is_mobile(&compact) || is_landline(&compact) { Ok(()) } else { Err(Refusal::BadContact) }
+}
+
+fn all_digits(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn is_mobile(s: &str) -> bool {
+    let digits: String = s.chars().filter(|&c| c != '-').collect();
+    let number = digits
+        .strip_prefix("+86")
+        .or_else(|| digits.strip_prefix("86").filter(|rest| rest.len() == 11))
+        .unwrap_or(&digits);
+    let b = number.as_bytes();
+    number.len() == 11 && all_digits(number) && b[0] == b'1' && (b'3'..=b'9').contains(&b[1])
+}
+
+fn is_landline(s: &str) -> bool {
+    let area_ok = |a: &str| {
+        (3..=4).contains(&a.len()) && all_digits(a) && a.starts_with('0') && !a[1..].starts_with('0')
+    };
+    let local_ok = |l: &str| (7..=8).contains(&l.len()) && all_digits(l) && !l.starts_with('0');
+    match s.split_once('-') {
+        Some((area, local)) => area_ok(area) && local_ok(local),
+        // Without a dash any split into an area code and a local number will do.
+        None => all_digits(s) && (3..=4).any(|n| s.len() > n && area_ok(&s[..n]) && local_ok(&s[n..])),
+    }
+}
+
+/// Refuses a position that is not finite, not on Earth, or outside the county's bounding box (when
+/// the county has one) with [`Refusal::OutsideCounty`].
+pub fn check_location(org: &Org, lat: f64, lon: f64) -> Result<(), Refusal> {
+    let on_earth = lat.is_finite()
+        && lon.is_finite()
+        && (-90.0..=90.0).contains(&lat)
+        && (-180.0..=180.0).contains(&lon);
+    if on_earth && org.contains_point(lat, lon) { Ok(()) } else { Err(Refusal::OutsideCounty) }
+}
+
+/// A position of which either coordinate may be missing: both present are checked against the
+/// county; one alone must still be a finite coordinate on Earth.
+fn check_partial_location(org: &Org, lat: Option<f64>, lon: Option<f64>) -> Result<(), Refusal> {
+    match (lat, lon) {
+        (Some(lat), Some(lon)) => check_location(org, lat, lon),
+        (Some(lat), None) if !(lat.is_finite() && (-90.0..=90.0).contains(&lat)) => {
+            Err(Refusal::OutsideCounty)
+        }
+        (None, Some(lon)) if !(lon.is_finite() && (-180.0..=180.0).contains(&lon)) => {
+            Err(Refusal::OutsideCounty)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The entries of `after` that `before` does not hold (as a multiset), in `after`'s order. Unlike
+/// [`appended`] this never refuses: it only finds what is new.
+fn added<'a, T, K: Ord>(before: &[T], after: &'a [T], key: impl Fn(&T) -> K) -> Vec<&'a T> {
+    let mut counts: std::collections::BTreeMap<K, usize> = std::collections::BTreeMap::new();
+    for b in before {
+        *counts.entry(key(b)).or_default() += 1;
+    }
+    after
+        .iter()
+        .filter(|a| match counts.get_mut(&key(a)) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                false
+            }
+            _ => true,
+        })
+        .collect()
+}
+
+/// Lengths, contacts and positions of what a report write adds or changes. Values already stored
+/// are not checked again, so an old value over a newer limit never blocks an unrelated edit.
+fn check_report_values(org: &Org, before: Option<&ReportView>, after: &ReportView) -> Result<(), Refusal> {
+    fn changed(before: Option<&ReportView>, differs: impl FnOnce(&ReportView) -> bool) -> bool {
+        before.is_none_or(differs)
+    }
+    if changed(before, |b| b.title != after.title) {
+        check_text("the title", &after.title, MAX_TITLE_CHARS)?;
+    }
+    if changed(before, |b| b.description != after.description) {
+        check_text("the description", &after.description, MAX_DESCRIPTION_CHARS)?;
+    }
+    if changed(before, |b| b.location.address != after.location.address)
+        && let Some(a) = &after.location.address
+    {
+        check_text("the address", a, MAX_ADDRESS_CHARS)?;
+    }
+    if changed(before, |b| b.location.lat != after.location.lat || b.location.lon != after.location.lon) {
+        check_partial_location(org, after.location.lat, after.location.lon)?;
+    }
+    let no_parties = Vec::new();
+    for p in added(before.map_or(&no_parties, |b| &b.parties), &after.parties, |p| p.clone()) {
+        check_text("a party's name", &p.name, MAX_NAME_CHARS)?;
+        if let Some(c) = &p.contact {
+            check_contact(c)?;
+        }
+    }
+    let no_notes = Vec::new();
+    for n in added(before.map_or(&no_notes, |b| &b.notes), &after.notes, |n| n.id.clone()) {
+        check_text("a note", &n.text, MAX_NOTE_CHARS)?;
+    }
+    let no_ts = Vec::new();
+    for t in added(before.map_or(&no_ts, |b| &b.transitions), &after.transitions, |t| t.id.clone()) {
+        check_text("the reason", &t.reason, MAX_REASON_CHARS)?;
+        if let Some(d) = &t.dept {
+            check_text("the department", d, MAX_DEPT_CHARS)?;
+        }
+    }
+    Ok(())
+}
+
+/// Lengths and positions of what a patrol write adds or changes.
+fn check_patrol_values(org: &Org, before: Option<&PatrolView>, after: &PatrolView) -> Result<(), Refusal> {
+    let b = before;
+    let none_s: Vec<String> = Vec::new();
+    for c in added(b.map_or(&none_s, |b| &b.companions), &after.companions, Clone::clone) {
+        check_text("a companion's name", c, MAX_NAME_CHARS)?;
+    }
+    for f in added(b.map_or(&none_s, |b| &b.findings), &after.findings, Clone::clone) {
+        check_text("a finding", f, MAX_ID_CHARS)?;
+    }
+    let none_c = Vec::new();
+    let checkin_key = |c: &crate::patrol::CheckIn| {
+        (c.place.clone(), c.lat.map(f64::to_bits), c.lon.map(f64::to_bits), c.at)
+    };
+    for c in added(b.map_or(&none_c, |b| &b.checkins), &after.checkins, checkin_key) {
+        check_text("a check-in place", &c.place, MAX_ADDRESS_CHARS)?;
+        check_partial_location(org, c.lat, c.lon)?;
+    }
+    let none_v = Vec::new();
+    for v in added(b.map_or(&none_v, |b| &b.visits), &after.visits, |v| (v.household.clone(), v.at)) {
+        check_text("a household", &v.household, MAX_ADDRESS_CHARS)?;
+    }
+    let none_t = Vec::new();
+    let point_key = |p: &crate::patrol::TrackPoint| (p.lat.to_bits(), p.lon.to_bits(), p.at);
+    for p in added(b.map_or(&none_t, |b| &b.track), &after.track, point_key) {
+        check_location(org, p.lat, p.lon)?;
+    }
+    if b.is_none_or(|b| b.narrative != after.narrative) {
+        check_text("the narrative", &after.narrative, MAX_DESCRIPTION_CHARS)?;
+    }
+    Ok(())
 }
 
 /// The writer of a batch of changes: a principal and the Automerge actors of its device.
@@ -217,7 +422,7 @@ pub fn check_report(
     for t in new_ts {
         check_transition(who, t, &after_ts)?;
     }
-    Ok(())
+    check_report_values(org, before, after)
 }
 
 fn check_transition(who: &Principal, t: &Transition, all: &[Transition]) -> Result<(), Refusal> {
@@ -297,7 +502,7 @@ pub fn check_patrol(
             return Err(Refusal::HistoryRewritten { what: "the track".into() });
         }
     }
-    Ok(())
+    check_patrol_values(org, before, after)
 }
 
 /// Whether `who` may take `action` on a report at `level` in (`grid`, `town`): the client's

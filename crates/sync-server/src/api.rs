@@ -19,7 +19,7 @@ use gridsync_core::org::{Org, Role, Scope};
 use gridsync_core::policy::pending_step;
 use gridsync_core::protocol::{
     Claim, DeviceRegistered, DeviceRegistration, DocUpdate, Encoding, ErrorBody, NewUser, Outcome,
-    QueueEntry, SyncRequest, SyncResponse, Verdict, WhoAmI,
+    PROTOCOL_VERSION, QueueEntry, ServerInfo, SyncRequest, SyncResponse, Verdict, WhoAmI,
 };
 use gridsync_core::report::ReportView;
 use serde::Deserialize;
@@ -80,6 +80,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(|| async { Json(crate::openapi::document()) }))
+        .route("/v1/server", get(server_info))
         .route("/v1/devices", post(register_device))
         .route("/v1/whoami", get(whoami))
         .route("/v1/sync", post(sync))
@@ -117,8 +118,22 @@ fn unknown_token() -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "this token is not known to the server")
 }
 
+/// What a revoked user's device is told, on every authenticated route.
+pub const REVOKED_MESSAGE: &str = "this account was revoked by an administrator; your unsent work stays on this device: ask your administrator, and export it with field export --unsent FILE";
+
 fn revoked() -> ApiError {
-    ApiError::new(StatusCode::FORBIDDEN, "revoked", "this user has been revoked; ask an admin")
+    ApiError::new(StatusCode::FORBIDDEN, "revoked", REVOKED_MESSAGE)
+}
+
+/// Refuses a revoked user's device, counting the attempt against the device (for the admin's
+/// device list) before answering 403 `revoked`.
+async fn refuse_revoked_device(s: &Arc<AppState>, device: String) -> ApiError {
+    let at = s.clock.now_ms();
+    tracing::info!(device = %device, "a revoked user's device was refused");
+    if let Err(e) = blocking(s, move |s| Ok(s.store.record_refused_attempt(&device, at)?)).await {
+        tracing::warn!(error = ?e, "recording a refused attempt failed");
+    }
+    revoked()
 }
 
 /// Runs a blocking store call off the async threads.
@@ -142,7 +157,7 @@ async fn device_auth(s: &Arc<AppState>, headers: &HeaderMap) -> ApiResult<Device
         )
     })?;
     if d.user.revoked {
-        return Err(revoked());
+        return Err(refuse_revoked_device(s, d.id).await);
     }
     Ok(d)
 }
@@ -159,7 +174,10 @@ async fn user_auth(s: &Arc<AppState>, headers: &HeaderMap) -> ApiResult<(UserRec
     .await?
     .ok_or_else(unknown_token)?;
     if found.0.revoked {
-        return Err(revoked());
+        return Err(match found.1 {
+            Some(device) => refuse_revoked_device(s, device).await,
+            None => revoked(),
+        });
     }
     Ok(found)
 }
@@ -224,9 +242,12 @@ async fn register_device(
     if reg.actor.len() != 32 || !reg.actor.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
         return Err(ApiError::bad_request("bad_actor", "the actor id must be 32 lowercase hex digits"));
     }
-    if reg.label.chars().count() > 200 {
-        return Err(ApiError::bad_request("bad_label", "the device label is longer than 200 characters"));
-    }
+    gridsync_core::validate::check_text(
+        "the device label",
+        &reg.label,
+        gridsync_core::validate::MAX_LABEL_CHARS,
+    )
+    .map_err(|r| ApiError::bad_request(r.code(), r.to_string()))?;
     let device = uuid::Uuid::now_v7().to_string();
     let token = tokens::new_token("gsd");
     let at = s.clock.now_ms();
@@ -247,9 +268,16 @@ async fn register_device(
             whoami: whoami_of(&user, Some(device)),
             org,
             policy: s.config.policy.clone(),
+            server_id: s.server_id.clone(),
         }),
     )
         .into_response())
+}
+
+/// `GET /v1/server`: which server this is; no token needed.
+async fn server_info(State(s): State<Arc<AppState>>) -> Json<ServerInfo> {
+    let county = s.org.read().unwrap_or_else(|p| p.into_inner()).county.name.clone();
+    Json(ServerInfo { server_id: s.server_id.clone(), protocol: PROTOCOL_VERSION, county })
 }
 
 async fn whoami(State(s): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult<Json<WhoAmI>> {
@@ -351,8 +379,7 @@ async fn admin_documents(
 
 async fn admin_users(State(s): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult<Response> {
     admin_auth(&s, &headers).await?;
-    let users = blocking(&s, |s| Ok(s.store.users()?)).await?;
-    let rows: Vec<WhoAmI> = users.iter().map(|u| WhoAmI { device: None, ..whoami_of(u, None) }).collect();
+    let rows = blocking(&s, |s| Ok(s.store.user_rows()?)).await?;
     Ok(Json(rows).into_response())
 }
 
@@ -377,7 +404,8 @@ async fn admin_revoke_user(
     if me.id == id {
         return Err(ApiError::bad_request("revoke_self", "you cannot revoke yourself; ask another admin"));
     }
-    blocking(&s, move |s| Ok(s.store.revoke_user(&id)?)).await?;
+    let at = s.clock.now_ms();
+    blocking(&s, move |s| Ok(s.store.revoke_user(&id, at)?)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -81,6 +81,8 @@ pub struct AppState {
     pub config: Config,
     /// The server's own device: it writes auto-escalations with its own Automerge actor.
     pub system: DeviceRecord,
+    /// The server's identity (a UUID made once with the data directory), sent by `GET /v1/server`.
+    pub server_id: String,
 }
 
 impl AppState {
@@ -94,6 +96,7 @@ impl AppState {
         let mut fresh = [0u8; 16];
         rand::RngCore::fill_bytes(&mut rand::rng(), &mut fresh);
         let actor = store.server_actor(&hex::encode(fresh))?;
+        let server_id = store.server_id()?;
         let system = DeviceRecord {
             id: "server".into(),
             actor,
@@ -108,7 +111,7 @@ impl AppState {
         let org = Arc::new(RwLock::new(org));
         let metrics = Arc::new(Metrics::default());
         let ingest = Ingest::start(store.clone(), org.clone(), metrics.clone(), config.ingest);
-        Ok(Arc::new(AppState { store, org, ingest, metrics, clock, config, system }))
+        Ok(Arc::new(AppState { store, org, ingest, metrics, clock, config, system, server_id }))
     }
 }
 
@@ -228,6 +231,8 @@ pub fn create_user(
     if name.trim().is_empty() {
         return Err(UserError::Scope("a user needs a name".into()));
     }
+    gridsync_core::validate::check_text("the name", name, gridsync_core::validate::MAX_NAME_CHARS)
+        .map_err(|r| UserError::Scope(r.to_string()))?;
     let scope = org.parse_scope(role, scope).map_err(UserError::Scope)?;
     let id = match id {
         Some(i) => i.to_string(),

@@ -194,7 +194,7 @@ fn try_main() -> Result<()> {
                     }
                 }
                 UserCommand::Revoke { user } => {
-                    store.revoke_user(&user)?;
+                    store.revoke_user(&user, SystemClock.now_ms())?;
                     println!("revoked {user}");
                 }
                 UserCommand::List => {

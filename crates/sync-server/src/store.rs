@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use gridsync_core::doc::DocKind;
 use gridsync_core::lifecycle::{Level, Status};
 use gridsync_core::org::{Org, Role, Scope};
-use gridsync_core::protocol::{Claim, DeviceStatus, DocumentStatus};
+use gridsync_core::protocol::{Claim, DeviceStatus, DocumentStatus, UserRow};
 use gridsync_core::report::Urgency;
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -127,8 +127,15 @@ pub trait Store: Send + Sync + 'static {
     fn org(&self) -> StoreResult<Option<Org>>;
     fn set_org(&self, org: &Org) -> StoreResult<()>;
     fn add_user(&self, user: &UserRecord, token_hash: &[u8], at: i64) -> StoreResult<()>;
-    fn revoke_user(&self, id: &str) -> StoreResult<()>;
+    /// Revokes a user (the first revocation time is kept) and drops their queue claims.
+    fn revoke_user(&self, id: &str, at: i64) -> StoreResult<()>;
     fn users(&self) -> StoreResult<Vec<UserRecord>>;
+    /// Every user, revoked ones included, with creation and revocation times.
+    fn user_rows(&self) -> StoreResult<Vec<UserRow>>;
+    /// Counts a request refused because the device's user is revoked.
+    fn record_refused_attempt(&self, device: &str, at: i64) -> StoreResult<()>;
+    /// The server's identity, made once when the data directory was first opened.
+    fn server_id(&self) -> StoreResult<String>;
     fn user_by_token(&self, token_hash: &[u8]) -> StoreResult<Option<UserRecord>>;
     fn add_device(
         &self,
@@ -208,6 +215,10 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE claims (
         doc_id TEXT PRIMARY KEY, user_id TEXT NOT NULL, name TEXT NOT NULL, expires_at INTEGER NOT NULL);
      CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+    // 3: revocation times, refused attempts of revoked devices (the server's identity lives in meta).
+    "ALTER TABLE users ADD COLUMN revoked_at INTEGER;
+     ALTER TABLE devices ADD COLUMN refused_attempts INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE devices ADD COLUMN last_refused_at INTEGER;",
 ];
 
 /// The embedded SQLite store in a data directory.
@@ -240,6 +251,11 @@ impl SqliteStore {
         std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
             .map_err(|e| StoreError::Corrupt(format!("cannot restrict {}: {e}", path.display())))?;
         migrate(&mut conn)?;
+        // The server's identity: random, made once, kept for the life of the data directory.
+        let mut bytes = [0u8; 16];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+        let fresh = uuid::Builder::from_random_bytes(bytes).into_uuid().to_string();
+        conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('server_id', ?1)", [fresh])?;
         Ok(SqliteStore { path, writer: Mutex::new(conn), readers: Mutex::new(Vec::new()) })
     }
 
@@ -344,14 +360,60 @@ impl Store for SqliteStore {
         })
     }
 
-    fn revoke_user(&self, id: &str) -> StoreResult<()> {
+    fn revoke_user(&self, id: &str, at: i64) -> StoreResult<()> {
         self.write(|c| {
-            let n = c.execute("UPDATE users SET revoked = 1 WHERE id = ?1", [id])?;
+            let tx = c.transaction()?;
+            let n = tx.execute(
+                "UPDATE users SET revoked = 1, revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
+                params![id, at],
+            )?;
             if n == 0 {
                 return Err(StoreError::NotFound(format!("no user {id:?}")));
             }
+            tx.execute("DELETE FROM claims WHERE user_id = ?1", [id])?;
+            tx.commit()?;
             Ok(())
         })
+    }
+
+    fn user_rows(&self) -> StoreResult<Vec<UserRow>> {
+        self.read(|c| {
+            let mut st = c.prepare(
+                "SELECT id, name, role, scope, revoked, created_at, revoked_at FROM users ORDER BY id",
+            )?;
+            let rows = st
+                .query_map([], |r| Ok((user_from_row(r)?, r.get::<_, i64>(5)?, r.get::<_, Option<i64>>(6)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.into_iter()
+                .map(|(u, created_at, revoked_at)| {
+                    let u = to_user(u)?;
+                    // Users revoked before revocation times were kept show 0: revoked, time unknown.
+                    let revoked_at = if u.revoked { Some(revoked_at.unwrap_or(0)) } else { None };
+                    Ok(UserRow {
+                        user: u.id,
+                        name: u.name,
+                        role: u.role,
+                        scope: u.scope,
+                        created_at,
+                        revoked_at,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn record_refused_attempt(&self, device: &str, at: i64) -> StoreResult<()> {
+        self.write(|c| {
+            c.execute(
+                "UPDATE devices SET refused_attempts = refused_attempts + 1, last_refused_at = ?2 WHERE id = ?1",
+                params![device, at],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn server_id(&self) -> StoreResult<String> {
+        self.read(|c| Ok(c.query_row("SELECT value FROM meta WHERE key = 'server_id'", [], |r| r.get(0))?))
     }
 
     fn users(&self) -> StoreResult<Vec<UserRecord>> {
@@ -583,7 +645,7 @@ impl Store for SqliteStore {
         self.read(|c| {
             let mut st = c.prepare(
                 "SELECT d.id, d.label, u.id, u.name, u.role, d.registered_at, d.last_seen, d.cursor, d.pushed,
-                        d.refused, d.last_error, u.revoked, u.scope
+                        d.refused, d.last_error, u.revoked, u.scope, d.refused_attempts, d.last_refused_at
                  FROM devices d JOIN users u ON u.id = d.user_id ORDER BY d.last_seen IS NULL, d.last_seen DESC, d.id",
             )?;
             let rows = st.query_map([], |r| {
@@ -604,6 +666,8 @@ impl Store for SqliteStore {
                         refused: r.get::<_, i64>(9)? as u64,
                         last_error: r.get(10)?,
                         revoked: r.get::<_, i64>(11)? != 0,
+                        refused_attempts: r.get::<_, i64>(13)? as u64,
+                        last_refused_at: r.get(14)?,
                     },
                 ))
             })?;
@@ -791,6 +855,10 @@ mod tests {
         assert_eq!(s.org().unwrap().unwrap().grids.len(), 942);
         let v: i64 = s.read(|c| Ok(c.pragma_query_value(None, "user_version", |r| r.get(0))?)).unwrap();
         assert_eq!(v, MIGRATIONS.len() as i64);
+        let id = s.server_id().unwrap();
+        assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
+        drop(s);
+        assert_eq!(SqliteStore::open(dir.path()).unwrap().server_id().unwrap(), id, "made once, kept");
     }
 
     #[test]
@@ -824,7 +892,15 @@ mod tests {
             Err(StoreError::Conflict(_))
         ));
         assert_eq!(s.device_by_token(b"hash-d").unwrap().unwrap().user, u);
-        s.revoke_user("u1").unwrap();
+        s.claim("doc", "u1", "Li", 5, 1_000).unwrap();
+        s.revoke_user("u1", 7).unwrap();
+        s.revoke_user("u1", 9).unwrap();
         assert!(s.device_by_token(b"hash-d").unwrap().unwrap().user.revoked);
+        assert_eq!(s.user_rows().unwrap()[0].revoked_at, Some(7), "the first revocation time is kept");
+        assert_eq!(s.claim_on("doc", 6).unwrap(), None, "revoking frees the user's claims");
+        s.record_refused_attempt("d1", 11).unwrap();
+        s.record_refused_attempt("d1", 12).unwrap();
+        let d = s.device_statuses().unwrap().remove(0);
+        assert_eq!((d.refused_attempts, d.last_refused_at), (2, Some(12)));
     }
 }

@@ -450,7 +450,8 @@ async fn hostile_input_gets_4xx_json_and_the_server_keeps_serving() {
     let mut d = new_report(&w, 1, "kept");
     h.sync(&w, 0, push_all(1, &mut d)).await;
 
-    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/automerge-crashers");
+    let dir =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/automerge-crashers");
     let mut inputs: Vec<Vec<u8>> =
         std::fs::read_dir(&dir).unwrap().map(|e| std::fs::read(e.unwrap().path()).unwrap()).collect();
     assert!(inputs.len() >= 16);

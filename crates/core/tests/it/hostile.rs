@@ -68,7 +68,8 @@ fn quiet_panics() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         // Workspace files have relative paths; automerge's, its dependencies' and std's do not.
-        let ours = info.location().is_some_and(|l| !l.file().starts_with('/') && !l.file().contains("automerge"));
+        let ours =
+            info.location().is_some_and(|l| !l.file().starts_with('/') && !l.file().contains("automerge"));
         if ours {
             default(info);
         }

@@ -40,7 +40,7 @@ fn new_report(grid: &str, town: &str) -> NewReport {
         description: "Two households argue over a wall.".into(),
         urgency: Urgency::Normal,
         location: Location { lat: Some(30.1), lon: Some(114.2), address: Some("东村3组".into()) },
-        parties: vec![Party { name: "张三".into(), contact: Some("138".into()) }],
+        parties: vec![Party { name: "张三".into(), contact: Some("13800000000".into()) }],
     }
 }
 
@@ -629,4 +629,413 @@ fn patrol_validation_table() {
     let mut ended = tracked.clone();
     edit_patrol(&mut ended, &author(WORKER, 3_000), &PatrolEdit::End).unwrap();
     assert!(edit_patrol(&mut ended, &author(WORKER, 3_001), &PatrolEdit::Visit("5号".into())).is_err());
+}
+
+// ---------------------------------------------------------------- input limits, contacts, positions
+
+#[test]
+fn text_limits_count_characters_and_never_echo_the_value() {
+    use gridsync_core::validate::{MAX_TITLE_CHARS, check_text};
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("empty", String::new(), "ok"),
+        ("exactly the limit", "a".repeat(MAX_TITLE_CHARS), "ok"),
+        ("the limit in Chinese (3 bytes each)", "网".repeat(MAX_TITLE_CHARS), "ok"),
+        ("one over", "a".repeat(MAX_TITLE_CHARS + 1), "too_long"),
+        ("one over in Chinese", "网".repeat(MAX_TITLE_CHARS + 1), "too_long"),
+        ("far over", "秘".repeat(100_000), "too_long"),
+    ];
+    for (name, value, want) in cases {
+        let got = check_text("the title", &value, MAX_TITLE_CHARS);
+        assert_eq!(code(got.clone()), want, "{name}");
+        if let Err(e) = got {
+            assert_eq!(e, Refusal::TooLong { field: "the title".into(), max: MAX_TITLE_CHARS });
+            let msg = e.to_string();
+            assert!(msg.contains("the title") && msg.contains("200"), "{msg}");
+            assert!(!msg.contains("aaaa"), "{msg}");
+            assert!(!msg.contains('网') && !msg.contains('秘'), "{msg}");
+        }
+    }
+}
+
+#[test]
+fn contacts_table() {
+    use gridsync_core::validate::check_contact;
+    let allowed = [
+        "13800000000",
+        "138 0000 0000",
+        "138-0000-0000",
+        "+8613800000000",
+        "+86 138 0000 0000",
+        "8613912345678",
+        "19912345678",
+        "010-12345678",
+        "0571-8765432",
+        "0571-87654321",
+        "01012345678",
+        "057187654321",
+        "021 6123 4567",
+    ];
+    for c in allowed {
+        assert_eq!(check_contact(c), Ok(()), "{c} should be accepted");
+    }
+    let refused = [
+        "",
+        "138",
+        "1380000000",
+        "138000000001",
+        "12800000000",
+        "23800000000",
+        "+1 415 555 0100",
+        "+8612345678901",
+        "010-123456",
+        "010-123456789",
+        "10-12345678",
+        "0010-1234567",
+        "010-01234567",
+        "zhangsan@example.com",
+        "１３８００００００００",
+        "call 13800000000",
+    ];
+    for c in refused {
+        let got = check_contact(c);
+        assert_eq!(got, Err(Refusal::BadContact), "{c:?} should be refused");
+        // One fixed message for every refused value: nothing of the value is echoed.
+        assert_eq!(got.unwrap_err().to_string(), Refusal::BadContact.to_string());
+    }
+    assert!(!Refusal::BadContact.to_string().contains("zhangsan"));
+    assert_eq!(Refusal::BadContact.code(), "bad_contact");
+}
+
+#[test]
+fn locations_table() {
+    use gridsync_core::org::BBox;
+    use gridsync_core::validate::check_location;
+    let org = demo_county(5);
+    let mut unbounded = org.clone();
+    unbounded.county.bbox = None;
+    let cases: [(&str, &Org, f64, f64, &str); 9] = [
+        ("inside", &org, 30.5, 114.25, "ok"),
+        ("on the edge", &org, org.county.bbox.unwrap().min_lat, 114.0, "ok"),
+        ("Beijing", &org, 39.9, 116.4, "outside_county"),
+        ("just east", &org, 30.0, 114.56, "outside_county"),
+        ("NaN", &org, f64::NAN, 114.0, "outside_county"),
+        ("infinite", &org, 30.0, f64::NEG_INFINITY, "outside_county"),
+        ("no box: anywhere on Earth", &unbounded, -33.9, 151.2, "ok"),
+        ("no box: off the planet", &unbounded, 91.0, 0.0, "outside_county"),
+        ("no box: NaN", &unbounded, 0.0, f64::NAN, "outside_county"),
+    ];
+    for (name, o, lat, lon, want) in cases {
+        assert_eq!(code(check_location(o, lat, lon)), want, "{name}");
+    }
+    let _ = BBox { min_lat: 0.0, min_lon: 0.0, max_lat: 1.0, max_lon: 1.0 };
+}
+
+#[test]
+fn report_values_are_checked_when_new_or_changed_only() {
+    use gridsync_core::validate::{
+        MAX_ADDRESS_CHARS, MAX_DEPT_CHARS, MAX_DESCRIPTION_CHARS, MAX_NAME_CHARS, MAX_NOTE_CHARS,
+        MAX_REASON_CHARS, MAX_TITLE_CHARS,
+    };
+    let c = case();
+    let base = created(&c);
+    // A report stored before the limits existed: every value is now out of bounds.
+    let mut old = new_report(&c.g1, &c.t1);
+    old.title = "t".repeat(MAX_TITLE_CHARS + 5);
+    old.description = "d".repeat(MAX_DESCRIPTION_CHARS + 5);
+    old.location = Location { lat: Some(39.9), lon: Some(116.4), address: Some("a".repeat(300)) };
+    old.parties = vec![Party { name: "n".repeat(100), contact: Some("138".into()) }];
+    let legacy = create_report(actor(WORKER), &author(WORKER, 1_000), &old).unwrap();
+    let mut escalated = base.clone();
+    add_transition(&mut escalated, &author(WORKER, 2_000), Action::Escalate, "", None).unwrap();
+    let mut accepted = escalated.clone();
+    accepted.set_actor(actor(TOWN_OP));
+    add_transition(&mut accepted, &author(TOWN_OP, 2_500), Action::Accept, "", None).unwrap();
+
+    let create_with = |f: fn(&mut NewReport)| {
+        let c = &c;
+        move |d: &mut AutoCommit| {
+            let mut r = new_report(&c.g1, &c.t1);
+            f(&mut r);
+            *d = create_report(d.get_actor().clone(), &author(WORKER, 1), &r).unwrap();
+        }
+    };
+    let edit_with = |e: ReportEdit| {
+        move |d: &mut AutoCommit| {
+            edit_report(d, &author(WORKER, 2), &e).unwrap();
+        }
+    };
+    let cases: Vec<(&str, &str, Result<(), Refusal>)> = vec![
+        ("create: all within limits", "ok", check(&c, WORKER, None, create_with(|_| {}))),
+        (
+            "create: title at the limit",
+            "ok",
+            check(&c, WORKER, None, create_with(|r| r.title = "题".repeat(MAX_TITLE_CHARS))),
+        ),
+        (
+            "create: title over",
+            "too_long",
+            check(&c, WORKER, None, create_with(|r| r.title = "题".repeat(MAX_TITLE_CHARS + 1))),
+        ),
+        (
+            "create: description over",
+            "too_long",
+            check(&c, WORKER, None, create_with(|r| r.description = "x".repeat(MAX_DESCRIPTION_CHARS + 1))),
+        ),
+        (
+            "create: address over",
+            "too_long",
+            check(
+                &c,
+                WORKER,
+                None,
+                create_with(|r| r.location.address = Some("址".repeat(MAX_ADDRESS_CHARS + 1))),
+            ),
+        ),
+        (
+            "create: party name over",
+            "too_long",
+            check(&c, WORKER, None, create_with(|r| r.parties[0].name = "名".repeat(MAX_NAME_CHARS + 1))),
+        ),
+        (
+            "create: bad contact",
+            "bad_contact",
+            check(&c, WORKER, None, create_with(|r| r.parties[0].contact = Some("12345".into()))),
+        ),
+        ("create: no contact", "ok", check(&c, WORKER, None, create_with(|r| r.parties[0].contact = None))),
+        (
+            "create: outside the county",
+            "outside_county",
+            check(&c, WORKER, None, create_with(|r| r.location.lat = Some(39.9))),
+        ),
+        ("create: latitude alone", "ok", check(&c, WORKER, None, create_with(|r| r.location.lon = None))),
+        (
+            "edit: title over",
+            "too_long",
+            check(
+                &c,
+                WORKER,
+                Some(&base),
+                edit_with(ReportEdit { title: Some("t".repeat(MAX_TITLE_CHARS + 1)), ..Default::default() }),
+            ),
+        ),
+        (
+            "edit: position outside",
+            "outside_county",
+            check(
+                &c,
+                WORKER,
+                Some(&base),
+                edit_with(ReportEdit { lat: Some(39.9), lon: Some(116.4), ..Default::default() }),
+            ),
+        ),
+        (
+            "edit: position inside",
+            "ok",
+            check(
+                &c,
+                WORKER,
+                Some(&base),
+                edit_with(ReportEdit { lat: Some(30.2), lon: Some(114.1), ..Default::default() }),
+            ),
+        ),
+        (
+            "edit: a party with a bad contact",
+            "bad_contact",
+            check(
+                &c,
+                WORKER,
+                Some(&base),
+                edit_with(ReportEdit {
+                    add_parties: vec![Party { name: "李四".into(), contact: Some("not a phone".into()) }],
+                    ..Default::default()
+                }),
+            ),
+        ),
+        (
+            "edit: a party with a landline",
+            "ok",
+            check(
+                &c,
+                WORKER,
+                Some(&base),
+                edit_with(ReportEdit {
+                    add_parties: vec![Party { name: "李四".into(), contact: Some("027-87654321".into()) }],
+                    ..Default::default()
+                }),
+            ),
+        ),
+        (
+            "note at the limit",
+            "ok",
+            check(&c, WORKER, Some(&base), |d| {
+                add_note(d, &author(WORKER, 2), &"记".repeat(MAX_NOTE_CHARS)).unwrap();
+            }),
+        ),
+        (
+            "note over",
+            "too_long",
+            check(&c, WORKER, Some(&base), |d| {
+                add_note(d, &author(WORKER, 2), &"记".repeat(MAX_NOTE_CHARS + 1)).unwrap();
+            }),
+        ),
+        (
+            "reason over",
+            "too_long",
+            check(&c, WORKER, Some(&base), |d| {
+                add_transition(
+                    d,
+                    &author(WORKER, 2),
+                    Action::Escalate,
+                    &"r".repeat(MAX_REASON_CHARS + 1),
+                    None,
+                )
+                .unwrap();
+            }),
+        ),
+        (
+            "department over",
+            "too_long",
+            check(&c, TOWN_OP, Some(&accepted), |d| {
+                add_transition(
+                    d,
+                    &author(TOWN_OP, 3),
+                    Action::Dispatch,
+                    "",
+                    Some(&"部".repeat(MAX_DEPT_CHARS + 1)),
+                )
+                .unwrap();
+            }),
+        ),
+        (
+            "department at the limit",
+            "ok",
+            check(&c, TOWN_OP, Some(&accepted), |d| {
+                add_transition(
+                    d,
+                    &author(TOWN_OP, 3),
+                    Action::Dispatch,
+                    "",
+                    Some(&"部".repeat(MAX_DEPT_CHARS)),
+                )
+                .unwrap();
+            }),
+        ),
+        // Stored values over today's limits do not block other edits.
+        (
+            "legacy: a note",
+            "ok",
+            check(&c, WORKER, Some(&legacy), |d| {
+                add_note(d, &author(WORKER, 2), "到场").unwrap();
+            }),
+        ),
+        (
+            "legacy: urgency",
+            "ok",
+            check(
+                &c,
+                WORKER,
+                Some(&legacy),
+                edit_with(ReportEdit { urgency: Some(Urgency::High), ..Default::default() }),
+            ),
+        ),
+        (
+            "legacy: a good party beside the bad one",
+            "ok",
+            check(
+                &c,
+                WORKER,
+                Some(&legacy),
+                edit_with(ReportEdit {
+                    add_parties: vec![Party { name: "王五".into(), contact: Some("13912345678".into()) }],
+                    ..Default::default()
+                }),
+            ),
+        ),
+        (
+            "legacy: the title, still too long",
+            "too_long",
+            check(
+                &c,
+                WORKER,
+                Some(&legacy),
+                edit_with(ReportEdit { title: Some("t".repeat(MAX_TITLE_CHARS + 1)), ..Default::default() }),
+            ),
+        ),
+        (
+            "legacy: the title, shortened",
+            "ok",
+            check(
+                &c,
+                WORKER,
+                Some(&legacy),
+                edit_with(ReportEdit { title: Some("围墙".into()), ..Default::default() }),
+            ),
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (name, want, got) in cases {
+        if code(got.clone()) != want {
+            wrong.push(format!("{name}: want {want}, got {got:?}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn patrol_values_are_checked_when_new() {
+    use gridsync_core::patrol::{CheckIn, PatrolView};
+    use gridsync_core::validate::{MAX_ADDRESS_CHARS, MAX_DESCRIPTION_CHARS};
+    let c = case();
+    let who = principal(WORKER, &c);
+    let actors: BTreeSet<String> = [actor(WORKER).to_hex_string()].into();
+    let w = Writer { who: &who, actors: &actors };
+    let p = start_patrol(actor(WORKER), &author(WORKER, 1_000), uuid::Uuid::from_u128(8), &c.g1, &c.t1, &[])
+        .unwrap();
+    let run = |before: &AutoCommit, e: PatrolEdit| {
+        let mut after = before.clone();
+        edit_patrol(&mut after, &author(WORKER, 2_000), &e).unwrap();
+        let b: PatrolView = materialize_patrol(before).unwrap();
+        check_patrol(&c.org, &w, Some(&b), &materialize_patrol(&after).unwrap())
+    };
+    let checkin = |place: String, lat: f64, lon: f64| {
+        PatrolEdit::CheckIn(CheckIn { place, lat: Some(lat), lon: Some(lon), at: 1_500 })
+    };
+    let point = |lat: f64, lon: f64| TrackPoint { lat, lon, at: 3_000 };
+    let mut strayed = p.clone();
+    // A point stored before the county had a box.
+    edit_patrol(&mut strayed, &author(WORKER, 1_500), &PatrolEdit::Track(vec![point(39.9, 116.4)])).unwrap();
+    let cases: Vec<(&str, &str, Result<(), Refusal>)> = vec![
+        ("check-in inside", "ok", run(&p, checkin("村委会".into(), 30.5, 114.25))),
+        ("check-in outside", "outside_county", run(&p, checkin("村委会".into(), 31.5, 114.25))),
+        (
+            "check-in place over",
+            "too_long",
+            run(&p, checkin("村".repeat(MAX_ADDRESS_CHARS + 1), 30.5, 114.25)),
+        ),
+        ("track inside", "ok", run(&p, PatrolEdit::Track(vec![point(30.5, 114.25), point(30.51, 114.26)]))),
+        (
+            "track with one point outside",
+            "outside_county",
+            run(&p, PatrolEdit::Track(vec![point(30.5, 114.25), point(0.0, 0.0)])),
+        ),
+        (
+            "a stored stray point blocks nothing",
+            "ok",
+            run(&strayed, PatrolEdit::Track(vec![point(30.5, 114.25)])),
+        ),
+        ("household over", "too_long", run(&p, PatrolEdit::Visit("户".repeat(MAX_ADDRESS_CHARS + 1)))),
+        (
+            "narrative over",
+            "too_long",
+            run(&p, PatrolEdit::Narrative("述".repeat(MAX_DESCRIPTION_CHARS + 1))),
+        ),
+        ("narrative within", "ok", run(&p, PatrolEdit::Narrative("巡查正常".into()))),
+    ];
+    let mut wrong = Vec::new();
+    for (name, want, got) in cases {
+        if code(got.clone()) != want {
+            wrong.push(format!("{name}: want {want}, got {got:?}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
