@@ -95,7 +95,8 @@ pub struct Device {
 impl Device {
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(bin_dir().join("field"));
-        c.arg("--home").arg(self.home.path()).args(args);
+        // Human output in the default language, Chinese, whatever the machine's locale.
+        c.arg("--home").arg(self.home.path()).args(args).env("GRIDSYNC_LANG", "zh");
         c
     }
 

@@ -299,11 +299,18 @@ pub fn edit_report(
     }
     let parties = map_at(doc, &ROOT, "parties")?;
     let people = list_at(doc, &parties, "people")?;
+    // The head count follows the parties list until someone sets it to something else.
+    let listed = doc.length(&people) as i64;
+    let following = opt_int(doc, &parties, "head_count")?.is_none_or(|n| n == listed);
     for p in &edit.add_parties {
         push_party(doc, &people, p)?;
     }
-    if let Some(n) = edit.head_count {
-        doc.put(&parties, "head_count", n)?;
+    match edit.head_count {
+        Some(n) => doc.put(&parties, "head_count", n)?,
+        None if following && !edit.add_parties.is_empty() => {
+            doc.put(&parties, "head_count", listed + edit.add_parties.len() as i64)?
+        }
+        None => {}
     }
     finish(doc, author, "edit report")
 }
@@ -521,4 +528,51 @@ pub fn transition_origins(doc: &AutoCommit) -> Result<BTreeMap<String, (u64, Act
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn party(name: &str) -> Party {
+        Party { name: name.into(), contact: None }
+    }
+
+    fn edit(parties: &[&str], head_count: Option<i64>) -> ReportEdit {
+        ReportEdit {
+            title: None,
+            description: None,
+            category: None,
+            urgency: None,
+            lat: None,
+            lon: None,
+            address: None,
+            add_parties: parties.iter().map(|p| party(p)).collect(),
+            head_count,
+        }
+    }
+
+    #[test]
+    fn the_head_count_follows_the_parties_until_set_by_hand() {
+        let author = Author { user: "w".into(), role: Role::GridWorker, at: 1 };
+        let new = NewReport {
+            id: uuid::Uuid::from_u128(1),
+            grid: "G".into(),
+            town: "T".into(),
+            category: Category::Dispute,
+            title: "t".into(),
+            description: String::new(),
+            urgency: Urgency::Normal,
+            location: Location::default(),
+            parties: vec![party("张三")],
+        };
+        let mut d = create_report(ActorId::from([1u8; 16]), &author, &new).unwrap();
+        assert_eq!(materialize_report(&d).unwrap().head_count, Some(1));
+        edit_report(&mut d, &author, &edit(&["李四"], None)).unwrap();
+        assert_eq!(materialize_report(&d).unwrap().head_count, Some(2), "follows the list");
+        edit_report(&mut d, &author, &edit(&[], Some(10))).unwrap();
+        edit_report(&mut d, &author, &edit(&["王五"], None)).unwrap();
+        let v = materialize_report(&d).unwrap();
+        assert_eq!((v.parties.len(), v.head_count), (3, Some(10)), "a count set by hand stays");
+    }
 }

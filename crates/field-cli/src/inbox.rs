@@ -133,3 +133,93 @@ pub fn entries(me: &WhoAmI, old: Option<&ReportView>, new: &ReportView, now: i64
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gridsync_core::org::Scope;
+    use gridsync_core::report::{Category, Location, Urgency};
+
+    fn view(status: Status, level: Level, transitions: Vec<Transition>) -> ReportView {
+        ReportView {
+            id: "r1".into(),
+            grid: "G1".into(),
+            town: "T1".into(),
+            reporter: "worker".into(),
+            created_at: 0,
+            category: Category::Other,
+            category_zh: "其他".into(),
+            title: "河道垃圾".into(),
+            description: String::new(),
+            urgency: Urgency::Normal,
+            location: Location::default(),
+            parties: vec![],
+            head_count: None,
+            notes: vec![],
+            attachments: vec![],
+            status,
+            level,
+            tip: String::new(),
+            transitions,
+            conflicts: vec![],
+            authors: Default::default(),
+        }
+    }
+
+    fn step(
+        id: &str,
+        action: Action,
+        author: &str,
+        role: Role,
+        to: (Status, Level),
+        applied: bool,
+    ) -> Transition {
+        Transition {
+            id: id.into(),
+            parent: String::new(),
+            action,
+            author: author.into(),
+            role,
+            from: Status::Open,
+            from_level: Level::Grid,
+            to: to.0,
+            to_level: to.1,
+            reason: String::new(),
+            dept: None,
+            at: 0,
+            applied,
+        }
+    }
+
+    fn me(user: &str, role: Role, scope: Scope) -> WhoAmI {
+        WhoAmI { user: user.into(), name: user.into(), role, scope, device: None }
+    }
+
+    #[test]
+    fn an_item_escalated_away_by_the_server_is_news_for_the_town_hub() {
+        let hub = me("townop", Role::TownOperator, Scope::Town("T1".into()));
+        let up =
+            step("w/1", Action::Escalate, "worker", Role::GridWorker, (Status::Escalated, Level::Town), true);
+        let old = view(Status::Escalated, Level::Town, vec![up.clone()]);
+        let auto =
+            step("s/1", Action::Escalate, "system", Role::System, (Status::Escalated, Level::County), true);
+        let new = view(Status::Escalated, Level::County, vec![up, auto]);
+        let e = entries(&hub, Some(&old), &new, 5);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].kind, InboxKind::EscalatedAway);
+        assert_eq!(e[0].by.as_deref(), Some("system"));
+        // And nothing for the county's queue when the county has not seen it yet? It is new there.
+        let county = me("countyop", Role::CountyOperator, Scope::County);
+        assert_eq!(entries(&county, None, &new, 5)[0].kind, InboxKind::NewInQueue);
+    }
+
+    #[test]
+    fn own_steps_are_not_news() {
+        let worker = me("worker", Role::GridWorker, Scope::Grids(vec!["G1".into()]));
+        let up =
+            step("w/1", Action::Escalate, "worker", Role::GridWorker, (Status::Escalated, Level::Town), true);
+        let old = view(Status::Open, Level::Grid, vec![]);
+        let new = view(Status::Escalated, Level::Town, vec![up]);
+        assert!(entries(&worker, Some(&old), &new, 5).is_empty());
+    }
+}

@@ -219,6 +219,9 @@ fn try_main() -> Result<()> {
         Command::Queue(c) => report::run_queue(&mut home, c),
         Command::Sync { json, retries, page_bytes } => {
             let (outcome, result) = sync::sync(&mut home, retries, page_bytes, !json);
+            // What this sync brought is shown now (as text or JSON): the inbox keeps it as seen.
+            let shown: Vec<i64> = outcome.inbox.iter().map(|e| e.id).collect();
+            home.mark_seen(&shown)?;
             if json {
                 show::json(&outcome)?;
                 // The JSON says what failed; the exit status says that something did.
@@ -227,13 +230,7 @@ fn try_main() -> Result<()> {
             if result.is_ok() || outcome.round_trips > 0 {
                 show::sync_outcome(&outcome, false)?;
             }
-            result?;
-            if let Some(ids) =
-                (!outcome.inbox.is_empty()).then(|| outcome.inbox.iter().map(|e| e.id).collect::<Vec<_>>())
-            {
-                home.mark_seen(&ids)?;
-            }
-            Ok(())
+            result
         }
         Command::Inbox { all, limit, offset, json } => {
             let entries = home.inbox(all, limit, offset)?;

@@ -602,7 +602,7 @@ fn apply_response(
         }
         let mut active_patrol_removed = false;
         // The first sync of a device fills it; news starts after that.
-        let news = profile.cursor > 0;
+        let news = profile.last_success.is_some();
         for (id, state) in docs {
             match state {
                 Some((mut d, kind)) => {

@@ -55,10 +55,10 @@ fn report_to_closure_through_the_town_hub() {
     assert_eq!(q[0]["step"], "accept");
     assert_eq!(q[0]["light"], "green");
     let table = hub.ok(&["queue", "list"]);
-    assert!(table.contains("路灯损坏") && table.contains("accept"), "{table}");
+    assert!(table.contains("路灯损坏") && table.contains("待受理"), "{table}");
 
     let claimed = hub.ok(&["queue", "claim", &id[..8]]);
-    assert!(claimed.contains("you hold"), "{claimed}");
+    assert!(claimed.contains("你已认领"), "{claimed}");
     hub.ok(&["queue", "accept", &id[..8]]);
     hub.ok(&["queue", "dispatch", &id[..8], "--to", "城管办"]);
     hub.ok(&["queue", "resolve", &id[..8], "--note", "已更换灯泡"]);
@@ -77,7 +77,7 @@ fn report_to_closure_through_the_town_hub() {
     assert_eq!(v["transitions"][1]["dept"], serde_json::Value::Null);
     assert_eq!(v["transitions"][2]["dept"], "城管办");
     let err = worker.fails(&["queue", "close", &id]);
-    assert!(err.contains("queue is for town and county operators") || err.contains("cannot"), "{err}");
+    assert!(err.contains("队列是给镇、县综治中心工作人员用的"), "{err}");
 
     // The hub checks, calls back, closes.
     hub.ok(&["queue", "close", &id[..8], "--note", "回访满意"]);
@@ -87,7 +87,7 @@ fn report_to_closure_through_the_town_hub() {
     assert_eq!(hub.json(&["queue", "list", "--json"]).as_array().unwrap().len(), 0);
     // A closed report takes no more edits.
     let err = worker.fails(&["report", "edit", &id, "--title", "x"]);
-    assert!(err.contains("closed"), "{err}");
+    assert!(err.contains("已结案") && err.contains("只能追加备注"), "{err}");
 
     // The indicators count it.
     let stats = admin.json(&["admin", "stats", "--json"]);

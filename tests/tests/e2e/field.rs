@@ -84,7 +84,7 @@ fn three_devices_edit_offline_in_conflict_and_converge_to_one_view() {
     }
     // The human view says the same.
     let text = hub.ok(&["report", "show", &id[..8]]);
-    assert!(text.contains("concurrent edits resolved") && text.contains("transition_precedence"), "{text}");
+    assert!(text.contains("同时修改的处理结果") && text.contains("按办理环节的先后规则"), "{text}");
 
     // An admin sees the document among those with resolved conflicts.
     let admin = server.device("admin");
@@ -106,7 +106,7 @@ fn a_worker_of_another_grid_never_receives_the_report() {
     let list = other.json(&["report", "list", "--json"]);
     assert_eq!(list.as_array().unwrap().len(), 0);
     let err = other.fails(&["report", "show", &id]);
-    assert!(err.contains("no report with id"), "{err}");
+    assert!(err.contains("本机没有编号为"), "{err}");
     // The hub of the town does receive it.
     assert_eq!(hub.json(&["report", "list", "--json"]).as_array().unwrap().len(), 1);
     // And worker2 cannot write into it even by hand: it never learns it exists.
@@ -213,16 +213,14 @@ fn an_edit_refused_by_the_server_is_reported_set_aside_and_later_work_still_sync
     worker.ok(&["report", "note", &id, "居民表示满意"]);
     let s = worker.sync();
     assert_eq!(s["refused"], 2, "the edit, and the note built on it: {s}");
-    let codes: Vec<&str> = s["refusals"].as_array().unwrap().iter().map(|r| r[1].as_str().unwrap()).collect();
+    let codes: Vec<&str> =
+        s["refusals"].as_array().unwrap().iter().map(|r| r["code"].as_str().unwrap()).collect();
     assert!(codes.contains(&"report_finished") && codes.contains(&"depends_on_refused"), "{codes:?}");
     // The worker is told, in status and on the report.
     let status = worker.ok(&["status"]);
-    assert!(
-        status.contains("refused by the server") && status.contains("only notes can be added"),
-        "{status}"
-    );
+    assert!(status.contains("被服务器拒收的修改") && status.contains("事件已办结，只能追加备注"), "{status}");
     let shown = worker.ok(&["report", "show", &id]);
-    assert!(shown.contains("the server refused edits"), "{shown}");
+    assert!(shown.contains("服务器拒收了对这份事件的修改"), "{shown}");
     // The local copy no longer carries the refused edit; the note was not lost but sent again.
     assert_eq!(s["notes_rewritten"], 1, "{s}");
     assert_eq!(worker.json(&["status", "--json"])["pending_changes"], 0);
@@ -234,7 +232,7 @@ fn an_edit_refused_by_the_server_is_reported_set_aside_and_later_work_still_sync
     hub.sync();
     assert_eq!(hub.json(&["report", "show", &id, "--json"]), v, "the worker's copy matches the hub's");
     let cleared = worker.ok(&["status", "--clear-refused"]);
-    assert!(cleared.contains("cleared 2"), "{cleared}");
+    assert!(cleared.contains("已清除 2 条"), "{cleared}");
     assert_eq!(worker.json(&["status", "--json"])["refused"].as_array().unwrap().len(), 0);
     // Later work on the same report is not stuck behind the refused change.
     worker.ok(&["report", "note", &id, "回访完成"]);
