@@ -358,9 +358,11 @@ impl Role {
     }
 }
 
-/// Where a person may read and write.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
+/// Where a person may read and write. On the wire always an object, one shape per field:
+/// `{"grids": ["G…"]}`, `{"town": "T01"}` or `{"county": {}}` (the bare string `"county"` that
+/// older servers wrote is still read).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "ScopeObject", try_from = "ScopeWire")]
 pub enum Scope {
     /// Grid workers and assistants: their grids.
     Grids(Vec<String>),
@@ -368,6 +370,61 @@ pub enum Scope {
     Town(String),
     /// County operators and admins: everything.
     County,
+}
+
+/// A scope as written on the wire.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+enum ScopeObject {
+    /// Grid workers and assistants: their grids.
+    Grids(Vec<String>),
+    /// Town operators: every grid of one town.
+    Town(String),
+    /// County operators and admins: everything.
+    County {},
+}
+
+/// What is read: the object, or the older bare `"county"`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ScopeWire {
+    Object(ScopeObject),
+    Bare(String),
+}
+
+impl From<Scope> for ScopeObject {
+    fn from(s: Scope) -> ScopeObject {
+        match s {
+            Scope::Grids(g) => ScopeObject::Grids(g),
+            Scope::Town(t) => ScopeObject::Town(t),
+            Scope::County => ScopeObject::County {},
+        }
+    }
+}
+
+impl TryFrom<ScopeWire> for Scope {
+    type Error = String;
+    fn try_from(w: ScopeWire) -> Result<Scope, String> {
+        match w {
+            ScopeWire::Object(ScopeObject::Grids(g)) => Ok(Scope::Grids(g)),
+            ScopeWire::Object(ScopeObject::Town(t)) => Ok(Scope::Town(t)),
+            ScopeWire::Object(ScopeObject::County {}) => Ok(Scope::County),
+            ScopeWire::Bare(b) if b == "county" => Ok(Scope::County),
+            ScopeWire::Bare(_) => {
+                Err("a scope is {\"grids\": [...]}, {\"town\": ID} or {\"county\": {}}".into())
+            }
+        }
+    }
+}
+
+impl JsonSchema for Scope {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Scope".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        ScopeObject::json_schema(generator)
+    }
 }
 
 impl Scope {
@@ -507,6 +564,23 @@ pub fn demo_county(seed: u64) -> Org {
         towns,
         villages,
         grids,
+    }
+}
+
+#[cfg(test)]
+mod scope_wire_tests {
+    use super::*;
+
+    #[test]
+    fn a_scope_is_always_an_object_and_the_old_bare_county_still_reads() {
+        assert_eq!(serde_json::to_string(&Scope::County).unwrap(), r#"{"county":{}}"#);
+        assert_eq!(serde_json::to_string(&Scope::Town("T01".into())).unwrap(), r#"{"town":"T01"}"#);
+        for text in [r#""county""#, r#"{"county":{}}"#] {
+            assert_eq!(serde_json::from_str::<Scope>(text).unwrap(), Scope::County);
+        }
+        let g: Scope = serde_json::from_str(r#"{"grids":["G1"]}"#).unwrap();
+        assert_eq!(g, Scope::Grids(vec!["G1".into()]));
+        assert!(serde_json::from_str::<Scope>(r#""town""#).is_err());
     }
 }
 

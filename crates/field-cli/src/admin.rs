@@ -36,9 +36,9 @@ pub enum AdminCommand {
         /// Only documents with resolved conflicts.
         #[arg(long)]
         conflicts: bool,
-        /// Most documents to list.
-        #[arg(long, default_value_t = 100)]
-        limit: usize,
+        /// Most documents to list (default: 100 in a table, all with --json).
+        #[arg(long)]
+        limit: Option<usize>,
         /// Documents to skip first (for paging).
         #[arg(long, default_value_t = 0)]
         offset: usize,
@@ -219,9 +219,8 @@ pub fn run(home: &mut Home, c: AdminCommand) -> Result<()> {
                 .into_iter()
                 .filter(|d| grid.as_ref().is_none_or(|g| &d.grid == g))
                 .filter(|d| town.as_ref().is_none_or(|t| &d.town == t))
-                .skip(offset)
-                .take(limit)
                 .collect();
+            let rows = show::page(rows, limit, offset, json, 100);
             if json {
                 return show::json(&rows);
             }

@@ -70,9 +70,9 @@ pub enum PatrolCommand {
     End,
     /// List patrols on this device, newest first.
     List {
-        /// Most patrols to list.
-        #[arg(long, default_value_t = 100)]
-        limit: usize,
+        /// Most patrols to list (default: 100 in a table, all with --json).
+        #[arg(long)]
+        limit: Option<usize>,
         /// Patrols to skip first (for paging).
         #[arg(long, default_value_t = 0)]
         offset: usize,
@@ -304,7 +304,7 @@ pub fn run(home: &mut Home, c: PatrolCommand) -> Result<()> {
             Ok(())
         }
         PatrolCommand::List { limit, offset, json } => {
-            let views: Vec<PatrolView> = patrol_views(home)?.into_iter().skip(offset).take(limit).collect();
+            let views = show::page(patrol_views(home)?, limit, offset, json, 100);
             show::patrol_list(&views, json)
         }
         PatrolCommand::Show { id, json } => {

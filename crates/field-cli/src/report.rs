@@ -63,9 +63,9 @@ pub enum ReportCommand {
         /// Only this category (code or Chinese label).
         #[arg(long)]
         category: Option<String>,
-        /// Most reports to list.
-        #[arg(long, default_value_t = 100)]
-        limit: usize,
+        /// Most reports to list (default: 100 in a table, all with --json).
+        #[arg(long)]
+        limit: Option<usize>,
         /// Reports to skip first (for paging).
         #[arg(long, default_value_t = 0)]
         offset: usize,
@@ -166,9 +166,9 @@ pub enum QueueCommand {
         /// Ask the server (needs signal): its clock, and who holds a claim on each item.
         #[arg(long)]
         server: bool,
-        /// Most items to list.
-        #[arg(long, default_value_t = 100)]
-        limit: usize,
+        /// Most items to list (default: 100 in a table, all with --json).
+        #[arg(long)]
+        limit: Option<usize>,
         /// Items to skip first (for paging).
         #[arg(long, default_value_t = 0)]
         offset: usize,
@@ -544,10 +544,8 @@ pub fn run(home: &mut Home, c: ReportCommand) -> Result<()> {
                 .filter(|v| status.is_none_or(|s| v.status == s))
                 .filter(|v| level.is_none_or(|l| v.level == l))
                 .filter(|v| category.is_none_or(|c| v.category == c))
-                .skip(offset)
-                .take(limit)
                 .collect();
-            show::report_list(&views, json)
+            show::report_list(&show::page(views, limit, offset, json, 100), json)
         }
         ReportCommand::Show { id, json } => {
             let id = home.resolve_id(DocKind::Report, &id)?;
@@ -712,12 +710,12 @@ pub fn run_queue(home: &mut Home, c: QueueCommand) -> Result<()> {
             let mut client = crate::sync::Client::new(&p.server, &p.token, 2)?;
             let path = if all { "/v1/queue?all=true" } else { "/v1/queue" };
             let items: Vec<QueueEntry> = client.call("GET", path, None::<&()>)?;
-            let items: Vec<QueueEntry> = items.into_iter().skip(offset).take(limit).collect();
+            let items = show::page(items, limit, offset, json, 100);
             show::queue(&items, now_ms(), json)
         }
         QueueCommand::List { all, limit, offset, json, .. } => {
             let items: Vec<QueueEntry> =
-                queue_items(home, all, now_ms())?.into_iter().skip(offset).take(limit).collect();
+                show::page(queue_items(home, all, now_ms())?, limit, offset, json, 100);
             show::queue(&items, now_ms(), json)
         }
         QueueCommand::Claim { id } => {

@@ -62,6 +62,26 @@ fn span(ms: i64) -> String {
     }
 }
 
+/// One page of a list: `limit` items after `offset`; without `--limit`, tables show `default`
+/// items (and say how to see the rest) while JSON gets everything.
+pub fn page<T>(items: Vec<T>, limit: Option<usize>, offset: usize, json: bool, default: usize) -> Vec<T> {
+    let total = items.len();
+    let limit = limit.unwrap_or(if json { usize::MAX } else { default });
+    let shown: Vec<T> = items.into_iter().skip(offset).take(limit).collect();
+    let rest = total.saturating_sub(offset + shown.len());
+    if !json && rest > 0 {
+        eprintln!(
+            "{}",
+            tr!(
+                "（还有 {rest} 条没有显示；用 --offset {} 看下一页）",
+                "({rest} more not shown; --offset {} shows the next page)",
+                offset + shown.len()
+            )
+        );
+    }
+    shown
+}
+
 /// How much text a table cell shows.
 const CELL: usize = 24;
 
