@@ -26,6 +26,9 @@ use crate::{lang, now_ms, tr};
 const PUSH_CHANGES: usize = 5_000;
 const PUSH_BYTES: usize = 2 << 20;
 
+/// Most bytes an answer may inflate to: pages are budgeted far below this.
+const MAX_ANSWER_BYTES: u64 = 256 << 20;
+
 /// Why a call to the server failed, so callers can tell a person what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum CallFailure {
@@ -192,10 +195,25 @@ impl Client {
         self.bytes_down += wire.len() as u64;
         let bytes = if gzipped {
             let mut out = Vec::new();
-            flate2::read::GzDecoder::new(&wire[..]).read_to_end(&mut out).map_err(|_| CallError::Retry {
-                why: lang::pick("回答在途中损坏", "a damaged answer").into(),
-                server: false,
-            })?;
+            flate2::read::GzDecoder::new(&wire[..])
+                .take(MAX_ANSWER_BYTES + 1)
+                .read_to_end(&mut out)
+                .map_err(|_| CallError::Retry {
+                    why: lang::pick("回答在途中损坏", "a damaged answer").into(),
+                    server: false,
+                })?;
+            if out.len() as u64 > MAX_ANSWER_BYTES {
+                // A page is a few MB at most: this is a bomb or a broken server, not data.
+                return Err(CallError::Final(CallFailure::Refused {
+                    status: status.as_u16(),
+                    code: "answer_too_large".into(),
+                    message: lang::pick(
+                        "服务器的回答解压后过大，已拒收；请联系管理员",
+                        "the server's answer inflates to too many bytes; refused; tell your administrator",
+                    )
+                    .into(),
+                }));
+            }
             out
         } else {
             wire.to_vec()
@@ -614,6 +632,7 @@ fn apply_response(
                         None
                     };
                     let view = store_doc(tx, &id, kind, &mut d)?;
+                    check_received(&profile.whoami.scope, &id, &view)?;
                     if news && kind == DocKind::Report {
                         let new: ReportView = serde_json::from_str(&view)?;
                         for e in crate::inbox::entries(&profile.whoami, old.as_ref(), &new, now) {
@@ -651,6 +670,34 @@ fn apply_response(
         save_profile_in(tx, &Profile { cursor: resp.cursor, active_patrol, ..profile.clone() })?;
         Ok(())
     })?;
+    Ok(())
+}
+
+/// What every stored document must say about itself.
+#[derive(serde::Deserialize)]
+struct Placed {
+    id: String,
+    grid: String,
+    town: String,
+}
+
+/// A device does not take the server's word for where a document belongs: a document whose own
+/// id is not the one it came under, or whose grid is outside this device's scope, stops the page
+/// before anything of it is stored.
+fn check_received(scope: &gridsync_core::org::Scope, id: &str, view: &str) -> Result<()> {
+    let placed: Placed = serde_json::from_str(view)?;
+    if placed.id != id {
+        bail!(tr!(
+            "服务器发来的文档 {id} 内容与编号不符，已拒收（本页没有保存）；请联系管理员",
+            "the server sent document {id} whose content names another id; refused (nothing of the page stored); tell your administrator"
+        ));
+    }
+    if !scope.covers(&placed.grid, &placed.town) {
+        bail!(tr!(
+            "服务器发来了不在你管辖范围内的文档 {id}，已拒收（本页没有保存）；请联系管理员",
+            "the server sent document {id}, outside your scope; refused (nothing of the page stored); tell your administrator"
+        ));
+    }
     Ok(())
 }
 
@@ -781,6 +828,51 @@ mod tests {
         assert_eq!(home.profile().unwrap().cursor, 3);
         // And the next sync has nothing stuck to send.
         assert!(next_outbox_batch(&home, &HashSet::new()).unwrap().0.is_empty());
+    }
+
+    #[test]
+    fn a_document_outside_the_scope_or_under_another_id_is_not_stored() {
+        let (_dir, mut home) = home_with_profile();
+        let p = home.profile().unwrap();
+        let other = p.org.grids.iter().find(|g| g.id != p.org.grids[0].id).unwrap().clone();
+        let id = uuid::Uuid::from_u128(9);
+        let new = NewReport {
+            id,
+            grid: other.id.clone(),
+            town: other.town.clone(),
+            category: Category::Other,
+            title: "别的网格".into(),
+            description: String::new(),
+            urgency: Urgency::Normal,
+            location: Location::default(),
+            parties: vec![],
+        };
+        let author =
+            doc::Author { user: "someone".into(), role: gridsync_core::org::Role::GridWorker, at: 1 };
+        let mut d = create_report(automerge::ActorId::from([3u8; 16]), &author, &new).unwrap();
+        let data = base64::engine::general_purpose::STANDARD.encode(d.save());
+        let page = |doc: &str| SyncResponse {
+            verdicts: vec![],
+            docs: vec![gridsync_core::protocol::DocUpdate {
+                doc: doc.into(),
+                kind: DocKind::Report,
+                encoding: Encoding::Snapshot,
+                data: data.clone(),
+            }],
+            cursor: 5,
+            has_more: false,
+        };
+        let err =
+            apply_response(&mut home, &page(&id.to_string()), &[], &mut SyncOutcome::default()).unwrap_err();
+        assert!(
+            err.to_string().contains("outside your scope") || err.to_string().contains("管辖范围"),
+            "{err}"
+        );
+        let err =
+            apply_response(&mut home, &page("another-id"), &[], &mut SyncOutcome::default()).unwrap_err();
+        assert!(err.to_string().contains("another-id"), "{err}");
+        assert!(home.list(DocKind::Report).unwrap().is_empty(), "nothing stored");
+        assert_eq!(home.profile().unwrap().cursor, 0, "the cursor did not move");
     }
 
     #[test]
