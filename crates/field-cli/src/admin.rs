@@ -152,9 +152,19 @@ pub fn run(home: &mut Home, c: AdminCommand) -> Result<()> {
                 return show::json(&rows);
             }
             let header: &[&str] = if en {
-                &["device", "user", "role", "last seen", "behind", "pushed", "refused", "last error"]
+                &[
+                    "device",
+                    "user",
+                    "role",
+                    "last seen",
+                    "behind",
+                    "pushed",
+                    "refused",
+                    "tries after revoke",
+                    "last error",
+                ]
             } else {
-                &["设备", "用户", "角色", "最后同步", "落后", "已推送", "拒收", "最近错误"]
+                &["设备", "用户", "角色", "最后同步", "落后", "已推送", "拒收", "停用后尝试", "最近错误"]
             };
             let mut t = show::table(header);
             for d in &rows {
@@ -167,6 +177,12 @@ pub fn run(home: &mut Home, c: AdminCommand) -> Result<()> {
                     d.lag.to_string(),
                     d.pushed.to_string(),
                     d.refused.to_string(),
+                    match d.last_refused_at {
+                        Some(at) if d.refused_attempts > 0 => {
+                            format!("{} ({})", d.refused_attempts, when(at))
+                        }
+                        _ => String::new(),
+                    },
                     lang::cell(d.last_error.as_deref().unwrap_or_default(), 40),
                 ]);
             }

@@ -417,3 +417,31 @@ pub fn parse_party(s: &str) -> Result<gridsync_core::report::Party> {
     }
     Ok(gridsync_core::report::Party { name: name.to_string(), contact })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every command and every flag says what it is for in `--help`.
+    #[test]
+    fn every_command_and_flag_has_help_text() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let builtin = matches!(a.get_id().as_str(), "help" | "version");
+                if !builtin && a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{path} --{}", a.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                let name = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() && sub.get_name() != "help" {
+                    missing.push(name.clone());
+                }
+                walk(sub, &name, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "field", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:?}");
+    }
+}
