@@ -8,10 +8,12 @@
 //! - [`tokens`]: bearer tokens, stored hashed.
 //! - [`openapi`]: the OpenAPI document.
 //! - [`demo`]: the demo county with one user per role.
+//! - [`import`]: re-writing a revoked device's unsent work in another user's name.
 
 pub mod api;
 pub mod auto;
 pub mod demo;
+pub mod import;
 pub mod ingest;
 pub mod metrics;
 pub mod openapi;
@@ -194,13 +196,50 @@ pub async fn serve(
     axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await
 }
 
-/// Why a user could not be created.
+/// Why a user could not be created or found.
 #[derive(Debug, thiserror::Error)]
 pub enum UserError {
     #[error("{0}")]
     Scope(String),
     #[error("{0}")]
     Store(#[from] StoreError),
+    #[error("no user has the id or name {0:?}")]
+    NotFound(String),
+    #[error("several users are named {name:?}: {}; name one by its id", ids.join(", "))]
+    Ambiguous { name: String, ids: Vec<String> },
+    #[error("user {0} is revoked")]
+    Revoked(String),
+}
+
+/// Finds a user by id, or else by a name exactly one user has. With `active_only`, revoked users
+/// are neither matched by name nor returned.
+pub fn find_user(store: &dyn Store, id_or_name: &str, active_only: bool) -> Result<UserRecord, UserError> {
+    let users = store.users()?;
+    let wanted = id_or_name.trim();
+    if let Some(u) = users.iter().find(|u| u.id == wanted) {
+        if active_only && u.revoked {
+            return Err(UserError::Revoked(u.id.clone()));
+        }
+        return Ok(u.clone());
+    }
+    let mut named: Vec<&UserRecord> =
+        users.iter().filter(|u| u.name == wanted && !(active_only && u.revoked)).collect();
+    match named.len() {
+        0 if active_only && users.iter().any(|u| u.name == wanted) => {
+            Err(UserError::Revoked(format!("named {wanted:?}")))
+        }
+        0 => Err(UserError::NotFound(wanted.to_string())),
+        1 => Ok(named.remove(0).clone()),
+        _ => Err(UserError::Ambiguous {
+            name: wanted.to_string(),
+            ids: named.iter().map(|u| u.id.clone()).collect(),
+        }),
+    }
+}
+
+/// Active users who already have `name` (the `user add` command warns about them).
+pub fn active_users_named(store: &dyn Store, name: &str) -> Result<Vec<UserRecord>, StoreError> {
+    Ok(store.users()?.into_iter().filter(|u| !u.revoked && u.name == name.trim()).collect())
 }
 
 /// Creates a user with a fresh enrolment token (returned once, stored hashed).

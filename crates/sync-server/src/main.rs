@@ -54,6 +54,22 @@ enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// Import a revoked device's unsent work (from `field export --unsent FILE`) in another user's name.
+    ///
+    /// The file's changes name the revoked user, so they are re-written as USER: a report or patrol
+    /// the server never received is created again with the same id and fields, authored by USER,
+    /// with the device's notes; on a document the server already has, only the device's new notes
+    /// are added. Every imported note starts with （转自 NAME 的设备）. Transitions (escalate,
+    /// resolve, …) and field edits are NOT replayed: they were the revoked person's decisions and
+    /// are listed as "not imported, redo by hand". Everything is validated against USER's role and
+    /// scope like any device's push, and refusals are printed. Stop the server first.
+    ImportUnsent {
+        /// The export file (JSON, schemas/unsent-export.schema.json).
+        file: PathBuf,
+        /// The active user the work is imported as: a user id, or a name only one active user has.
+        #[arg(long = "as", value_name = "USER")]
+        as_user: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -84,8 +100,11 @@ enum UserCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Revoke a user; their devices stop syncing at once.
-    Revoke { user: String },
+    /// Revoke a user; their devices stop syncing at once and their queue claims are freed.
+    Revoke {
+        /// A user id, or a name only one active user has.
+        user: String,
+    },
     /// List users.
     List,
 }
@@ -104,6 +123,28 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Holds an exclusive lock on `DIR/server.lock` while a server runs or an import writes
+/// documents: the running server caches documents, so nothing else may write them meanwhile.
+fn lock_data_dir(dir: &std::path::Path, what: &str) -> Result<std::fs::File> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let path = dir.join("server.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            bail!("a server is running on {} (or an import is): {what}", dir.display())
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", path.display()))
         }
     }
 }
@@ -143,8 +184,10 @@ fn try_main() -> Result<()> {
                 policy,
                 lease_minutes,
             };
+            let _lock = lock_data_dir(&cli.data, "stop it before starting another one")?;
             serve(&cli.data, &listen, demo, config, auto_every)
         }
+        Command::ImportUnsent { file, as_user } => import_unsent(&cli.data, &file, &as_user),
         Command::Org { command } => {
             let store = open_store(&cli.data)?;
             match command {
@@ -170,6 +213,14 @@ fn try_main() -> Result<()> {
                             "unknown role {role:?}: use grid_worker, grid_assistant, town_operator, county_operator or admin"
                         )
                     };
+                    let same_name = gridsync_server::active_users_named(&store, &name)?;
+                    if !same_name.is_empty() {
+                        let ids: Vec<&str> = same_name.iter().map(|u| u.id.as_str()).collect();
+                        eprintln!(
+                            "warning: an active user already has this name ({}); the new user is created anyway. Name users by id when revoking or importing.",
+                            ids.join(", ")
+                        );
+                    }
                     let u = gridsync_server::create_user(
                         &store,
                         &org,
@@ -194,18 +245,23 @@ fn try_main() -> Result<()> {
                     }
                 }
                 UserCommand::Revoke { user } => {
-                    store.revoke_user(&user, SystemClock.now_ms())?;
-                    println!("revoked {user}");
+                    let u = gridsync_server::find_user(&store, &user, true)?;
+                    store.revoke_user(&u.id, SystemClock.now_ms())?;
+                    println!("revoked {} ({}); a running server refuses their devices at once", u.id, u.name);
                 }
                 UserCommand::List => {
-                    for u in store.users()? {
+                    for u in store.user_rows()? {
                         println!(
                             "{}\t{}\t{}\t{}{}",
-                            u.id,
+                            u.user,
                             u.name,
                             u.role.as_str(),
                             u.scope.describe(),
-                            if u.revoked { "\trevoked" } else { "" }
+                            match u.revoked_at {
+                                Some(at) if at > 0 => format!("\trevoked at {at}"),
+                                Some(_) => "\trevoked".into(),
+                                None => String::new(),
+                            }
                         );
                     }
                 }
@@ -261,4 +317,41 @@ fn serve(
             .context("the server failed")?;
         Ok(())
     })
+}
+
+fn import_unsent(dir: &std::path::Path, file: &std::path::Path, as_user: &str) -> Result<()> {
+    let _lock = lock_data_dir(
+        dir,
+        "stop the server first: an import writes documents the running server keeps in memory",
+    )?;
+    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let export: gridsync_core::protocol::UnsentExport = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not an export of unsent work", file.display()))?;
+    let store = open_store(dir)?;
+    let org = loaded_org(&store)?;
+    let user = gridsync_server::find_user(&store, as_user, true)?;
+    let store: Arc<dyn Store> = Arc::new(store);
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let results = runtime.block_on(async {
+        let state = AppState::new(store, org, Arc::new(SystemClock), Config::default())?;
+        gridsync_server::import::import_unsent(&state, &export, &user).await.map_err(anyhow::Error::from)
+    })?;
+    println!(
+        "importing {} document(s) from {}'s device {} as {} ({}):",
+        results.len(),
+        export.name,
+        export.device,
+        user.id,
+        user.name
+    );
+    for r in &results {
+        println!("  {}", r.summary());
+    }
+    let refused = results.iter().filter(|r| !r.refused.is_empty() || r.error.is_some()).count();
+    let redo = results.iter().filter(|r| !r.not_imported.is_empty()).count();
+    println!(
+        "{} imported, {refused} with refusals or errors, {redo} with work to redo by hand",
+        results.iter().filter(|r| r.created || r.notes > 0).count()
+    );
+    Ok(())
 }

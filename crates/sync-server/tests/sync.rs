@@ -1038,3 +1038,270 @@ async fn a_cursor_ahead_of_the_server_is_refused() {
     let (s, e) = h.call("POST", "/v1/sync", Some(&w.token), serde_json::to_vec(&req).unwrap()).await;
     assert_eq!((s, e["code"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_cursor")), "{e}");
 }
+
+// ------------------------------------------------------------------ revocation, identity, import
+
+#[tokio::test]
+async fn a_revoked_device_is_told_so_every_attempt_is_counted_and_the_user_stays_listed() {
+    use gridsync_core::protocol::{DeviceStatus, UserRow};
+    let h = harness();
+    let w = h.device("worker", 1).await;
+    h.sync(&w, 0, vec![]).await;
+    let admin = h.token("admin");
+    let (s, _) = h.call("POST", "/v1/admin/users/worker/revoke", Some(&admin), vec![]).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let now = h.clock.now_ms();
+    let req = serde_json::to_vec(&SyncRequest { cursor: 0, changes: vec![], budget: None }).unwrap();
+    for _ in 0..2 {
+        let (s, e) = h.call("POST", "/v1/sync", Some(&w.token), req.clone()).await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+        assert_eq!(e["code"], "revoked");
+        assert_eq!(e["message"], gridsync_server::api::REVOKED_MESSAGE);
+    }
+    h.clock.0.fetch_add(5_000, Ordering::Relaxed);
+    let (s, e) = h.call("GET", "/v1/whoami", Some(&w.token), vec![]).await;
+    assert_eq!((s, e["code"].as_str()), (StatusCode::FORBIDDEN, Some("revoked")), "any authenticated route");
+    // The user token too; an unknown token is still 401.
+    let (s, e) = h.call("GET", "/v1/whoami", Some(&h.token("worker")), vec![]).await;
+    assert_eq!((s, e["code"].as_str()), (StatusCode::FORBIDDEN, Some("revoked")));
+    let body = serde_json::json!({ "actor": "ab".repeat(16), "label": "new phone" }).to_string();
+    let (s, e) = h.call("POST", "/v1/devices", Some(&h.token("worker")), body.into_bytes()).await;
+    assert_eq!((s, e["code"].as_str()), (StatusCode::FORBIDDEN, Some("revoked")));
+    let (s, e) = h.call("GET", "/v1/whoami", Some("gsd_nobody"), vec![]).await;
+    assert_eq!((s, e["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthenticated")));
+
+    let (s, devices) = h.call("GET", "/v1/admin/devices", Some(&admin), vec![]).await;
+    assert_eq!(s, StatusCode::OK);
+    let devices: Vec<DeviceStatus> = serde_json::from_value(devices).unwrap();
+    let d = devices.iter().find(|d| d.user == "worker").unwrap();
+    assert!(d.revoked);
+    assert_eq!(d.refused_attempts, 3, "two syncs and a whoami");
+    assert_eq!(d.last_refused_at, Some(now + 5_000));
+
+    let (s, users) = h.call("GET", "/v1/admin/users", Some(&admin), vec![]).await;
+    assert_eq!(s, StatusCode::OK);
+    let users: Vec<UserRow> = serde_json::from_value(users).unwrap();
+    assert_eq!(users.len(), 6, "revoked users are listed too");
+    let worker = users.iter().find(|u| u.user == "worker").unwrap();
+    assert_eq!(worker.revoked_at, Some(now));
+    assert!(users.iter().filter(|u| u.user != "worker").all(|u| u.revoked_at.is_none()));
+}
+
+#[tokio::test]
+async fn revoking_frees_the_users_claims() {
+    let h = harness();
+    let w = h.device("worker", 1).await;
+    escalated_report(&h, &w, 1, Urgency::Normal).await;
+    let doc = uuid::Uuid::from_u128(1).to_string();
+    let (s, _) = h.call("POST", &format!("/v1/queue/{doc}/claim"), Some(&h.token("townop")), vec![]).await;
+    assert_eq!(s, StatusCode::OK);
+    h.state.store.revoke_user("townop", h.clock.now_ms()).unwrap();
+    assert_eq!(h.state.store.claim_on(&doc, h.clock.now_ms()).unwrap(), None);
+}
+
+#[tokio::test]
+async fn the_server_says_who_it_is_without_a_token_and_at_registration() {
+    use gridsync_core::protocol::ServerInfo;
+    let h = harness();
+    let (s, info) = h.call("GET", "/v1/server", None, vec![]).await;
+    assert_eq!(s, StatusCode::OK);
+    let info: ServerInfo = serde_json::from_value(info).unwrap();
+    assert_eq!(info.server_id, h.state.server_id);
+    assert!(uuid::Uuid::parse_str(&info.server_id).is_ok());
+    assert_eq!(info.protocol, gridsync_core::protocol::PROTOCOL_VERSION);
+    assert_eq!(info.county, h.org.county.name);
+    let body = serde_json::json!({ "actor": "cd".repeat(16), "label": "phone" }).to_string();
+    let (s, reg) = h.call("POST", "/v1/devices", Some(&h.token("worker")), body.into_bytes()).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let reg: DeviceRegistered = serde_json::from_value(reg).unwrap();
+    assert_eq!(reg.server_id, info.server_id);
+    assert_eq!(reg.org.county.bbox, h.org.county.bbox, "the device gets the county's bounds");
+    // Labels follow the core limit.
+    let long = serde_json::json!({ "actor": "ef".repeat(16), "label": "机".repeat(65) }).to_string();
+    let (s, e) = h.call("POST", "/v1/devices", Some(&h.token("worker")), long.into_bytes()).await;
+    assert_eq!((s, e["code"].as_str()), (StatusCode::BAD_REQUEST, Some("too_long")));
+}
+
+#[tokio::test]
+async fn users_are_found_by_id_or_by_a_name_only_one_active_user_has() {
+    use gridsync_server::{UserError, add_user, find_user};
+    let h = harness();
+    let store = &*h.state.store;
+    assert_eq!(find_user(store, "worker2", true).unwrap().name, "赵敏");
+    assert_eq!(find_user(store, "赵敏", true).unwrap().id, "worker2");
+    let grid = h.org.grids[0].id.clone();
+    add_user(&h.state, "赵敏", Role::GridWorker, &grid, Some("zhao2")).unwrap();
+    match find_user(store, "赵敏", true) {
+        Err(UserError::Ambiguous { ids, .. }) => assert_eq!(ids, ["worker2", "zhao2"]),
+        other => panic!("{other:?}"),
+    }
+    assert!(find_user(store, "nobody", true).is_err());
+    store.revoke_user("zhao2", 1).unwrap();
+    assert_eq!(find_user(store, "赵敏", true).unwrap().id, "worker2", "revoked users do not count");
+    assert!(matches!(find_user(store, "zhao2", true), Err(UserError::Revoked(_))));
+}
+
+#[test]
+fn the_user_commands_revoke_by_unique_name_refuse_ambiguous_names_and_warn_on_repeated_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_gridsync-server"))
+            .arg("--data")
+            .arg(dir.path())
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert!(run(&["org", "demo"]).0);
+    let org = gridsync_core::org::demo_county(demo::DEMO_SEED);
+    let grid = org.grids[0].id.as_str();
+    let add = |name: &str, id: &str| {
+        run(&["user", "add", "--name", name, "--role", "grid_worker", "--scope", grid, "--id", id])
+    };
+    let (ok, _, err) = add("周杰", "zhou1");
+    assert!(ok && !err.contains("warning"), "{err}");
+    let (ok, _, err) = add("周杰", "zhou2");
+    assert!(ok, "a repeated name still creates the user: {err}");
+    assert!(err.contains("warning") && err.contains("zhou1"), "{err}");
+    assert!(add("吴刚", "wu1").0);
+    let (ok, _, err) = run(&["user", "revoke", "周杰"]);
+    assert!(!ok);
+    assert!(err.contains("zhou1") && err.contains("zhou2"), "the error lists the ids: {err}");
+    let (ok, out, err) = run(&["user", "revoke", "吴刚"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("wu1"), "{out}");
+    let (ok, out, _) = run(&["user", "revoke", "zhou2"]);
+    assert!(ok && out.contains("zhou2"));
+    let (_, list, _) = run(&["user", "list"]);
+    assert!(list.lines().any(|l| l.starts_with("wu1") && l.contains("revoked")), "{list}");
+    // With zhou2 revoked, the name is unique again.
+    let (ok, out, err) = run(&["user", "revoke", "周杰"]);
+    assert!(ok && out.contains("zhou1"), "{out}{err}");
+}
+
+/// The export a revoked device would write: each document's unsent changes and whole snapshot.
+fn unsent_export(
+    h: &Harness,
+    docs: Vec<(u128, &mut AutoCommit, Vec<automerge::ChangeHash>)>,
+) -> gridsync_core::protocol::UnsentExport {
+    use gridsync_core::protocol::{UNSENT_FORMAT, UnsentDocument, UnsentExport};
+    let b64 = base64::engine::general_purpose::STANDARD;
+    UnsentExport {
+        format: UNSENT_FORMAT.into(),
+        exported_at: 5_000,
+        server_id: h.state.server_id.clone(),
+        user: "worker".into(),
+        name: "王芳".into(),
+        device: "the-old-phone".into(),
+        documents: docs
+            .into_iter()
+            .map(|(id, d, sent)| UnsentDocument {
+                doc: uuid::Uuid::from_u128(id).to_string(),
+                kind: DocKind::Report,
+                title: materialize_report(d).unwrap().title,
+                changes: d.get_changes(&sent).iter().map(|c| b64.encode(c.raw_bytes())).collect(),
+                snapshot: b64.encode(d.save()),
+            })
+            .collect(),
+    }
+}
+
+fn stored_report(h: &Harness, id: u128) -> ReportView {
+    let rec = h.state.store.load_doc(&uuid::Uuid::from_u128(id).to_string()).unwrap().unwrap();
+    materialize_report(&doc::load(&rec.snapshot, ActorId::from([0u8; 16])).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn unsent_work_of_a_revoked_device_is_imported_in_another_users_name() {
+    use gridsync_server::import::import_unsent;
+    use gridsync_server::{add_user, find_user};
+    let h = harness();
+    let grid = h.org.grids[0].id.clone();
+    add_user(&h.state, "孙丽", Role::GridWorker, &grid, Some("worker3")).unwrap();
+    let w = h.device("worker", 1).await;
+    // Report 1 reached the server; then, offline: a note on it, and a new report 2 with a note and
+    // an escalation.
+    let mut sent = new_report(&w, 1, "围墙纠纷");
+    h.sync(&w, 0, push_all(1, &mut sent)).await;
+    let sent_heads = sent.get_heads();
+    add_note(&mut sent, &author(&w, 3_000), "到场调解").unwrap();
+    let mut fresh = new_report(&w, 2, "路灯损坏");
+    add_note(&mut fresh, &author(&w, 4_000), "已拍照").unwrap();
+    add_transition(&mut fresh, &author(&w, 4_500), Action::Escalate, "需要镇里协调", None).unwrap();
+    h.state.store.revoke_user("worker", h.clock.now_ms()).unwrap();
+    let export = unsent_export(&h, vec![(1, &mut sent, sent_heads), (2, &mut fresh, vec![])]);
+
+    // A worker of another grid cannot take it: the usual refusal, nothing stored.
+    let outsider = find_user(&*h.state.store, "worker2", true).unwrap();
+    let results = import_unsent(&h.state, &export, &outsider).await.unwrap();
+    assert_eq!(results.len(), 2);
+    for r in &results {
+        assert_eq!(r.refused.first().map(|(c, _)| c.as_str()), Some("out_of_scope"), "{}", r.summary());
+        assert!(!r.created && r.notes == 0);
+    }
+    assert!(h.state.store.load_doc(&uuid::Uuid::from_u128(2).to_string()).unwrap().is_none());
+
+    // A worker of the same grid can.
+    let heir = find_user(&*h.state.store, "孙丽", true).unwrap();
+    let results = import_unsent(&h.state, &export, &heir).await.unwrap();
+    let (one, two) = (&results[0], &results[1]);
+    assert!(one.refused.is_empty() && one.error.is_none(), "{}", one.summary());
+    assert_eq!((one.created, one.notes), (false, 1));
+    assert!(one.not_imported.is_empty(), "{:?}", one.not_imported);
+    assert!(two.refused.is_empty() && two.error.is_none(), "{}", two.summary());
+    assert_eq!((two.created, two.notes), (true, 1));
+    assert!(two.not_imported.iter().any(|n| n.starts_with("escalate")), "{:?}", two.not_imported);
+    assert!(two.summary().contains("redo by hand"), "{}", two.summary());
+
+    let v1 = stored_report(&h, 1);
+    assert_eq!(v1.reporter, "worker", "an existing report keeps its reporter");
+    let note = v1.notes.last().unwrap();
+    assert_eq!((note.author.as_str(), note.role), ("worker3", Role::GridWorker));
+    assert_eq!(note.text, "（转自 王芳 的设备）到场调解");
+    let v2 = stored_report(&h, 2);
+    let device_view = materialize_report(&fresh).unwrap();
+    assert_eq!(v2.reporter, "worker3");
+    assert_eq!(
+        (&v2.title, &v2.description, v2.category, v2.urgency, &v2.location, &v2.parties, &v2.grid, &v2.town),
+        (
+            &device_view.title,
+            &device_view.description,
+            device_view.category,
+            device_view.urgency,
+            &device_view.location,
+            &device_view.parties,
+            &device_view.grid,
+            &device_view.town
+        )
+    );
+    assert_eq!(v2.created_at, device_view.created_at);
+    assert_eq!((v2.status, v2.level), (Status::Open, Level::Grid), "the escalation is not replayed");
+    assert_eq!(v2.notes.len(), 1);
+    assert_eq!(v2.notes[0].author, "worker3");
+    assert_eq!(v2.notes[0].text, "（转自 王芳 的设备）已拍照");
+    assert!(v2.authors.values().all(|a| a.user == "worker3"), "nothing in the revoked user's name");
+
+    // The same file again adds nothing.
+    let again = import_unsent(&h.state, &export, &heir).await.unwrap();
+    assert!(again.iter().all(|r| !r.created && r.notes == 0 && r.refused.is_empty()), "{again:?}");
+    assert_eq!(stored_report(&h, 1).notes.len(), 1);
+    assert_eq!(stored_report(&h, 2).notes.len(), 1);
+
+    // Devices in scope receive the imported work like any other.
+    let a = h.device("assistant", 2).await;
+    let page = h.sync(&a, 0, vec![]).await;
+    assert_eq!(page.docs.len(), 2);
+
+    // A file from another server, or of another format, is refused whole.
+    let mut other = export.clone();
+    other.server_id = "another".into();
+    assert!(import_unsent(&h.state, &other, &heir).await.is_err());
+    let mut other = export;
+    other.format = "zip".into();
+    assert!(import_unsent(&h.state, &other, &heir).await.is_err());
+}
