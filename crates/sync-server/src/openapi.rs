@@ -17,6 +17,7 @@ pub fn document() -> Value {
     let body = |name: &str| json!({ "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{name}") } } } });
     let ok = |name: &str, what: &str| json!({ "description": what, "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{name}") } } } });
     let err = json!({ "description": "an error", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/error" } } } });
+    let revoked = json!({ "description": "revoked (code `revoked`: the user was revoked; the attempt is counted for the device) or forbidden", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/error" } } } });
     json!({
         "openapi": "3.1.0",
         "info": { "title": "Gridsync sync server", "version": env!("CARGO_PKG_VERSION"),
@@ -27,37 +28,39 @@ pub fn document() -> Value {
         },
         "security": [ { "bearer": [] } ],
         "paths": {
+            "/v1/server": { "get": { "summary": "Which server this is: its id (made once with its data), protocol version and county", "security": [],
+                "responses": { "200": ok("server-info", "the server") } } },
             "/v1/devices": { "post": { "summary": "Register a device (user token)", "requestBody": body("device-registration"),
-                "responses": { "201": ok("device-registered", "the device and its token"), "400": err, "401": err, "409": err } } },
-            "/v1/whoami": { "get": { "summary": "Who this token belongs to", "responses": { "200": ok("whoami", "the user"), "401": err } } },
+                "responses": { "201": ok("device-registered", "the device and its token"), "400": err, "401": err, "403": revoked, "409": err } } },
+            "/v1/whoami": { "get": { "summary": "Who this token belongs to", "responses": { "200": ok("whoami", "the user"), "401": err, "403": revoked } } },
             "/v1/sync": { "post": { "summary": "Push the outbox and pull one page of changes in scope (device token)",
                 "requestBody": body("sync-request"),
-                "responses": { "200": ok("sync-response", "verdicts, documents, the new cursor"), "400": err, "401": err, "403": err, "413": err, "422": err } } },
-            "/v1/admin/devices": { "get": { "summary": "Sync state of every device (admin)", "responses": { "200": ok("device-status", "devices"), "403": err } } },
+                "responses": { "200": ok("sync-response", "verdicts, documents, the new cursor"), "400": err, "401": err, "403": revoked, "413": err, "422": err } } },
+            "/v1/admin/devices": { "get": { "summary": "Sync state of every device, with attempts refused since its user was revoked (admin)", "responses": { "200": ok("device-status", "devices"), "401": err, "403": revoked } } },
             "/v1/admin/documents": { "get": { "summary": "Documents, heads, conflicts (admin); ?conflicts=true for only those with resolved conflicts",
                 "parameters": [ { "name": "conflicts", "in": "query", "schema": { "type": "boolean" } } ],
-                "responses": { "200": ok("document-status", "documents"), "403": err } } },
+                "responses": { "200": ok("document-status", "documents"), "401": err, "403": revoked } } },
             "/v1/admin/users": {
-                "get": { "summary": "Users (admin)", "responses": { "200": { "description": "users" }, "403": err } },
-                "post": { "summary": "Create a user (admin)", "requestBody": body("new-user"), "responses": { "201": ok("user-created", "the user and their enrolment token"), "400": err, "403": err } } },
+                "get": { "summary": "Users, revoked ones included (admin)", "responses": { "200": ok("user-list", "users"), "401": err, "403": revoked } },
+                "post": { "summary": "Create a user (admin)", "requestBody": body("new-user"), "responses": { "201": ok("user-created", "the user and their enrolment token"), "400": err, "401": err, "403": revoked } } },
             "/v1/admin/users/{id}/revoke": { "post": { "summary": "Revoke a user and all their devices (admin)",
                 "parameters": [ { "name": "id", "in": "path", "required": true, "schema": { "type": "string" } } ],
-                "responses": { "204": { "description": "revoked" }, "404": err } } },
+                "responses": { "204": { "description": "revoked; their devices get 403 revoked and their claims are freed" }, "400": err, "401": err, "403": revoked, "404": err } } },
             "/v1/queue": { "get": { "summary": "The caller's queue with server deadlines, lights and claims (operators); ?all=true adds items in hand",
                 "parameters": [ { "name": "all", "in": "query", "schema": { "type": "boolean" } } ],
-                "responses": { "200": ok("queue", "queue entries"), "403": err } } },
+                "responses": { "200": ok("queue", "queue entries"), "401": err, "403": revoked } } },
             "/v1/queue/{doc}/claim": { "post": { "summary": "Take or renew a lease on a queue item",
                 "parameters": [ { "name": "doc", "in": "path", "required": true, "schema": { "type": "string" } } ],
-                "responses": { "200": ok("claim", "you hold it"), "404": err, "409": err } } },
+                "responses": { "200": ok("claim", "you hold it"), "401": err, "403": revoked, "404": err, "409": err } } },
             "/v1/queue/{doc}/release": { "post": { "summary": "Give a claim up",
                 "parameters": [ { "name": "doc", "in": "path", "required": true, "schema": { "type": "string" } } ],
-                "responses": { "204": { "description": "released" } } } },
+                "responses": { "204": { "description": "released" }, "401": err, "403": revoked, "409": err } } },
             "/v1/admin/stats": { "get": { "summary": "Supervision indicators for a town or the county",
                 "parameters": [
                     { "name": "town", "in": "query", "schema": { "type": "string" } },
                     { "name": "from", "in": "query", "schema": { "type": "integer" } },
                     { "name": "to", "in": "query", "schema": { "type": "integer" } } ],
-                "responses": { "200": ok("indicators", "indicators"), "403": err } } },
+                "responses": { "200": ok("indicators", "indicators"), "401": err, "403": revoked } } },
             "/healthz": { "get": { "summary": "Liveness", "security": [], "responses": { "200": { "description": "ok" } } } },
             "/metrics": { "get": { "summary": "Prometheus metrics", "security": [], "responses": { "200": { "description": "text exposition" } } } }
         }

@@ -1120,6 +1120,30 @@ async fn the_server_says_who_it_is_without_a_token_and_at_registration() {
     let long = serde_json::json!({ "actor": "ef".repeat(16), "label": "机".repeat(65) }).to_string();
     let (s, e) = h.call("POST", "/v1/devices", Some(&h.token("worker")), long.into_bytes()).await;
     assert_eq!((s, e["code"].as_str()), (StatusCode::BAD_REQUEST, Some("too_long")));
+    // The OpenAPI document has the route, and every schema it names exists.
+    let (_, o) = h.call("GET", "/openapi.json", None, vec![]).await;
+    assert_eq!(o["paths"]["/v1/server"]["get"]["security"], serde_json::json!([]));
+    fn refs(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                for (k, x) in m {
+                    match (k.as_str(), x) {
+                        ("$ref", Value::String(r)) if r.starts_with("#/components/") => out.push(r.clone()),
+                        _ => refs(x, out),
+                    }
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|x| refs(x, out)),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    refs(&o["paths"], &mut all);
+    assert!(all.contains(&"#/components/schemas/server-info".to_string()));
+    for r in all {
+        let name = r.trim_start_matches("#/components/schemas/");
+        assert!(o["components"]["schemas"][name].is_object(), "{r} is not in the document");
+    }
 }
 
 #[tokio::test]
