@@ -93,11 +93,11 @@ impl DocImport {
             format!("not readable: {e}")
         } else {
             let mut parts = Vec::new();
-            if self.created {
-                parts.push(format!("imported: {} created", self.kind));
-            }
-            if self.notes > 0 {
-                parts.push(format!("imported: {} note(s)", self.notes));
+            match (self.created, self.notes) {
+                (true, 0) => parts.push(format!("imported: {} created", self.kind)),
+                (true, n) => parts.push(format!("imported: {} created with {n} note(s)", self.kind)),
+                (false, 0) => {}
+                (false, n) => parts.push(format!("imported: {n} note(s)")),
             }
             for (code, message) in &self.refused {
                 parts.push(format!("refused ({code}): {message}"));

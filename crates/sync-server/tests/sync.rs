@@ -1206,6 +1206,27 @@ fn the_user_commands_revoke_by_unique_name_refuse_ambiguous_names_and_warn_on_re
     // With zhou2 revoked, the name is unique again.
     let (ok, out, err) = run(&["user", "revoke", "周杰"]);
     assert!(ok && out.contains("zhou1"), "{out}{err}");
+
+    // import-unsent: an active user only, and never beside a running server.
+    let file = dir.path().join("unsent.json");
+    let export = serde_json::json!({ "format": "gridsync-unsent/1", "exported_at": 1, "server_id": "",
+        "user": "zhou1", "name": "周杰", "device": "d", "documents": [] });
+    std::fs::write(&file, export.to_string()).unwrap();
+    let file = file.to_str().unwrap();
+    let (ok, _, err) = run(&["import-unsent", file, "--as", "zhou1"]);
+    assert!(!ok && err.contains("revoked"), "{err}");
+    let (ok, out, err) = run(&["import-unsent", file, "--as", "worker"]);
+    assert!(!ok, "no such user: {out}");
+    assert!(err.contains("worker"), "{err}");
+    assert!(add("郑爽", "zheng1").0);
+    let (ok, out, err) = run(&["import-unsent", file, "--as", "郑爽"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("0 document(s)") && out.contains("zheng1"), "{out}");
+    let lock = std::fs::File::open(dir.path().join("server.lock")).unwrap();
+    lock.lock().unwrap();
+    let (ok, _, err) = run(&["import-unsent", file, "--as", "zheng1"]);
+    assert!(!ok && err.contains("stop the server"), "{err}");
+    drop(lock);
 }
 
 /// The export a revoked device would write: each document's unsent changes and whole snapshot.
@@ -1280,7 +1301,9 @@ async fn unsent_work_of_a_revoked_device_is_imported_in_another_users_name() {
     assert!(two.refused.is_empty() && two.error.is_none(), "{}", two.summary());
     assert_eq!((two.created, two.notes), (true, 1));
     assert!(two.not_imported.iter().any(|n| n.starts_with("escalate")), "{:?}", two.not_imported);
-    assert!(two.summary().contains("redo by hand"), "{}", two.summary());
+    assert!(two.summary().contains("imported: report created with 1 note(s)"), "{}", two.summary());
+    assert!(two.summary().contains("not imported, redo by hand: escalate"), "{}", two.summary());
+    assert!(results[0].summary().contains("imported: 1 note(s)"), "{}", results[0].summary());
 
     let v1 = stored_report(&h, 1);
     assert_eq!(v1.reporter, "worker", "an existing report keeps its reporter");
