@@ -37,25 +37,38 @@ impl Server {
     /// The same, with extra `serve` arguments.
     pub fn start_with(extra: &[&str]) -> Server {
         let data = tempfile::tempdir().expect("a temp dir");
-        let mut child = Command::new(bin_dir().join("gridsync-server"))
-            .args(["serve", "--demo", "--listen", "127.0.0.1:0"])
-            .args(extra)
-            .arg("--data")
-            .arg(data.path())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start gridsync-server");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("the server's first line");
-        let url = line
-            .trim()
-            .strip_prefix("gridsync-server listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line from the server: {line:?}"))
-            .to_string();
+        let (url, child) = spawn(data.path(), extra);
         Server { url, data, child }
+    }
+
+    /// Stops the server and starts it again on the same data, at a new address.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.start_again();
+    }
+
+    /// Stops the server (its data stays), e.g. for `gridsync-server import-unsent`.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts a stopped server again on the same data, at a new address.
+    pub fn start_again(&mut self) {
+        let (url, child) = spawn(self.data.path(), &[]);
+        self.url = url;
+        self.child = child;
+    }
+
+    /// Runs a `gridsync-server` command (not `serve`) on this server's data directory.
+    pub fn admin_command(&self, args: &[&str]) -> Output {
+        Command::new(bin_dir().join("gridsync-server"))
+            .arg("--data")
+            .arg(self.data.path())
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run gridsync-server")
     }
 
     /// The enrolment token of a demo user (`worker`, `assistant`, `worker2`, `townop`, `countyop`, `admin`).
@@ -77,6 +90,29 @@ impl Server {
         d.ok(&["init", "--server", &self.url, "--token", &self.token(user), "--label", user]);
         d
     }
+}
+
+/// Starts `gridsync-server serve --demo` on `data` and a free port; returns its URL.
+fn spawn(data: &Path, extra: &[&str]) -> (String, Child) {
+    let mut child = Command::new(bin_dir().join("gridsync-server"))
+        .args(["serve", "--demo", "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .arg("--data")
+        .arg(data)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start gridsync-server");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).expect("the server's first line");
+    let url = line
+        .trim()
+        .strip_prefix("gridsync-server listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line from the server: {line:?}"))
+        .to_string();
+    (url, child)
 }
 
 impl Drop for Server {

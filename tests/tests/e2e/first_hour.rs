@@ -422,3 +422,105 @@ fn output_into_a_closed_pipe_ends_quietly() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn a_device_follows_its_server_to_a_new_address_but_not_to_another_server() {
+    let mut server = Server::start();
+    let worker = server.device("worker");
+    report(&worker, "搬迁前");
+    worker.sync();
+    report(&worker, "搬迁中");
+    let old = server.url.clone();
+    server.restart();
+    assert_ne!(old, server.url);
+    let out = worker.ok(&["init", "--server", &server.url]);
+    assert!(out.contains("本机数据全部保留"), "{out}");
+    let s = worker.sync();
+    assert_eq!(s["accepted"], 1, "the unsent report reaches the server at its new address: {s}");
+    assert_eq!(worker.json(&["report", "list", "--json"]).as_array().unwrap().len(), 2);
+
+    let other = Server::start();
+    let err = worker.fails(&["init", "--server", &other.url]);
+    assert!(err.contains("另一台服务器") && err.contains("数据保持不变"), "{err}");
+    assert_eq!(worker.json(&["status", "--json"])["server"], server.url.as_str());
+    assert_eq!(worker.json(&["report", "list", "--json"]).as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn a_revoked_account_says_so_refuses_new_work_and_its_unsent_work_moves_to_a_colleague() {
+    let mut server = Server::start();
+    let worker = server.device("worker");
+    let admin = server.device("admin");
+    let grid = worker.json(&["whoami", "--json"])["scope"]["grids"][0].as_str().unwrap().to_string();
+    let successor = admin.json(&[
+        "admin",
+        "user",
+        "add",
+        "--name",
+        "接任网格员",
+        "--role",
+        "grid_worker",
+        "--scope",
+        &grid,
+        "--json",
+    ]);
+    let synced = report(&worker, "已同步的事件");
+    worker.sync();
+    report(&worker, "未发送的事件");
+    worker.ok(&["report", "note", &synced, "补充说明"]);
+    admin.ok(&["admin", "user", "revoke", "worker"]);
+
+    // Plain words, not "wait for signal".
+    let err = worker.fails(&["sync", "--retries", "0"]);
+    assert!(err.contains("已被管理员停用") && err.contains("field export --unsent"), "{err}");
+    assert!(!err.contains("有信号时"), "{err}");
+    let st = worker.json(&["status", "--json"]);
+    assert_eq!(st["revoked"], true);
+    assert_eq!(st["last_failure"]["code"], "revoked");
+    let err = worker.fails(&["report", "new", "--category", "other", "--title", "新工作"]);
+    assert!(err.contains("已被管理员停用"), "{err}");
+    assert!(worker.ok(&["status"]).contains("此账号已被管理员停用"));
+
+    // Admins see the revoked user and the refused attempt.
+    let users = admin.json(&["admin", "user", "list", "--json"]);
+    let row = users.as_array().unwrap().iter().find(|u| u["user"] == "worker").unwrap();
+    assert!(row["revoked_at"].is_i64(), "{row}");
+    let devices = admin.json(&["admin", "devices", "--json"]);
+    let dev = devices.as_array().unwrap().iter().find(|d| d["user"] == "worker").unwrap();
+    assert!(dev["refused_attempts"].as_u64().unwrap() >= 1, "{dev}");
+
+    // The unsent work is exported and imported under the colleague of the same grid.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("unsent.json");
+    let out = worker.ok(&["export", "--unsent", file.to_str().unwrap()]);
+    assert!(out.contains("import-unsent"), "{out}");
+    let export: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    conforms("unsent-export.schema.json", &export);
+    assert_eq!(export["documents"].as_array().unwrap().len(), 2);
+    let user = successor["user"].as_str().unwrap();
+    // Imports run on a stopped server (it keeps documents in memory while it runs).
+    let out = server.admin_command(&["import-unsent", file.to_str().unwrap(), "--as", user]);
+    assert!(!out.status.success(), "refused while the server runs");
+    server.stop();
+    let out = server.admin_command(&["import-unsent", file.to_str().unwrap(), "--as", user]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    server.start_again();
+
+    let colleague = Device { home: tempfile::tempdir().unwrap(), name: "successor".into() };
+    let token = successor["token"].as_str().unwrap();
+    colleague.ok(&["init", "--server", &server.url, "--token", token]);
+    colleague.sync();
+    let titles: Vec<String> = colleague
+        .json(&["report", "list", "--json"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["title"].as_str().unwrap().to_string())
+        .collect();
+    assert!(titles.contains(&"未发送的事件".to_string()), "{titles:?}");
+    let notes = colleague.json(&["report", "show", &synced, "--json"])["notes"].clone();
+    assert!(
+        notes.as_array().unwrap().iter().any(|n| n["text"].as_str().unwrap().contains("补充说明")),
+        "{notes}"
+    );
+}
