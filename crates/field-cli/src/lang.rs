@@ -69,56 +69,14 @@ pub fn pick(zh: &'static str, en_word: &'static str) -> &'static str {
     if en() { en_word } else { zh }
 }
 
-/// Civil date (y, m, d) and minutes of the day for milliseconds since the epoch shifted by `offset`.
-pub fn civil(ms: i64, offset: i64) -> (i64, i64, i64, i64) {
-    let secs = (ms + offset).div_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil date from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d, rem / 60)
-}
-
-/// Days since the epoch of a civil date.
-pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 /// A time a person reads: the organisation's local time, to the minute, no zone letter.
 pub fn when(ms: i64) -> String {
-    let (y, m, d, min) = civil(ms, utc_offset_ms());
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}", min / 60, min % 60)
+    gridsync_core::localtime::minute(ms, utc_offset_ms())
 }
 
 /// Local midnight starting the day `YYYY-MM-DD`, in ms since the epoch.
 pub fn local_day_start(s: &str) -> Option<i64> {
-    let s = s.trim();
-    let b = s.as_bytes();
-    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
-        return None;
-    }
-    let ms = days_from_civil(y, m, d) * 86_400_000 - utc_offset_ms();
-    // 2026-02-31 and the like: the date must read back as given.
-    let (y2, m2, d2, _) = civil(ms, utc_offset_ms());
-    ((y2, m2, d2) == (y, m, d)).then_some(ms)
+    gridsync_core::localtime::day_start(s, utc_offset_ms())
 }
 
 pub fn status(s: Status) -> &'static str {

@@ -250,6 +250,7 @@ fn try_main() -> Result<()> {
                     println!("revoked {} ({}); a running server refuses their devices at once", u.id, u.name);
                 }
                 UserCommand::List => {
+                    let offset = loaded_org(&store).map(|o| o.utc_offset_ms()).unwrap_or(8 * 3_600_000);
                     for u in store.user_rows()? {
                         println!(
                             "{}\t{}\t{}\t{}{}",
@@ -258,7 +259,9 @@ fn try_main() -> Result<()> {
                             u.role.as_str(),
                             u.scope.describe(),
                             match u.revoked_at {
-                                Some(at) if at > 0 => format!("\trevoked at {at}"),
+                                Some(at) if at > 0 => {
+                                    format!("\trevoked {}", gridsync_core::localtime::minute(at, offset))
+                                }
                                 Some(_) => "\trevoked".into(),
                                 None => String::new(),
                             }
