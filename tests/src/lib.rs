@@ -1,9 +1,14 @@
-//! End-to-end test harness: starts the real `gridsync-server` on a free port with the demo county
-//! and runs the real `field` binary in temporary homes, one per device.
+//! End-to-end test harness: starts the real `gridsync-server` on a free port with the demo county,
+//! runs the real `field` binary in temporary homes, one per device, and puts a throttled link
+//! (rate, latency, cuts) between them when a test asks for one.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -86,8 +91,15 @@ impl Server {
 
     /// Registers a new device for a demo user.
     pub fn device(&self, user: &str) -> Device {
-        let d = Device { home: tempfile::tempdir().expect("a temp dir"), name: user.to_string() };
-        d.ok(&["init", "--server", &self.url, "--token", &self.token(user), "--label", user]);
+        self.device_via(user, &self.url, &[])
+    }
+
+    /// Registers a new device for a demo user that reaches the server at `url` (a throttled
+    /// link, say), with extra environment for every `field` run.
+    pub fn device_via(&self, user: &str, url: &str, env: &[(&str, &str)]) -> Device {
+        let mut d = Device::new(user);
+        d.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        d.ok(&["init", "--server", url, "--token", &self.token(user), "--label", user]);
         d
     }
 }
@@ -126,13 +138,21 @@ impl Drop for Server {
 pub struct Device {
     pub home: tempfile::TempDir,
     pub name: String,
+    /// Environment for every `field` run on this device.
+    pub env: Vec<(String, String)>,
 }
 
 impl Device {
+    /// A device not yet set up.
+    pub fn new(name: &str) -> Device {
+        Device { home: tempfile::tempdir().expect("a temp dir"), name: name.to_string(), env: Vec::new() }
+    }
+
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(bin_dir().join("field"));
         // Human output in the default language, Chinese, whatever the machine's locale.
         c.arg("--home").arg(self.home.path()).args(args).env("GRIDSYNC_LANG", "zh");
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
         c
     }
 
@@ -173,4 +193,124 @@ impl Device {
     pub fn sync(&self) -> Value {
         self.json(&["sync", "--json", "--retries", "1"])
     }
+}
+
+/// A network link between devices and the server, as a TCP proxy on loopback: a rate shared by
+/// every connection in each direction, a one-way latency, and connections cut after some bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Link {
+    pub bytes_per_sec: u64,
+    pub one_way_ms: u64,
+    /// Close a connection (both ways) once this many bytes crossed it.
+    pub cut_after: Option<u64>,
+}
+
+/// A running link: devices use `url`; it counts the bytes it carried.
+pub struct Throttle {
+    pub url: String,
+    pub carried: Arc<AtomicU64>,
+    pub connections: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Throttle {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Starts a link in front of `upstream` (an `http://host:port` URL).
+pub fn throttle(upstream: &str, link: Link) -> Throttle {
+    let target = upstream.trim_start_matches("http://").trim_end_matches('/').to_string();
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the link");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    let carried = Arc::new(AtomicU64::new(0));
+    let connections = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    // One schedule per direction: the next instant the link is free to send.
+    let lanes = [Arc::new(Mutex::new(Instant::now())), Arc::new(Mutex::new(Instant::now()))];
+    let (c, n, s) = (carried.clone(), connections.clone(), stop.clone());
+    std::thread::spawn(move || {
+        while !s.load(Ordering::SeqCst) {
+            match listener.accept() {
+                Ok((down, _)) => {
+                    let Ok(up) = TcpStream::connect(&target) else { continue };
+                    n.fetch_add(1, Ordering::SeqCst);
+                    let _ = down.set_nonblocking(false);
+                    let on_conn = Arc::new(AtomicU64::new(0));
+                    for (from, to, lane) in [
+                        (down.try_clone(), up.try_clone(), lanes[0].clone()),
+                        (up.try_clone(), down.try_clone(), lanes[1].clone()),
+                    ] {
+                        let (Ok(from), Ok(to)) = (from, to) else { continue };
+                        pump(from, to, lane, link, on_conn.clone(), c.clone());
+                    }
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    });
+    Throttle { url, carried, connections, stop }
+}
+
+/// Moves bytes one way: a reader stamps each chunk with the time it arrives (after the bytes
+/// before it, at the link's rate, plus the latency); a writer delivers it then.
+fn pump(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    lane: Arc<Mutex<Instant>>,
+    link: Link,
+    on_conn: Arc<AtomicU64>,
+    carried: Arc<AtomicU64>,
+) {
+    let (tx, rx) = std::sync::mpsc::channel::<(Instant, Vec<u8>)>();
+    let closer = to.try_clone().ok();
+    let reader_side = from.try_clone().ok();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        loop {
+            let n = match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let total = on_conn.fetch_add(n as u64, Ordering::SeqCst) + n as u64;
+            let n = match link.cut_after {
+                Some(cut) if total > cut => n.saturating_sub((total - cut) as usize),
+                _ => n,
+            };
+            let at = {
+                let mut free = lane.lock().expect("lane");
+                let start = (*free).max(Instant::now());
+                *free = start + Duration::from_secs_f64(n as f64 / link.bytes_per_sec as f64);
+                *free + Duration::from_millis(link.one_way_ms)
+            };
+            carried.fetch_add(n as u64, Ordering::SeqCst);
+            if tx.send((at, buf[..n].to_vec())).is_err() {
+                break;
+            }
+            if link.cut_after.is_some_and(|cut| total > cut) {
+                break;
+            }
+        }
+        drop(tx);
+    });
+    std::thread::spawn(move || {
+        for (at, bytes) in rx {
+            let now = Instant::now();
+            if at > now {
+                std::thread::sleep(at - now);
+            }
+            if to.write_all(&bytes).is_err() {
+                break;
+            }
+        }
+        // The reader ended (closed, or cut): close both ways, like a link that drops.
+        if let Some(c) = closer {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+        if let Some(r) = reader_side {
+            let _ = r.shutdown(Shutdown::Both);
+        }
+    });
 }

@@ -42,6 +42,9 @@ pub struct Profile {
     /// The server's identity (from registration), to recognise it at a new address.
     #[serde(default)]
     pub server_id: String,
+    /// What the last syncs measured of the link, to size the next pages and pushes.
+    #[serde(default)]
+    pub link: crate::sync::LinkEstimate,
     /// The patrol `field patrol …` commands act on.
     pub active_patrol: Option<String>,
     /// The server's deadline policy as of registration (profiles from before it use the default).

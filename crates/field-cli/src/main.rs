@@ -332,6 +332,7 @@ fn init(home: &mut Home, server: &str, token: Option<&str>, label: &str) -> Resu
         last_failure: None,
         revoked: false,
         server_id: reg.server_id,
+        link: Default::default(),
         active_patrol: None,
         policy: reg.policy,
     };

@@ -22,9 +22,105 @@ use serde::de::DeserializeOwned;
 use crate::home::{Home, Profile, add_inbox, load_in, record_local, save_profile_in, store_doc};
 use crate::{lang, now_ms, tr};
 
-/// Most changes sent in one request, and about how many bytes of them.
+/// Most changes sent in one request.
 const PUSH_CHANGES: usize = 5_000;
-const PUSH_BYTES: usize = 2 << 20;
+
+/// Divides every duration of the link logic (target, deadlines) and multiplies the stall floor:
+/// `GRIDSYNC_LINK_TIME_SCALE=10` makes a link ten times faster behave like the real one, so tests
+/// can replay a 2G valley in a tenth of the time. 1 outside tests.
+fn time_scale() -> f64 {
+    static SCALE: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *SCALE.get_or_init(|| {
+        std::env::var("GRIDSYNC_LINK_TIME_SCALE")
+            .ok()
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|v| v.is_finite() && *v >= 1.0)
+            .unwrap_or(1.0)
+    })
+}
+
+/// How long one request should take on the link as measured: long enough that latency is a small
+/// share, short enough that a cut costs little and a page always lands on a 2G link.
+const TARGET_SECS: f64 = 20.0;
+/// The floor rate a request must keep up: below it, the request counts as stalled.
+const STALL_FLOOR_BYTES_PER_SEC: u64 = 1_000;
+/// What every request may take besides its bytes (connection set-up, the server's work).
+const BASE_DEADLINE_SECS: u64 = 30;
+/// Page budgets (decoded document bytes) and push sizes stay within these.
+const MIN_PAGE_BYTES: u64 = 4 << 10;
+const MAX_PAGE_BYTES: u64 = 4 << 20;
+const MIN_PUSH_BYTES: u64 = 2 << 10;
+const MAX_PUSH_BYTES: u64 = 2 << 20;
+
+/// What the device knows of its link, kept between syncs: the rates it measured and the page and
+/// push sizes that arrive in about [`TARGET_SECS`]. Starts pessimistic (a 2G valley) and grows.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct LinkEstimate {
+    /// Wire bytes per second, server to device and device to server.
+    pub down_rate: f64,
+    pub up_rate: f64,
+    /// Decoded bytes per wire byte (gzip and base64 together), for pages and pushes.
+    pub down_ratio: f64,
+    pub up_ratio: f64,
+    /// The page budget to ask for and the push size to send next.
+    pub page_bytes: u64,
+    pub push_bytes: u64,
+}
+
+impl Default for LinkEstimate {
+    fn default() -> Self {
+        LinkEstimate {
+            down_rate: 2_500.0,
+            up_rate: 2_500.0,
+            down_ratio: 1.5,
+            up_ratio: 1.0,
+            page_bytes: 64 << 10,
+            push_bytes: 32 << 10,
+        }
+    }
+}
+
+impl LinkEstimate {
+    /// Learns from a request that succeeded: `up`/`down` wire bytes, `raw_up`/`raw_down` decoded
+    /// bytes, in `secs`. Sizes move toward what the link carries in [`TARGET_SECS`], at most
+    /// doubling per request.
+    fn learn(&mut self, up: u64, raw_up: u64, down: u64, raw_down: u64, secs: f64) {
+        let secs = secs.max(0.05);
+        let blend = |old: f64, new: f64| 0.5 * old + 0.5 * new;
+        // Small transfers measure latency, not bandwidth: learn rates only from real loads.
+        if down >= 8 << 10 {
+            self.down_rate = blend(self.down_rate, down as f64 / secs);
+        }
+        if up >= 8 << 10 {
+            self.up_rate = blend(self.up_rate, up as f64 / secs);
+        }
+        if down > 0 && raw_down > 0 {
+            self.down_ratio = blend(self.down_ratio, raw_down as f64 / down as f64).clamp(0.5, 20.0);
+        }
+        if up > 0 && raw_up > 0 {
+            self.up_ratio = blend(self.up_ratio, raw_up as f64 / up as f64).clamp(0.5, 20.0);
+        }
+        let target = TARGET_SECS / time_scale();
+        let page = (self.down_rate * target * self.down_ratio) as u64;
+        let push = (self.up_rate * target * self.up_ratio) as u64;
+        self.page_bytes = page.min(self.page_bytes.saturating_mul(2)).clamp(MIN_PAGE_BYTES, MAX_PAGE_BYTES);
+        self.push_bytes = push.min(self.push_bytes.saturating_mul(2)).clamp(MIN_PUSH_BYTES, MAX_PUSH_BYTES);
+    }
+
+    /// A request failed on the link: the next one is half as large.
+    fn shrink(&mut self) {
+        self.page_bytes = (self.page_bytes / 2).max(MIN_PAGE_BYTES);
+        self.push_bytes = (self.push_bytes / 2).max(MIN_PUSH_BYTES);
+        self.down_rate = (self.down_rate / 2.0).max(100.0);
+        self.up_rate = (self.up_rate / 2.0).max(100.0);
+    }
+
+    /// How long a request of about `bytes` on the wire may take before it counts as stalled.
+    fn deadline(bytes: u64) -> Duration {
+        let secs = BASE_DEADLINE_SECS as f64 + bytes as f64 / STALL_FLOOR_BYTES_PER_SEC as f64;
+        Duration::from_secs_f64(secs / time_scale())
+    }
+}
 
 /// Most bytes an answer may inflate to: pages are budgeted far below this.
 const MAX_ANSWER_BYTES: u64 = 256 << 20;
@@ -65,6 +161,11 @@ pub struct Client {
     pub bytes_down: u64,
     /// Where retries are reported while they wait (a spinner's line), else standard error.
     pub progress: Option<indicatif::ProgressBar>,
+    /// The deadline of the next requests (default: the client's two minutes).
+    pub deadline: Option<Duration>,
+    /// Decoded bytes of the last request body and answer.
+    pub raw_up: u64,
+    pub raw_down: u64,
 }
 
 /// A failure worth retrying (network, 5xx) or not (the server said no).
@@ -78,6 +179,8 @@ impl Client {
         let http = reqwest::blocking::Client::builder()
             .connect_timeout(Duration::from_secs(15))
             .timeout(Duration::from_secs(120))
+            // A link that resets connections gives nothing back to a pooled connection.
+            .pool_max_idle_per_host(1)
             .gzip(false)
             .build()
             .context(tr!("无法初始化网络连接", "cannot set up the network client"))?;
@@ -89,17 +192,20 @@ impl Client {
             bytes_up: 0,
             bytes_down: 0,
             progress: None,
+            deadline: None,
+            raw_up: 0,
+            raw_down: 0,
         })
     }
 
     /// Says, while waiting, that a try failed and when the next one comes.
-    fn tell_retry(&self, attempt: u32, why: &str, wait: Duration) {
+    fn tell_retry(&self, attempt: u32, max_tries: u32, why: &str, wait: Duration) {
         let line = tr!(
             "第 {n} 次连接失败（{why}），{secs} 秒后第 {next} 次重试（共 {max} 次）…",
             "try {n} failed ({why}); try {next} of {max} in {secs} s…",
             n = attempt + 1,
             next = attempt + 2,
-            max = self.retries + 1,
+            max = max_tries,
             secs = wait.as_secs_f64().ceil()
         );
         match &self.progress {
@@ -154,7 +260,7 @@ impl Client {
                     let base = 500u64.saturating_mul(1 << attempt.min(5));
                     let jitter = rand::rng().random_range(0..=base / 2);
                     let wait = Duration::from_millis((base + jitter).min(10_000));
-                    self.tell_retry(attempt, &why, wait);
+                    self.tell_retry(attempt, self.retries + 1, &why, wait);
                     std::thread::sleep(wait);
                     attempt += 1;
                 }
@@ -171,6 +277,10 @@ impl Client {
         }
         .bearer_auth(&self.token)
         .header("accept-encoding", "gzip");
+        if let Some(d) = self.deadline {
+            req = req.timeout(d);
+        }
+        self.raw_up = body.map_or(0, |b| b.len() as u64);
         if let Some(b) = body {
             req = req.header("content-type", "application/json");
             let sent = if b.len() > 1024 {
@@ -218,6 +328,7 @@ impl Client {
         } else {
             wire.to_vec()
         };
+        self.raw_down = bytes.len() as u64;
         if status.is_success() {
             return Ok(bytes);
         }
@@ -310,6 +421,11 @@ fn watch_interrupt(unsent_before: u64) {
     });
 }
 
+/// Keeps what was learnt of the link for the next sync.
+fn save_link(home: &mut Home, link: &LinkEstimate) -> Result<()> {
+    home.write(|tx, p| save_profile_in(tx, &Profile { link: link.clone(), ..p.clone() }))
+}
+
 /// Holds the home's sync lock: two `field sync` on one home would send the same outbox twice.
 fn sync_lock(home: &Home) -> Result<std::fs::File> {
     let path = home.dir.join("sync.lock");
@@ -385,7 +501,9 @@ fn sync_inner(
     if interactive {
         watch_interrupt(home.outbox_len()?);
     }
-    let mut client = Client::new(&profile.server, &profile.token, retries)?;
+    // Retries are this loop's: after a failure the next request is smaller, not the same again.
+    let mut client = Client::new(&profile.server, &profile.token, 0)?;
+    let mut link = profile.link.clone();
     let mut cursor = profile.cursor;
     let mut sent: HashSet<String> = HashSet::new();
     client.progress = (interactive && std::io::stderr().is_terminal()).then(|| {
@@ -395,16 +513,50 @@ fn sync_inner(
         b
     });
     let result = (|| -> Result<()> {
-        // Each batch is read once: the one read after a page is the next request's.
-        let mut batch = next_outbox_batch(home, &sent)?;
+        let mut failures = 0u32;
         loop {
-            let (hashes, changes) = batch;
-            let req = SyncRequest { cursor, changes, budget };
-            let resp: SyncResponse = client.call("POST", "/v1/sync", Some(&req))?;
+            let page_bytes = budget.unwrap_or(link.page_bytes);
+            let (hashes, changes) = next_outbox_batch(home, &sent, link.push_bytes)?;
+            let req = SyncRequest { cursor, changes, budget: Some(page_bytes) };
+            let push_raw: u64 = req.changes.iter().map(|c| c.change.len() as u64).sum();
+            // Expected wire bytes: the push after gzip, the page after gzip and base64.
+            let expected =
+                (push_raw as f64 / link.up_ratio) as u64 + (page_bytes as f64 / link.down_ratio) as u64;
+            client.deadline = Some(LinkEstimate::deadline(expected));
+            let (up0, down0) = (client.bytes_up, client.bytes_down);
+            let started = std::time::Instant::now();
+            let resp: SyncResponse = match client.call("POST", "/v1/sync", Some(&req)) {
+                Ok(r) => r,
+                Err(e)
+                    if e.downcast_ref::<CallFailure>()
+                        .is_some_and(|f| f.code() != "refused" && f.code() != "revoked") =>
+                {
+                    failures += 1;
+                    if failures > retries {
+                        save_link(home, &link)?;
+                        return Err(e);
+                    }
+                    link.shrink();
+                    let wait = Duration::from_millis(500u64.saturating_mul(1 << failures.min(4)).min(8_000));
+                    client.tell_retry(failures - 1, retries + 1, &format!("{e}"), wait);
+                    std::thread::sleep(wait);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            failures = 0;
+            link.learn(
+                client.bytes_up - up0,
+                client.raw_up,
+                client.bytes_down - down0,
+                client.raw_down,
+                started.elapsed().as_secs_f64(),
+            );
             outcome.round_trips += 1;
             outcome.pushed += hashes.len() as u64;
             sent.extend(hashes.iter().cloned());
             apply_response(home, &resp, &hashes, outcome)?;
+            save_link(home, &link)?;
             cursor = resp.cursor;
             PAGES_STORED.fetch_add(1, Ordering::SeqCst);
             CHANGES_ACKED.store(outcome.accepted + outcome.duplicate + outcome.refused, Ordering::SeqCst);
@@ -417,8 +569,7 @@ fn sync_inner(
                     outcome.round_trips
                 ));
             }
-            batch = next_outbox_batch(home, &sent)?;
-            if !resp.has_more && batch.0.is_empty() {
+            if !resp.has_more && next_outbox_batch(home, &sent, 1)?.0.is_empty() {
                 return Ok(());
             }
         }
@@ -472,7 +623,11 @@ fn sync_inner(
 }
 
 /// The next outbox changes not yet sent in this run, oldest first.
-fn next_outbox_batch(home: &Home, sent: &HashSet<String>) -> Result<(Vec<String>, Vec<PushedChange>)> {
+fn next_outbox_batch(
+    home: &Home,
+    sent: &HashSet<String>,
+    max_bytes: u64,
+) -> Result<(Vec<String>, Vec<PushedChange>)> {
     let mut st = home.conn.prepare_cached("SELECT hash, doc_id, kind, bytes FROM outbox ORDER BY seq")?;
     let mut rows = st.query([])?;
     let (mut hashes, mut changes, mut bytes) = (Vec::new(), Vec::new(), 0usize);
@@ -484,6 +639,10 @@ fn next_outbox_batch(home: &Home, sent: &HashSet<String>) -> Result<(Vec<String>
         }
         let kind: String = r.get(2)?;
         let raw: Vec<u8> = r.get(3)?;
+        // Always at least one change, so even the smallest push makes progress.
+        if !changes.is_empty() && (bytes + raw.len()) as u64 > max_bytes {
+            break;
+        }
         bytes += raw.len();
         changes.push(PushedChange {
             doc: r.get(1)?,
@@ -491,7 +650,7 @@ fn next_outbox_batch(home: &Home, sent: &HashSet<String>) -> Result<(Vec<String>
             change: b64.encode(raw),
         });
         hashes.push(hash);
-        if changes.len() >= PUSH_CHANGES || bytes >= PUSH_BYTES {
+        if changes.len() >= PUSH_CHANGES {
             break;
         }
     }
@@ -759,6 +918,7 @@ mod tests {
             last_failure: None,
             revoked: false,
             server_id: String::new(),
+            link: Default::default(),
             active_patrol: None,
             policy: Default::default(),
         };
@@ -800,7 +960,7 @@ mod tests {
             Ok(())
         })
         .unwrap();
-        let (sent, _) = next_outbox_batch(&home, &HashSet::new()).unwrap();
+        let (sent, _) = next_outbox_batch(&home, &HashSet::new(), u64::MAX).unwrap();
         assert_eq!(sent.len(), 2);
         let resp = SyncResponse {
             verdicts: vec![
@@ -827,7 +987,7 @@ mod tests {
         assert!(removed.message.contains("垃圾清运"), "its text is kept: {}", removed.message);
         assert_eq!(home.profile().unwrap().cursor, 3);
         // And the next sync has nothing stuck to send.
-        assert!(next_outbox_batch(&home, &HashSet::new()).unwrap().0.is_empty());
+        assert!(next_outbox_batch(&home, &HashSet::new(), u64::MAX).unwrap().0.is_empty());
     }
 
     #[test]
@@ -900,7 +1060,7 @@ mod tests {
             save_profile_in(tx, &Profile { active_patrol: Some(id.clone()), ..p.clone() })
         })
         .unwrap();
-        let (sent, _) = next_outbox_batch(&home, &HashSet::new()).unwrap();
+        let (sent, _) = next_outbox_batch(&home, &HashSet::new(), u64::MAX).unwrap();
         let resp =
             SyncResponse { verdicts: vec![refused(&id, &sent[0])], docs: vec![], cursor: 1, has_more: false };
         apply_response(&mut home, &resp, &sent, &mut SyncOutcome::default()).unwrap();

@@ -17,7 +17,7 @@ fn town_operator(server: &Server, admin: &Device, name: &str) -> Device {
         "--json",
     ]);
     let token = created["token"].as_str().unwrap().to_string();
-    let d = Device { home: tempfile::tempdir().unwrap(), name: name.into() };
+    let d = Device::new(name);
     d.ok(&["init", "--server", &server.url, "--token", &token]);
     d
 }

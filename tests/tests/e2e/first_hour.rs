@@ -506,7 +506,7 @@ fn a_revoked_account_says_so_refuses_new_work_and_its_unsent_work_moves_to_a_col
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     server.start_again();
 
-    let colleague = Device { home: tempfile::tempdir().unwrap(), name: "successor".into() };
+    let colleague = Device::new("successor");
     let token = successor["token"].as_str().unwrap();
     colleague.ok(&["init", "--server", &server.url, "--token", token]);
     colleague.sync();
