@@ -3,8 +3,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -190,19 +189,9 @@ async fn admin_auth(s: &Arc<AppState>, headers: &HeaderMap) -> ApiResult<UserRec
     Ok(u)
 }
 
-/// The request body, or a JSON error saying why it could not be read.
-fn body_bytes(body: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> {
-    body.map_err(|e| {
-        if e.body_text().contains("length limit") {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                format!("the request body is over {} bytes", crate::MAX_BODY_BYTES),
-            )
-        } else {
-            ApiError::bad_request("bad_body", e.body_text())
-        }
-    })
+/// Reads a body of a route other than sync (small), after the caller is authenticated.
+async fn small_body(s: &AppState, body: Body) -> ApiResult<crate::transport::BodyBytes> {
+    crate::transport::read_body(&s.intake, body, s.intake.limits().small_body_bytes).await
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
@@ -225,7 +214,7 @@ fn whoami_of(u: &UserRecord, device: Option<String>) -> WhoAmI {
 async fn register_device(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> ApiResult<Response> {
     let hash = tokens::hash(bearer(&headers)?);
     let user = blocking(&s, move |s| Ok(s.store.user_by_token(&hash)?)).await?.ok_or_else(|| {
@@ -238,9 +227,13 @@ async fn register_device(
     if user.revoked {
         return Err(revoked());
     }
-    let reg: DeviceRegistration = parse_json(&body)?;
+    let reg: DeviceRegistration = parse_json(&small_body(&s, body).await?)?;
     if reg.actor.len() != 32 || !reg.actor.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
         return Err(ApiError::bad_request("bad_actor", "the actor id must be 32 lowercase hex digits"));
+    }
+    // The server's own actors are never a device's: its edits would rank as the server's.
+    if reg.actor == s.system.actor || reg.actor == crate::ingest::reader_actor().to_hex_string() {
+        return Err(ApiError::new(StatusCode::CONFLICT, "conflict", "this actor id is already registered"));
     }
     gridsync_core::validate::check_text(
         "the device label",
@@ -285,14 +278,10 @@ async fn whoami(State(s): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult
     Ok(Json(whoami_of(&u, device)))
 }
 
-async fn sync(
-    State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult<Response> {
+async fn sync(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> ApiResult<Response> {
     let started = Instant::now();
     let device = device_auth(&s, &headers).await?;
-    let body = body_bytes(body)?;
+    let body = crate::transport::read_body(&s.intake, body, s.intake.limits().sync_body_bytes).await?;
     let req: SyncRequest = parse_json(&body)?;
     if req.changes.len() > MAX_CHANGES_PER_SYNC {
         return Err(ApiError::new(
@@ -386,10 +375,10 @@ async fn admin_users(State(s): State<Arc<AppState>>, headers: HeaderMap) -> ApiR
 async fn admin_add_user(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> ApiResult<Response> {
     admin_auth(&s, &headers).await?;
-    let req: NewUser = parse_json(&body)?;
+    let req: NewUser = parse_json(&small_body(&s, body).await?)?;
     let created = crate::add_user(&s, &req.name, req.role, &req.scope, None)
         .map_err(|e| ApiError::bad_request("bad_user", e.to_string()))?;
     Ok((StatusCode::CREATED, Json(created)).into_response())

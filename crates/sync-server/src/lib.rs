@@ -9,6 +9,7 @@
 //! - [`openapi`]: the OpenAPI document.
 //! - [`demo`]: the demo county with one user per role.
 //! - [`import`]: re-writing a revoked device's unsent work in another user's name.
+//! - [`transport`]: connection cap and timeouts, request slots, body caps and the body deadline.
 
 pub mod api;
 pub mod auto;
@@ -19,6 +20,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod store;
 pub mod tokens;
+pub mod transport;
 
 use std::future::Future;
 use std::sync::{Arc, RwLock};
@@ -64,11 +66,18 @@ pub struct Config {
     pub policy: Policy,
     /// How long a claim on a queue item lasts unless renewed.
     pub lease_minutes: u32,
+    /// Connections, timeouts, request slots and body caps.
+    pub transport: transport::Limits,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { ingest: IngestConfig::default(), policy: Policy::default(), lease_minutes: 15 }
+        Config {
+            ingest: IngestConfig::default(),
+            policy: Policy::default(),
+            lease_minutes: 15,
+            transport: transport::Limits::default(),
+        }
     }
 }
 
@@ -85,6 +94,8 @@ pub struct AppState {
     pub system: DeviceRecord,
     /// The server's identity (a UUID made once with the data directory), sent by `GET /v1/server`.
     pub server_id: String,
+    /// Request slots and body memory shared by every request.
+    pub intake: transport::Intake,
 }
 
 impl AppState {
@@ -113,19 +124,22 @@ impl AppState {
         let org = Arc::new(RwLock::new(org));
         let metrics = Arc::new(Metrics::default());
         let ingest = Ingest::start(store.clone(), org.clone(), metrics.clone(), config.ingest);
-        Ok(Arc::new(AppState { store, org, ingest, metrics, clock, config, system, server_id }))
+        let intake = transport::Intake::new(config.transport.clone());
+        Ok(Arc::new(AppState { store, org, ingest, metrics, clock, config, system, server_id, intake }))
     }
 }
 
-/// Largest request body accepted, compressed or not.
-pub const MAX_BODY_BYTES: usize = 32 << 20;
+/// Largest `POST /v1/sync` body by default, after gzip inflation ([`transport::Limits`]).
+pub const MAX_BODY_BYTES: usize = 16 << 20;
 
-/// The router with its middleware: panics become 500s, bodies are gzip-decoded and -encoded.
+/// The router with its middleware: panics become 500s, bodies are gzip-decoded and -encoded, at most
+/// `max_in_flight` requests are handled at once, a body on the wire is at most the sync cap.
 pub fn app(state: Arc<AppState>) -> Router {
     let metrics = state.metrics.clone();
+    let limits = state.config.transport.clone();
     api::routes()
-        .with_state(state)
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state.clone())
+        .layer(axum::extract::DefaultBodyLimit::max(limits.small_body_bytes))
         .layer(RequestDecompressionLayer::new())
         // Small answers (a no-op sync) would grow under gzip: compress only above 256 bytes.
         .layer(CompressionLayer::new().compress_when(SizeAbove::new(256)))
@@ -143,6 +157,7 @@ pub fn app(state: Arc<AppState>) -> Router {
                 resp
             }
         }))
+        .layer(axum::middleware::from_fn_with_state(state, transport::in_flight))
         .layer(CatchPanicLayer::custom(|_| {
             api::ApiError::new(
                 axum::http::StatusCode::INTERNAL_SERVER_ERROR,
@@ -151,7 +166,7 @@ pub fn app(state: Arc<AppState>) -> Router {
             )
             .into_response()
         }))
-        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(RequestBodyLimitLayer::new(limits.sync_body_bytes))
         .layer(axum::middleware::from_fn(json_errors))
         .layer(TraceLayer::new_for_http())
 }
@@ -187,13 +202,15 @@ async fn json_errors(req: axum::extract::Request, next: axum::middleware::Next) 
     resp
 }
 
-/// Serves until `shutdown` resolves, then lets in-flight requests finish.
+/// Serves until `shutdown` resolves, then lets in-flight requests finish; connections are capped
+/// and timed out as `config.transport` says.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await
+    let limits = state.config.transport.clone();
+    transport::serve(listener, app(state), &limits, shutdown).await
 }
 
 /// Why a user could not be created or found.

@@ -43,6 +43,12 @@ enum Command {
         /// Seconds between auto-escalation passes.
         #[arg(long, default_value_t = 30)]
         auto_every: u64,
+        /// Open connections at most (lowered to fit the open-file limit); more wait to be accepted.
+        #[arg(long, default_value_t = 1024)]
+        max_connections: usize,
+        /// Requests handled at once; more wait up to 10 seconds, then get 503 busy.
+        #[arg(long, default_value_t = 512)]
+        max_in_flight: usize,
     },
     /// Manage the organisation.
     Org {
@@ -169,7 +175,16 @@ fn loaded_org(store: &dyn Store) -> Result<Org> {
 fn try_main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { listen, demo, cache_docs, policy, lease_minutes, auto_every } => {
+        Command::Serve {
+            listen,
+            demo,
+            cache_docs,
+            policy,
+            lease_minutes,
+            auto_every,
+            max_connections,
+            max_in_flight,
+        } => {
             let policy = match policy {
                 Some(p) => {
                     let text = std::fs::read_to_string(&p)
@@ -183,6 +198,11 @@ fn try_main() -> Result<()> {
                 ingest: IngestConfig { cache_docs, ..IngestConfig::default() },
                 policy,
                 lease_minutes,
+                transport: gridsync_server::transport::Limits {
+                    max_connections,
+                    max_in_flight,
+                    ..Default::default()
+                },
             };
             let _lock = lock_data_dir(&cli.data, "stop it before starting another one")?;
             serve(&cli.data, &listen, demo, config, auto_every)

@@ -18,6 +18,8 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
 
+mod transport;
+
 struct FixedClock(AtomicI64);
 impl Clock for FixedClock {
     fn now_ms(&self) -> i64 {
