@@ -36,6 +36,8 @@ pub enum DocError {
     IllegalTransition { action: String, status: String, level: String },
     #[error("{0}")]
     BadInput(String),
+    #[error("the bytes were refused before decoding: {0}")]
+    Refused(#[from] crate::inflate::InflateError),
 }
 
 impl From<automerge::AutomergeError> for DocError {
@@ -83,7 +85,7 @@ pub(crate) fn read_authors(doc: &AutoCommit) -> Result<Authors, DocError> {
         let entry = map_at(doc, &authors, &key)?;
         let user = req_str(doc, &entry, "user")?;
         let role = req_str(doc, &entry, "role")?;
-        let role = Role::parse(&role).ok_or_else(|| layout(format!("unknown role {role:?}")))?;
+        let role = Role::parse(&role).ok_or_else(|| layout("an author entry names an unknown role"))?;
         out.insert(key, ActorInfo { user, role });
     }
     Ok(out)
@@ -201,7 +203,7 @@ pub(crate) fn list_strs(doc: &AutoCommit, list: &ObjId) -> Result<Vec<String>, D
 /// Reads the `kind` of a document.
 pub fn doc_kind(doc: &AutoCommit) -> Result<DocKind, DocError> {
     let kind = req_str(doc, &ROOT, "kind")?;
-    DocKind::parse(&kind).ok_or_else(|| layout(format!("unknown document kind {kind:?}")))
+    DocKind::parse(&kind).ok_or_else(|| layout("the document kind is not report or patrol"))
 }
 
 fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
@@ -213,6 +215,7 @@ fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
 
 /// Loads a saved document from outside bytes: an error, never a panic.
 pub fn load(bytes: &[u8], actor: ActorId) -> Result<AutoCommit, DocError> {
+    crate::inflate::check(bytes)?;
     let doc =
         catch_unwind(|| AutoCommit::load(bytes)).map_err(|p| DocError::Panicked(panic_message(p)))??;
     Ok(doc.with_actor(actor))
@@ -220,6 +223,7 @@ pub fn load(bytes: &[u8], actor: ActorId) -> Result<AutoCommit, DocError> {
 
 /// Decodes one raw change from outside bytes: an error, never a panic.
 pub fn decode_change(bytes: &[u8]) -> Result<Change, DocError> {
+    crate::inflate::check_change(bytes)?;
     let owned = bytes.to_vec();
     catch_unwind(move || Change::from_bytes(owned))
         .map_err(|p| DocError::Panicked(panic_message(p)))?
@@ -269,6 +273,7 @@ pub fn apply_changes(doc: &mut AutoCommit, changes: Vec<Change>) -> Result<(), D
 /// Merges saved or incremental bytes (a snapshot, or concatenated raw changes) into `doc`, all or
 /// nothing, never panicking.
 pub fn load_incremental(doc: &mut AutoCommit, bytes: &[u8]) -> Result<(), DocError> {
+    crate::inflate::check(bytes)?;
     merge_guarded(doc, |d| d.load_incremental(bytes))
 }
 
@@ -281,4 +286,98 @@ pub fn hash_hex(h: &ChangeHash) -> String {
 pub fn parse_hash(s: &str) -> Option<ChangeHash> {
     let bytes = hex::decode(s).ok()?;
     ChangeHash::try_from(bytes.as_slice()).ok()
+}
+
+/// The layout version every document carries; another version is refused.
+pub const LAYOUT: i64 = 1;
+
+const REPORT_KEYS: &[&str] = &[
+    "kind",
+    "layout",
+    "id",
+    "grid",
+    "town",
+    "reporter",
+    "created_at",
+    "category",
+    "title",
+    "description",
+    "urgency",
+    "location",
+    "parties",
+    "notes",
+    "attachments",
+    "transitions",
+    "authors",
+];
+const PATROL_KEYS: &[&str] = &[
+    "kind",
+    "layout",
+    "id",
+    "grid",
+    "town",
+    "worker",
+    "started_at",
+    "ended_at",
+    "companions",
+    "checkins",
+    "visits",
+    "findings",
+    "track",
+    "narrative",
+    "authors",
+];
+
+/// The document's layout version must be [`LAYOUT`] and its root may hold only the keys of its
+/// kind's layout. The error never repeats a key or a value: they may be anything.
+pub fn check_layout(doc: &AutoCommit, kind: DocKind) -> Result<(), DocError> {
+    if opt_int(doc, &ROOT, "layout")? != Some(LAYOUT) {
+        return Err(layout(format!("the layout version must be {LAYOUT}")));
+    }
+    let known = match kind {
+        DocKind::Report => REPORT_KEYS,
+        DocKind::Patrol => PATROL_KEYS,
+    };
+    if doc.keys(&ROOT).any(|k| !known.contains(&k.as_str())) {
+        return Err(layout("the document has a key its layout does not define"));
+    }
+    Ok(())
+}
+
+/// The containers a document creates once and only ever appends to or edits inside: the object
+/// (and so the Automerge op) behind each, in a fixed order. A change that replaces one with a new
+/// object — even an identical copy — would silently drop every concurrent write into the old one.
+pub fn containers(doc: &AutoCommit, kind: DocKind) -> Vec<(&'static str, Option<ObjId>)> {
+    let at = |obj: &ObjId, key: &str| match doc.get(obj, key) {
+        Ok(Some((Value::Object(_), id))) => Some(id),
+        _ => None,
+    };
+    match kind {
+        DocKind::Report => {
+            let parties = at(&ROOT, "parties");
+            let people = parties.as_ref().and_then(|p| at(p, "people"));
+            let mut out: Vec<(&'static str, Option<ObjId>)> =
+                ["description", "location", "notes", "attachments", "transitions", AUTHORS]
+                    .into_iter()
+                    .map(|k| (k, at(&ROOT, k)))
+                    .collect();
+            out.push(("parties", parties));
+            out.push(("parties.people", people));
+            out
+        }
+        DocKind::Patrol => ["companions", "checkins", "visits", "findings", "track", "narrative", AUTHORS]
+            .into_iter()
+            .map(|k| (k, at(&ROOT, k)))
+            .collect(),
+    }
+}
+
+/// Saves `doc` and loads the saved bytes again, both under the panic guard: what the server
+/// stores must be what it (and every device) can read back. Returns the saved bytes and the
+/// reloaded document (read with `actor`).
+pub fn save_and_reload(doc: &mut AutoCommit, actor: ActorId) -> Result<(Vec<u8>, AutoCommit), DocError> {
+    let saved =
+        catch_unwind(AssertUnwindSafe(|| doc.save())).map_err(|p| DocError::Panicked(panic_message(p)))?;
+    let back = load(&saved, actor)?;
+    Ok((saved, back))
 }

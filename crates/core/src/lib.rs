@@ -4,6 +4,7 @@
 //!
 //! - [`org`]: county → towns → villages → grids; roles and scopes; the demo county.
 //! - [`doc`]: shared document plumbing; loading and applying outside bytes without panics.
+//! - [`inflate`]: caps on what compressed outside bytes inflate to, checked before automerge.
 //! - [`localtime`]: the organisation's civil time (dates and minutes people read).
 //! - [`indicators`]: supervision indicators (自办自结率, 按期结案率, …) from report views.
 //! - [`report`]: report documents, local edits, `ReportView`.
@@ -18,6 +19,7 @@
 
 pub mod doc;
 pub mod indicators;
+pub mod inflate;
 pub mod lifecycle;
 pub mod localtime;
 pub mod merge;

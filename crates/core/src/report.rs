@@ -401,7 +401,7 @@ pub fn add_transition(
 }
 
 fn parse_field<T>(value: String, what: &str, parse: impl Fn(&str) -> Option<T>) -> Result<T, DocError> {
-    parse(&value).ok_or_else(|| layout(format!("unknown {what} {value:?}")))
+    parse(&value).ok_or_else(|| layout(format!("{what} is not one of the known values")))
 }
 
 fn read_transitions(doc: &AutoCommit) -> Result<Vec<Transition>, DocError> {

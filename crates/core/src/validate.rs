@@ -20,9 +20,9 @@ pub enum Refusal {
     /// Where the document is stays unsaid: a device learns nothing about documents outside its scope.
     #[error("the document is outside your scope")]
     OutOfScope,
-    #[error("grid {grid} is not in the organisation")]
+    #[error("the grid is not in the organisation")]
     UnknownGrid { grid: String },
-    #[error("grid {grid} belongs to town {expected}, not {given}")]
+    #[error("the grid belongs to another town than the one the document names")]
     WrongTown { grid: String, expected: String, given: String },
     #[error("{field} is fixed when the document is created and cannot change")]
     ImmutableField { field: String },
@@ -34,9 +34,9 @@ pub enum Refusal {
     HistoryRewritten { what: String },
     #[error("{action} is not allowed from {from} at {level} level for {role}")]
     TransitionNotAllowed { action: String, from: String, level: String, role: String },
-    #[error("transition {id} does not follow from the transition it names as its parent")]
+    #[error("a transition does not follow from the transition it names as its parent")]
     TransitionOutOfOrder { id: String },
-    #[error("transition {id} does not follow the latest transition its author's copy held")]
+    #[error("a transition does not follow the latest transition its author's copy held")]
     TransitionNotFromLatest { id: String },
     #[error("a dispatch must name the department it goes to")]
     NoDepartment,
@@ -111,6 +111,9 @@ pub mod limits {
 }
 
 pub use limits::*;
+
+/// Most people a report's head count may name.
+pub const MAX_HEAD_COUNT: i64 = 100_000;
 
 /// Refuses `value` when it has more than `max_chars` characters. The refusal names `field` and the
 /// limit, never the value.
@@ -223,6 +226,13 @@ fn check_report_values(org: &Org, before: Option<&ReportView>, after: &ReportVie
     }
     if changed(before, |b| b.location.lat != after.location.lat || b.location.lon != after.location.lon) {
         check_partial_location(org, after.location.lat, after.location.lon)?;
+    }
+    if changed(before, |b| b.head_count != after.head_count)
+        && after.head_count.is_some_and(|n| !(0..=MAX_HEAD_COUNT).contains(&n))
+    {
+        return Err(Refusal::Malformed {
+            message: format!("the head count must be between 0 and {MAX_HEAD_COUNT}"),
+        });
     }
     let no_parties = Vec::new();
     for p in added(before.map_or(&no_parties, |b| &b.parties), &after.parties, |p| p.clone()) {
@@ -405,6 +415,12 @@ pub fn check_report(
             }
         }
     }
+    // Personal data is append-only: a party or an attachment once recorded stays as it was. A
+    // correction is a new entry; the old one stays in the history.
+    if let Some(b) = before {
+        appended(&b.parties, &after.parties, "parties")?;
+        appended(&b.attachments, &after.attachments, "attachments")?;
+    }
     let no_notes = Vec::new();
     let new_notes = appended(before.map_or(&no_notes, |b| &b.notes), &after.notes, "notes")?;
     for n in new_notes {
@@ -518,6 +534,46 @@ pub fn check_action(
     check_place(org, who, grid, town)?;
     if !action.allowed_for(who.role, level) {
         return Err(role_cannot(who.role, &format!("{action} a report at {level} level")));
+    }
+    Ok(())
+}
+
+/// Most transitions one change may add (a device writes one per change).
+pub const MAX_TRANSITIONS_PER_CHANGE: usize = 4;
+/// Most transitions one push may add to one report.
+pub const MAX_TRANSITIONS_PER_PUSH: usize = 64;
+/// Most of one author's transitions a report may hold that the fold did not apply (lost forks
+/// and their branches): past it, that author's new transitions are refused, so forged forks
+/// cannot fill the report's transition cap and lock the hub out.
+pub const MAX_DISCARDED_PER_AUTHOR: usize = 32;
+/// Most changes of one document in one push (a client sends at most 5,000 per request).
+pub const MAX_CHANGES_PER_DOC_PER_PUSH: usize = 5_000;
+
+/// A transition's id must be `<actor of the change that wrote it>/<n>`: no one can take an id
+/// another device will write, nor an id that names another actor.
+pub fn check_transition_id(t: &Transition, change_actor_hex: &str) -> Result<(), Refusal> {
+    let ok =
+        t.id.strip_prefix(change_actor_hex)
+            .and_then(|rest| rest.strip_prefix('/'))
+            .is_some_and(|n| !n.is_empty() && n.len() <= 10 && n.bytes().all(|b| b.is_ascii_digit()));
+    if ok {
+        Ok(())
+    } else {
+        Err(Refusal::Malformed {
+            message: "a transition's id must be the actor of its change, '/', and a number".into(),
+        })
+    }
+}
+
+/// Refuses a write when `user` holds more than [`MAX_DISCARDED_PER_AUTHOR`] transitions the fold
+/// did not apply.
+pub fn check_discarded(after: &ReportView, user: &str) -> Result<(), Refusal> {
+    let discarded = after.transitions.iter().filter(|t| !t.applied && t.author == user).count();
+    if discarded > MAX_DISCARDED_PER_AUTHOR {
+        return Err(Refusal::TooMany {
+            what: "discarded transitions by one author".into(),
+            max: MAX_DISCARDED_PER_AUTHOR,
+        });
     }
     Ok(())
 }

@@ -61,7 +61,7 @@ pub fn crashers_dir() -> PathBuf {
 
 /// Silences the panics automerge raises inside core's guard (expected, and thousands of them),
 /// while a failing assertion of the test itself still prints its reason. `SHOW_PANICS=1` shows all.
-fn quiet_panics() {
+pub(crate) fn quiet_panics() {
     if std::env::var_os("SHOW_PANICS").is_some() {
         return;
     }
