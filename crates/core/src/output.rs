@@ -15,8 +15,8 @@ pub struct SyncAttempt {
     pub ok: bool,
     /// What happened, in the words shown to the person.
     pub message: String,
-    /// A stable code for failures: `offline`, `server_error`, `refused`, `revoked`, `disk_full`,
-    /// `interrupted`, `busy`, `local`.
+    /// A stable code for failures: `offline`, `server_error`, `refused`, `revoked`,
+    /// `disk_full` (this device's disk), `server_disk_full`, `busy`, `local`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
 }

@@ -146,6 +146,7 @@ impl CallFailure {
             CallFailure::Unreachable { .. } => "offline",
             CallFailure::ServerTrouble { .. } => "server_error",
             CallFailure::Refused { code, .. } if code == "revoked" => "revoked",
+            CallFailure::Refused { code, .. } if code == "disk_full" => "server_disk_full",
             CallFailure::Refused { .. } => "refused",
         }
     }
@@ -339,6 +340,18 @@ impl Client {
                 lang::clean(&String::from_utf8_lossy(&bytes).chars().take(200).collect::<String>()),
             ),
         };
+        if code == "disk_full" {
+            // Not worth retrying in seconds: say it in words, with what is safe.
+            return Err(CallError::Final(CallFailure::Refused {
+                status: status.as_u16(),
+                code,
+                message: lang::pick(
+                    "服务器磁盘已满：这次没有保存任何内容，你的工作仍保存在本机；请告诉管理员，稍后再运行 field sync",
+                    "the server's disk is full: nothing was stored this time and your work stays saved on this device; tell your administrator and run field sync later",
+                )
+                .into(),
+            }));
+        }
         if status.is_server_error() || status.as_u16() == 429 {
             return Err(CallError::Retry {
                 why: tr!("服务器回答 {status}", "the server answered {status}"),
@@ -529,7 +542,7 @@ fn sync_inner(
                 Ok(r) => r,
                 Err(e)
                     if e.downcast_ref::<CallFailure>()
-                        .is_some_and(|f| f.code() != "refused" && f.code() != "revoked") =>
+                        .is_some_and(|f| matches!(f.code(), "offline" | "server_error")) =>
                 {
                     failures += 1;
                     if failures > retries {

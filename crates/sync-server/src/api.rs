@@ -24,6 +24,7 @@ use gridsync_core::report::ReportView;
 use serde::Deserialize;
 
 use crate::AppState;
+use crate::quota;
 use crate::store::{DeviceRecord, StoreError, UserRecord, WorkRow};
 use crate::tokens;
 
@@ -48,9 +49,17 @@ impl ApiError {
     }
 }
 
+/// What a device is told when the server's disk is full: the words "disk full", and that its
+/// work is safe where it is.
+pub const DISK_FULL_MESSAGE: &str = "the server's disk is full: nothing from this request was stored, and your work stays on your device; try again later";
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        match e {
+        match e.classify() {
+            StoreError::DiskFull(why) => {
+                tracing::error!(%why, "disk full");
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "disk_full", DISK_FULL_MESSAGE)
+            }
             StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
             StoreError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, "not_found", m),
             other => ApiError::internal("storage failed", other),
@@ -77,6 +86,7 @@ pub const MAX_PAGE_DOCS: usize = 2_000;
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(|| async { Json(crate::openapi::document()) }))
         .route("/v1/server", get(server_info))
@@ -91,6 +101,34 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/queue", get(queue))
         .route("/v1/queue/{doc}/claim", post(claim))
         .route("/v1/queue/{doc}/release", post(release))
+}
+
+/// Readiness, apart from liveness (`/healthz`): 200 only when a write can land now (free disk,
+/// the database lockable for writing); 503 `disk_full` or `unavailable` otherwise, so a load
+/// balancer stops sending pushes to a server that would fail them.
+async fn readyz(State(s): State<Arc<AppState>>) -> Response {
+    let store = s.store.clone();
+    match tokio::task::spawn_blocking(move || store.ready()).await {
+        Ok(Ok(())) => "ready\n".into_response(),
+        Ok(Err(e)) => match e.classify() {
+            StoreError::DiskFull(why) => {
+                tracing::warn!(%why, "not ready");
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "disk_full", "the server's disk is full")
+                    .into_response()
+            }
+            other => {
+                tracing::warn!(error = %other, "not ready");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the database cannot take writes now",
+                )
+                .into_response()
+            }
+        },
+        Err(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "readiness check failed")
+            .into_response(),
+    }
 }
 
 async fn metrics(State(s): State<Arc<AppState>>) -> impl IntoResponse {
@@ -241,9 +279,23 @@ async fn register_device(
         gridsync_core::validate::MAX_LABEL_CHARS,
     )
     .map_err(|r| ApiError::bad_request(r.code(), r.to_string()))?;
+    let at = s.clock.now_ms();
+    let limit = s.config.ingest.quotas.devices_per_user_day;
+    let offset = s.org.read().unwrap_or_else(|p| p.into_inner()).county.utc_offset_minutes;
+    let since = quota::day_start(at, offset);
+    let user_id = user.id.clone();
+    let today = blocking(&s, move |s| Ok(s.store.devices_registered_since(&user_id, since)?)).await?;
+    if today >= limit {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "quota_exceeded",
+            format!(
+                "this user registered {limit} devices today, the most a day allows; try again tomorrow or ask an administrator"
+            ),
+        ));
+    }
     let device = uuid::Uuid::now_v7().to_string();
     let token = tokens::new_token("gsd");
-    let at = s.clock.now_ms();
     {
         let (device, token_hash, user_id) = (device.clone(), tokens::hash(&token), user.id.clone());
         blocking(&s, move |s| {
@@ -300,17 +352,45 @@ async fn sync(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Body) ->
             ),
         ));
     }
-    let changes = req.changes;
+    // A change over the size cap is refused by itself, never decoded; the rest go on.
+    let max_b64 = quota::MAX_CHANGE_BYTES.div_ceil(3) * 4;
+    let (oversize, changes): (Vec<_>, Vec<_>) =
+        req.changes.into_iter().enumerate().partition(|(_, p)| p.change.len() > max_b64);
+    let (positions, changes): (Vec<usize>, Vec<_>) = changes.into_iter().unzip();
     let decoded = tokio::task::spawn_blocking(move || crate::ingest::decode(changes))
         .await
         .map_err(|e| ApiError::internal("decoding a push", e))?
-        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "malformed_change", e.to_string()))?;
+        .map_err(|e| {
+            let index = positions.get(e.index).copied().unwrap_or(e.index);
+            let message = format!("change {index} (document {}): {}", e.doc, e.message);
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "malformed_change", message)
+        })?;
     let at = s.clock.now_ms();
-    let verdicts = s
-        .ingest
-        .push(device.clone(), req.cursor, decoded, at)
-        .await
-        .map_err(|m| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m))?;
+    let mut verdicts = s.ingest.push(device.clone(), req.cursor, decoded, at).await.map_err(|m| {
+        // The writer reports SQLite's own words for a full disk.
+        if m.contains("disk is full") || m.contains("disk full") {
+            tracing::error!(why = %m, "disk full");
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "disk_full", DISK_FULL_MESSAGE)
+        } else {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m)
+        }
+    })?;
+    for (i, p) in oversize {
+        verdicts.insert(
+            i,
+            Verdict {
+                doc: Some(p.doc),
+                hash: None,
+                outcome: Outcome::Forbidden,
+                code: Some("too_large".into()),
+                message: Some(format!(
+                    "the change is over {} bytes; write the edit as several smaller ones",
+                    quota::MAX_CHANGE_BYTES
+                )),
+                missing: vec![],
+            },
+        );
+    }
     let budget = req.budget.unwrap_or(DEFAULT_PAGE_BYTES).clamp(1, MAX_PAGE_BYTES);
     let cursor = req.cursor;
     let page = blocking(&s, move |s| {
@@ -473,6 +553,14 @@ async fn queue(
     Ok(Json(entries).into_response())
 }
 
+fn not_in_queue() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_in_queue",
+        "no such item in your queue (it may have been handled already; sync and look again)",
+    )
+}
+
 async fn claim(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -485,11 +573,7 @@ async fn claim(
     let claim = blocking(&s, move |s| {
         let in_queue = queue_rows(s, &u.scope, levels, true)?.into_iter().any(|r| r.id == doc);
         if !in_queue {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_in_queue",
-                "no such item in your queue (it may have been handled already; sync and look again)",
-            ));
+            return Err(not_in_queue());
         }
         Ok((s.store.claim(&doc, &u.id, &u.name, now, lease)?, u.id))
     })
@@ -512,11 +596,18 @@ async fn release(
     Path(doc): Path<String>,
 ) -> ApiResult<Response> {
     let (u, _) = user_auth(&s, &headers).await?;
-    queue_levels(u.role)?;
+    let levels = queue_levels(u.role)?;
     let now = s.clock.now_ms();
     let holder = blocking(&s, move |s| {
-        let released = s.store.release(&doc, &u.id)?;
-        Ok(if released { None } else { s.store.claim_on(&doc, now)? })
+        if s.store.release(&doc, &u.id)? {
+            return Ok(None);
+        }
+        // Someone else's claim is named only on an item of the caller's own queue: anything else
+        // is answered as if it did not exist.
+        if !queue_rows(s, &u.scope, levels, true)?.into_iter().any(|r| r.id == doc) {
+            return Err(not_in_queue());
+        }
+        Ok(s.store.claim_on(&doc, now)?)
     })
     .await?;
     if let Some(c) = holder {

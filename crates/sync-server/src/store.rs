@@ -22,11 +22,26 @@ pub enum StoreError {
     Conflict(String),
     #[error("{0}")]
     NotFound(String),
+    /// The disk holding the data directory is full (or nearly): writes fail until space is freed.
+    #[error("the disk is full: {0}")]
+    DiskFull(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
 impl StoreError {
+    /// SQLite's "database or disk is full" as [`StoreError::DiskFull`]; other errors unchanged.
+    pub fn classify(self) -> StoreError {
+        match self {
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(f, m))
+                if f.code == rusqlite::ErrorCode::DiskFull =>
+            {
+                StoreError::DiskFull(m.unwrap_or_else(|| "database or disk is full".into()))
+            }
+            other => other,
+        }
+    }
+
     /// A constraint one write broke (as opposed to a busy or failing database).
     pub fn is_constraint(&self) -> bool {
         matches!(self, StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation)
@@ -124,6 +139,9 @@ pub struct Page {
 
 /// The storage interface. SQLite is the default; a PostgreSQL backend would implement the same.
 pub trait Store: Send + Sync + 'static {
+    /// Whether the store can take writes now: enough free disk, and the database lockable for
+    /// writing. `GET /readyz` answers from it.
+    fn ready(&self) -> StoreResult<()>;
     fn org(&self) -> StoreResult<Option<Org>>;
     fn set_org(&self, org: &Org) -> StoreResult<()>;
     fn add_user(&self, user: &UserRecord, token_hash: &[u8], at: i64) -> StoreResult<()>;
@@ -179,6 +197,12 @@ pub trait Store: Send + Sync + 'static {
     fn claim_on(&self, doc: &str, now: i64) -> StoreResult<Option<Claim>>;
     /// Unexpired claims.
     fn claims(&self, now: i64) -> StoreResult<Vec<Claim>>;
+    /// Documents `device` created at or after `since` (server time).
+    fn docs_created_since(&self, device: &str, since: i64) -> StoreResult<u32>;
+    /// Refusals stored for `device` at or after `since`.
+    fn refusals_since(&self, device: &str, since: i64) -> StoreResult<u32>;
+    /// Devices `user` registered at or after `since`.
+    fn devices_registered_since(&self, user: &str, since: i64) -> StoreResult<u32>;
 }
 
 const MIGRATIONS: &[&str] = &[
@@ -219,6 +243,13 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE users ADD COLUMN revoked_at INTEGER;
      ALTER TABLE devices ADD COLUMN refused_attempts INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE devices ADD COLUMN last_refused_at INTEGER;",
+    // 4: quotas per device and day — who created a document and when (server clock), and indexes
+    // to count a day's documents, refusals and registrations.
+    "ALTER TABLE docs ADD COLUMN created_by TEXT;
+     ALTER TABLE docs ADD COLUMN created_at INTEGER;
+     CREATE INDEX docs_created_by ON docs(created_by, created_at);
+     CREATE INDEX refusals_device_at ON refusals(device_id, at);
+     CREATE INDEX devices_user_registered ON devices(user_id, registered_at);",
 ];
 
 /// The embedded SQLite store in a data directory.
@@ -234,7 +265,10 @@ fn open(path: &Path) -> StoreResult<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    // FULL: a commit is on disk (WAL fsync'd) before the server answers, so an acknowledged change
+    // survives a power cut, after which the device has already dropped it. Group commit keeps the
+    // fsyncs few (BENCHMARKS.md has the cost).
+    conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     Ok(conn)
 }
@@ -276,6 +310,16 @@ impl SqliteStore {
         let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut conn)
     }
+}
+
+/// Below this much free disk the server says it is not ready (writes would soon fail).
+pub const MIN_FREE_BYTES: u64 = 64 << 20;
+
+/// Free bytes for unprivileged writers on the file system holding `dir`.
+fn free_bytes(dir: &Path) -> StoreResult<u64> {
+    let st = rustix::fs::statvfs(dir)
+        .map_err(|e| StoreError::Corrupt(format!("cannot read free space of {}: {e}", dir.display())))?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 fn migrate(conn: &mut Connection) -> StoreResult<()> {
@@ -328,6 +372,22 @@ fn kind_of(s: &str) -> StoreResult<DocKind> {
 }
 
 impl Store for SqliteStore {
+    fn ready(&self) -> StoreResult<()> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let free = free_bytes(dir)?;
+        if free < MIN_FREE_BYTES {
+            return Err(StoreError::DiskFull(format!(
+                "{} MiB free under the data directory, below the {} MiB writes need",
+                free >> 20,
+                MIN_FREE_BYTES >> 20
+            )));
+        }
+        self.write(|c| {
+            c.execute_batch("BEGIN IMMEDIATE; ROLLBACK;")?;
+            Ok(())
+        })
+    }
+
     fn org(&self) -> StoreResult<Option<Org>> {
         self.read(|c| {
             let json: Option<String> =
@@ -500,8 +560,9 @@ impl Store for SqliteStore {
                 let mut ins = tx.prepare_cached("INSERT INTO changes (doc_id, hash, device_id, bytes) VALUES (?1, ?2, ?3, ?4)")?;
                 let mut upsert = tx.prepare_cached(
                     "INSERT INTO docs (id, kind, grid, town, snapshot, created_seq, updated_seq, change_count, heads,
-                                       view, conflicts, conflict_count, status, level, urgency, status_since)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+                                       view, conflicts, conflict_count, status, level, urgency, status_since,
+                                       created_by, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?15)
                      ON CONFLICT(id) DO UPDATE SET snapshot = excluded.snapshot, updated_seq = excluded.updated_seq,
                         change_count = docs.change_count + excluded.change_count, heads = excluded.heads,
                         view = excluded.view, conflicts = excluded.conflicts,
@@ -538,6 +599,8 @@ impl Store for SqliteStore {
                         d.level.map(|l| l.as_str()),
                         d.urgency.map(|u| u.as_str()),
                         d.at,
+                        // Kept only when the row is new: the device whose change created it.
+                        d.changes[0].2,
                     ])?;
                     if last != first {
                         tx.execute("UPDATE docs SET updated_seq = ?2 WHERE id = ?1", params![d.id, last])?;
@@ -578,9 +641,10 @@ impl Store for SqliteStore {
             // Documents in scope with changes after the cursor, ordered by their *first* change after
             // the cursor. Cutting the list anywhere then leaves out only documents whose pending
             // changes all come after the first left-out one: the cursor can move up to just before it.
+            // Ids and sizes first: no document's bytes are read unless they go into the page.
             let (filter, mut args) = scope_filter(scope, 3);
             let sql = format!(
-                "SELECT id, kind, created_seq, snapshot,
+                "SELECT id, kind, created_seq, length(snapshot),
                         CASE WHEN created_seq > ?1 THEN created_seq
                              ELSE (SELECT MIN(seq) FROM changes WHERE doc_id = docs.id AND seq > ?1) END AS first
                  FROM docs WHERE updated_seq > ?1 {filter} ORDER BY first, id LIMIT ?2"
@@ -588,43 +652,50 @@ impl Store for SqliteStore {
             let mut params: Vec<rusqlite::types::Value> = vec![cur.into(), ((limit_docs + 1) as i64).into()];
             params.append(&mut args);
             let mut st = tx.prepare_cached(&sql)?;
-            let rows: Vec<(String, String, i64, Vec<u8>, i64)> = st
+            let rows: Vec<(String, String, i64, i64, i64)> = st
                 .query_map(rusqlite::params_from_iter(params), |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
                 })?
                 .collect::<Result<_, _>>()?;
+            let mut sizes_st = tx.prepare_cached(
+                "SELECT COUNT(*), COALESCE(SUM(length(bytes)), 0) FROM changes
+                 WHERE doc_id = ?1 AND seq > ?2 AND (device_id IS NULL OR device_id != ?3)",
+            )?;
             let mut changes_st = tx.prepare_cached(
                 "SELECT bytes FROM changes WHERE doc_id = ?1 AND seq > ?2 AND (device_id IS NULL OR device_id != ?3) ORDER BY seq",
             )?;
+            let mut snapshot_st = tx.prepare_cached("SELECT snapshot FROM docs WHERE id = ?1")?;
             let mut entries = Vec::new();
             let mut used = 0u64;
             let mut first_left_out = None;
-            for (i, (id, kind, created_seq, snapshot, first)) in rows.into_iter().enumerate() {
+            for (i, (id, kind, created_seq, snapshot_len, first)) in rows.into_iter().enumerate() {
                 if i == limit_docs {
                     first_left_out = Some(first);
                     break;
                 }
-                let others: Vec<Vec<u8>> = changes_st
-                    .query_map(params![id, cur, device], |r| r.get::<_, Vec<u8>>(0))?
-                    .collect::<Result<_, _>>()?;
-                if others.is_empty() {
+                let (others, changes_size): (i64, i64) =
+                    sizes_st.query_row(params![id, cur, device], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                if others == 0 {
                     // Only the device's own changes: it has them all already.
                     continue;
                 }
                 // A document new to the device comes whole; so does one whose missing changes
                 // would weigh more than its compacted snapshot.
-                let new_to_device = created_seq > cur;
-                let changes_size: usize = others.iter().map(Vec::len).sum();
-                let (snap, data) = if new_to_device || changes_size >= snapshot.len() {
-                    (true, snapshot)
-                } else {
-                    (false, others.concat())
-                };
-                if !entries.is_empty() && used + data.len() as u64 > budget {
+                let snap = created_seq > cur || changes_size >= snapshot_len;
+                let size = if snap { snapshot_len } else { changes_size } as u64;
+                if !entries.is_empty() && used + size > budget {
                     first_left_out = Some(first);
                     break;
                 }
-                used += data.len() as u64;
+                used += size;
+                let data = if snap {
+                    snapshot_st.query_row([&id], |r| r.get::<_, Vec<u8>>(0))?
+                } else {
+                    changes_st
+                        .query_map(params![id, cur, device], |r| r.get::<_, Vec<u8>>(0))?
+                        .collect::<Result<Vec<_>, _>>()?
+                        .concat()
+                };
                 entries.push(PageEntry { id, kind: kind_of(&kind)?, snapshot: snap, data });
             }
             let (cursor, has_more) = match first_left_out {
@@ -826,6 +897,36 @@ impl Store for SqliteStore {
                 |r| Ok(Claim { doc: r.get(0)?, user: r.get(1)?, name: r.get(2)?, expires_at: r.get(3)? }),
             )
             .optional()?)
+        })
+    }
+
+    fn docs_created_since(&self, device: &str, since: i64) -> StoreResult<u32> {
+        self.read(|c| {
+            Ok(c.query_row(
+                "SELECT COUNT(*) FROM docs WHERE created_by = ?1 AND created_at >= ?2",
+                params![device, since],
+                |r| r.get(0),
+            )?)
+        })
+    }
+
+    fn refusals_since(&self, device: &str, since: i64) -> StoreResult<u32> {
+        self.read(|c| {
+            Ok(c.query_row(
+                "SELECT COUNT(*) FROM refusals WHERE device_id = ?1 AND at >= ?2",
+                params![device, since],
+                |r| r.get(0),
+            )?)
+        })
+    }
+
+    fn devices_registered_since(&self, user: &str, since: i64) -> StoreResult<u32> {
+        self.read(|c| {
+            Ok(c.query_row(
+                "SELECT COUNT(*) FROM devices WHERE user_id = ?1 AND registered_at >= ?2",
+                params![user, since],
+                |r| r.get(0),
+            )?)
         })
     }
 

@@ -18,6 +18,7 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
 
+mod hostile;
 mod transport;
 
 struct FixedClock(AtomicI64);
@@ -537,6 +538,9 @@ async fn health_metrics_openapi_and_errors_are_json() {
     let h = harness();
     let (s, _) = h.call("GET", "/healthz", None, vec![]).await;
     assert_eq!(s, StatusCode::OK);
+    // Readiness is separate: it checks that a write can land (free disk, a writable database).
+    let (s, body) = h.call("GET", "/readyz", None, vec![]).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
     let w = h.device("worker", 1).await;
     h.sync(&w, 0, vec![]).await;
     let (s, m) = h.call("GET", "/metrics", None, vec![]).await;
@@ -1353,4 +1357,26 @@ async fn unsent_work_of_a_revoked_device_is_imported_in_another_users_name() {
     let mut other = export;
     other.format = "zip".into();
     assert!(import_unsent(&h.state, &other, &heir).await.is_err());
+}
+
+#[test]
+fn a_full_disk_is_answered_503_disk_full_in_words() {
+    use axum::response::IntoResponse;
+    let full = rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error { code: rusqlite::ErrorCode::DiskFull, extended_code: 13 },
+        Some("database or disk is full".into()),
+    );
+    let e = gridsync_server::store::StoreError::Sqlite(full).classify();
+    assert!(matches!(e, gridsync_server::store::StoreError::DiskFull(_)), "{e}");
+    let resp = gridsync_server::api::ApiError::from(e).into_response();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = futures_body(resp);
+    assert_eq!(body["code"], "disk_full");
+    assert!(body["message"].as_str().unwrap().contains("disk is full"), "{body}");
+}
+
+fn futures_body(resp: axum::response::Response) -> serde_json::Value {
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let bytes = rt.block_on(http_body_util::BodyExt::collect(resp.into_body())).unwrap().to_bytes();
+    serde_json::from_slice(&bytes).unwrap()
 }
