@@ -4,7 +4,6 @@
 //! answered. Hot documents stay in a bounded in-memory cache.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::num::NonZeroUsize;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, RwLock};
 
@@ -16,14 +15,15 @@ use gridsync_core::patrol::{PatrolView, materialize_patrol};
 use gridsync_core::protocol::{Claim, Outcome, PushedChange, Verdict};
 use gridsync_core::report::{ReportView, materialize_report, transition_origins};
 use gridsync_core::validate::{Refusal, Writer, check_patrol, check_report, check_transition_seen};
-use lru::LruCache;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::cache::{DocCache, weight_of_snapshot};
 use crate::metrics::Metrics;
+use crate::quota::{self, DayCounts, Quotas};
 use crate::store::{DeviceActivity, DeviceRecord, DocWrite, Store, StoreError};
 
 /// The actor the server reads documents with; it never writes with it.
-fn reader_actor() -> ActorId {
+pub fn reader_actor() -> ActorId {
     ActorId::from([0u8; 16])
 }
 
@@ -123,6 +123,7 @@ fn check(
             message: "the document's id is not the id it was pushed under".into(),
         });
     }
+    check_view_size(before, after)?;
     match (before, after) {
         (None, View::Report(a)) => check_report(org, w, None, a),
         (Some(View::Report(b)), View::Report(a)) => check_report(org, w, Some(b), a),
@@ -200,13 +201,17 @@ pub struct Ingest {
 pub struct IngestConfig {
     /// Documents kept in memory.
     pub cache_docs: usize,
+    /// Estimated bytes those documents may hold in memory ([`weight_of_snapshot`]).
+    pub cache_bytes: usize,
+    /// Documents and stored refusals per device and day, devices per user and day.
+    pub quotas: Quotas,
     /// Most pushes committed in one transaction.
     pub max_group: usize,
 }
 
 impl Default for IngestConfig {
     fn default() -> Self {
-        IngestConfig { cache_docs: 5_000, max_group: 512 }
+        IngestConfig { cache_docs: 5_000, cache_bytes: 512 << 20, max_group: 512, quotas: Quotas::default() }
     }
 }
 
@@ -249,7 +254,12 @@ struct WriterLoop {
     org: Arc<RwLock<Org>>,
     metrics: Arc<Metrics>,
     /// Committed documents, most recently used kept.
-    cache: LruCache<String, Cached>,
+    cache: DocCache<Cached>,
+    quotas: Quotas,
+    /// Documents each device created today (county day), loaded from the store once a day.
+    docs_today: DayCounts,
+    /// Refusals stored for each device today.
+    refusals_today: DayCounts,
     /// Documents changed by the group being processed: not committed yet, so not in `cache`.
     staged: BTreeMap<String, Staged>,
     max_group: usize,
@@ -296,12 +306,14 @@ impl WriterLoop {
         metrics: Arc<Metrics>,
         config: IngestConfig,
     ) -> Self {
-        let cap = NonZeroUsize::new(config.cache_docs.max(1)).expect("non-zero");
         WriterLoop {
             store,
             org,
             metrics,
-            cache: LruCache::new(cap),
+            cache: DocCache::new(config.cache_docs, config.cache_bytes),
+            quotas: config.quotas,
+            docs_today: DayCounts::default(),
+            refusals_today: DayCounts::default(),
             staged: BTreeMap::new(),
             max_group: config.max_group.max(1),
         }
@@ -359,6 +371,7 @@ impl WriterLoop {
             }
             results.push(r);
         }
+        self.limit_stored_refusals(org.county.utc_offset_minutes, &mut activity);
         let now = jobs.iter().map(|j| j.at).max().unwrap_or(0);
         let mut staged = std::mem::take(&mut self.staged);
         let mut writes = Vec::with_capacity(staged.len());
@@ -398,6 +411,8 @@ impl WriterLoop {
                 at: now,
             });
         }
+        let weights: BTreeMap<String, usize> =
+            writes.iter().map(|w| (w.id.clone(), weight_of_snapshot(w.snapshot.len()))).collect();
         let committed = self.store.commit_group(&writes, &activity);
         if committed.as_ref().is_err_and(StoreError::is_constraint) && jobs.len() > 1 {
             // One push can sink a whole group (a constraint it alone breaks): commit each push on
@@ -414,7 +429,8 @@ impl WriterLoop {
             Ok(()) => {
                 self.metrics.group_commit(jobs.len());
                 for (id, s) in staged {
-                    self.cache.put(id, s.cached);
+                    let weight = weights.get(&id).copied().unwrap_or_default();
+                    self.cache.put(id, s.cached, weight);
                 }
                 self.metrics
                     .cached_documents
@@ -461,7 +477,8 @@ impl WriterLoop {
             .map_err(|e| format!("stored document {id} is unreadable: {e}"))?;
         let view =
             materialize(rec.kind, &d).map_err(|e| format!("stored document {id} is unreadable: {e}"))?;
-        self.cache.put(id.to_string(), Cached { doc: d, kind: rec.kind, view });
+        let weight = weight_of_snapshot(rec.snapshot.len());
+        self.cache.put(id.to_string(), Cached { doc: d, kind: rec.kind, view }, weight);
         Ok(true)
     }
 
@@ -490,7 +507,21 @@ impl WriterLoop {
         let actors: BTreeSet<String> = [job.device.actor.clone()].into();
         let writer = Writer { who: &who, actors: &actors };
         for (doc_id, batch) in batches {
+            let new_doc = match self.gate(org, &writer, &job.device.id, &doc_id, &batch, job.at) {
+                Gate::Refused(refusals) => {
+                    for (i, v) in refusals {
+                        verdicts[i] = Some(v);
+                    }
+                    continue;
+                }
+                Gate::New => true,
+                Gate::Known => false,
+            };
             for (i, v) in self.process_doc(org, &writer, &job.device.id, &doc_id, batch, job.at)? {
+                if new_doc && v.outcome == Outcome::Accepted {
+                    let day = quota::day_start(job.at, org.county.utc_offset_minutes);
+                    self.docs_today.add(&job.device.id, day);
+                }
                 verdicts[i] = Some(v);
             }
         }
@@ -686,5 +717,132 @@ impl WriterLoop {
         let cached = Cached { doc: current, kind: batch.kind, view: final_view };
         self.staged.insert(doc_id.to_string(), Staged { cached, changes });
         Ok(out)
+    }
+}
+
+/// What [`WriterLoop::gate`] decided about one document's changes in a push.
+enum Gate {
+    /// Answered without applying anything.
+    Refused(Vec<(usize, Verdict)>),
+    /// A document the server does not have: the changes would create it.
+    New,
+    Known,
+}
+
+/// A change may not leave a document's view over [`quota::MAX_VIEW_BYTES`] of JSON (unless it
+/// was already there: an old document keeps taking small edits).
+fn check_view_size(before: Option<&View>, after: &View) -> Result<(), Refusal> {
+    fn size(v: &View) -> usize {
+        match v {
+            View::Report(r) => quota::json_len(r),
+            View::Patrol(p) => quota::json_len(p),
+        }
+    }
+    let grown = size(after);
+    if grown > quota::MAX_VIEW_BYTES && before.is_none_or(|b| grown > size(b)) {
+        return Err(Refusal::TooMany { what: "bytes of content".into(), max: quota::MAX_VIEW_BYTES });
+    }
+    Ok(())
+}
+
+impl WriterLoop {
+    /// Refusals decided before a document's changes are applied. A document outside the pusher's
+    /// scope is answered `out_of_scope` whatever the changes say (or `missing_deps`, as for a
+    /// document the server does not have, when they depend on changes not in the push), so a push
+    /// tells nothing about another grid's documents. A new document beyond the device's daily
+    /// quota is refused `quota_exceeded`.
+    fn gate(
+        &mut self,
+        org: &Org,
+        writer: &Writer<'_>,
+        device: &str,
+        doc_id: &str,
+        batch: &DocBatch,
+        at: i64,
+    ) -> Gate {
+        let place = match self.staged.get(doc_id) {
+            Some(s) => Some(s.cached.view.place()),
+            None => match self.ensure_cached(doc_id) {
+                Ok(true) => self.cache.get(doc_id).map(|c| c.view.place()),
+                Ok(false) => None,
+                // Unreadable: process_doc answers for it.
+                Err(_) => return Gate::Known,
+            },
+        };
+        let refuse_all = |code: &str, message: String| {
+            let in_push: HashSet<ChangeHash> = batch.items.iter().map(|(_, c)| c.hash()).collect();
+            let verdicts = batch
+                .items
+                .iter()
+                .map(|(i, ch)| {
+                    let missing: Vec<String> =
+                        ch.deps().iter().filter(|d| !in_push.contains(d)).map(hash_hex).collect();
+                    let v = if missing.is_empty() {
+                        refused(doc_id, Some(&ch.hash()), Outcome::Forbidden, code, message.clone())
+                    } else {
+                        Verdict {
+                            code: Some("missing_deps".into()),
+                            message: Some("push the changes it depends on first".into()),
+                            missing,
+                            ..verdict(doc_id, Some(&ch.hash()), Outcome::MissingDeps)
+                        }
+                    };
+                    (*i, v)
+                })
+                .collect();
+            Gate::Refused(verdicts)
+        };
+        match place {
+            Some((grid, town)) if writer.who.scope.covers(grid, town) => Gate::Known,
+            Some(_) => refuse_all(Refusal::OutOfScope.code(), Refusal::OutOfScope.to_string()),
+            None => {
+                let day = quota::day_start(at, org.county.utc_offset_minutes);
+                let store = &self.store;
+                let made = self.docs_today.get(device, day, |since| {
+                    store.docs_created_since(device, since).unwrap_or_else(|e| {
+                        tracing::warn!(error = %e, "counting a device's documents failed");
+                        0
+                    })
+                });
+                if made < self.quotas.docs_per_device_day {
+                    return Gate::New;
+                }
+                let limit = self.quotas.docs_per_device_day;
+                match refuse_all(
+                    "quota_exceeded",
+                    format!(
+                        "this device created {limit} documents today, the most a day allows; try again tomorrow"
+                    ),
+                ) {
+                    // A quota refusal depends on nothing: every change of the batch gets it.
+                    Gate::Refused(v) => Gate::Refused(
+                        v.into_iter()
+                            .map(|(i, v)| (i, Verdict { outcome: Outcome::Forbidden, missing: vec![], ..v }))
+                            .collect(),
+                    ),
+                    other => other,
+                }
+            }
+        }
+    }
+
+    /// Keeps at most the daily quota of refusal rows per device; the rest are only counted.
+    fn limit_stored_refusals(&mut self, utc_offset_minutes: i32, activity: &mut [DeviceActivity]) {
+        let limit = self.quotas.refusals_per_device_day;
+        for a in activity.iter_mut().filter(|a| !a.refusals.is_empty()) {
+            let day = quota::day_start(a.at, utc_offset_minutes);
+            let store = &self.store;
+            let stored = self.refusals_today.get(&a.device, day, |since| {
+                store.refusals_since(&a.device, since).unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "counting a device's refusals failed");
+                    0
+                })
+            });
+            let room = limit.saturating_sub(stored) as usize;
+            a.refusals.truncate(room);
+            for _ in 0..a.refusals.len() {
+                self.refusals_today.add(&a.device, day);
+            }
+        }
     }
 }

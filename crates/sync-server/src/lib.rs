@@ -2,7 +2,9 @@
 //!
 //! - [`api`]: routes, authentication, JSON errors, handlers.
 //! - [`auto`]: auto-escalation, written into reports as the server's own transitions.
-//! - [`ingest`]: the single writer: validation, application, group commit, document cache.
+//! - [`ingest`]: the single writer: validation, application, group commit.
+//! - [`cache`]: the writer's hot-document cache, bounded in documents and in bytes.
+//! - [`quota`]: per device and day quotas, and the size caps of a change and a view.
 //! - [`store`]: the `Store` trait and its embedded SQLite implementation.
 //! - [`metrics`]: Prometheus counters and histogram.
 //! - [`tokens`]: bearer tokens, stored hashed.
@@ -13,11 +15,13 @@
 
 pub mod api;
 pub mod auto;
+pub mod cache;
 pub mod demo;
 pub mod import;
 pub mod ingest;
 pub mod metrics;
 pub mod openapi;
+pub mod quota;
 pub mod store;
 pub mod tokens;
 pub mod transport;

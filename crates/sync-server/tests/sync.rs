@@ -19,6 +19,7 @@ use serde_json::Value;
 use tower::ServiceExt;
 
 mod hostile;
+mod limits;
 mod transport;
 
 struct FixedClock(AtomicI64);
