@@ -53,9 +53,12 @@ fn main() {
         }
         // A town operator's first sync: 1,000 reports (creation + 5 notes each) in the town.
         let server = Server::start();
-        let worker = server.device("worker");
-        offline_work(&worker, 1_000, 5, "垃圾满溢");
-        worker.json(&["sync", "--json"]);
+        // Two devices: one device may create at most 500 documents a day.
+        for part in ["上午", "下午"] {
+            let worker = server.device("worker");
+            offline_work(&worker, 500, 5, part);
+            worker.json(&["sync", "--json"]);
+        }
         let proxy = throttle(&server.url, link);
         let started = Instant::now();
         let hub = server.device_via("townop", &proxy.url, &[]);

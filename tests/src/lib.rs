@@ -330,7 +330,9 @@ pub fn offline_work(d: &Device, reports: usize, notes: usize, title: &str) {
         &db.query_row("SELECT json FROM profile", [], |r| r.get::<_, String>(0)).unwrap(),
     )
     .unwrap();
-    let actor = ActorId::from(hex::decode(profile["actor"].as_str().unwrap()).unwrap().as_slice());
+    let actor_bytes = hex::decode(profile["actor"].as_str().unwrap()).unwrap();
+    let actor = ActorId::from(actor_bytes.as_slice());
+    let actor_bits = actor_bytes.iter().fold(0u128, |acc, b| (acc << 8) | u128::from(*b)) & !0xFFFF_FFFF;
     let user = profile["whoami"]["user"].as_str().unwrap().to_string();
     let grid = &profile["org"]["grids"][0];
     let (grid_id, town) = (grid["id"].as_str().unwrap(), grid["town"].as_str().unwrap());
@@ -339,7 +341,8 @@ pub fn offline_work(d: &Device, reports: usize, notes: usize, title: &str) {
     for r in 0..reports {
         let author = Author { user: user.clone(), role: Role::GridWorker, at: base + r as i64 * 60_000 };
         let new = NewReport {
-            id: gridsync_core::uuid::Uuid::from_u128(0x1000_0000 + r as u128),
+            // Unique per device: its actor's bytes, plus the report's number.
+            id: gridsync_core::uuid::Uuid::from_u128(actor_bits.wrapping_add(r as u128)),
             grid: grid_id.into(),
             town: town.into(),
             category: Category::Sanitation,

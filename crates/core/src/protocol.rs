@@ -90,6 +90,13 @@ pub struct DocUpdate {
     pub encoding: Encoding,
     /// Standard base64 of the bytes.
     pub data: String,
+    /// When the server received the document's first change (server clock, ms): deadlines and
+    /// indicators count from here, not from the device's `created_at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received_at: Option<i64>,
+    /// When the server received each lifecycle transition (transition id → server ms).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub transitions_received: std::collections::BTreeMap<String, i64>,
 }
 
 /// `POST /v1/sync` response.
@@ -103,6 +110,14 @@ pub struct SyncResponse {
     pub cursor: u64,
     /// More pages wait: sync again (with an empty outbox) right away.
     pub has_more: bool,
+    /// The server's clock when it answered (ms since the epoch): a device learns its own clock's
+    /// offset from it. 0 from servers before it was sent.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub server_time: i64,
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
 }
 
 /// `POST /v1/devices` request, authenticated by a user token.

@@ -45,6 +45,9 @@ pub struct Profile {
     /// What the last syncs measured of the link, to size the next pages and pushes.
     #[serde(default)]
     pub link: crate::sync::LinkEstimate,
+    /// Server clock minus this device's clock, learnt at the last sync (ms).
+    #[serde(default)]
+    pub clock_offset_ms: i64,
     /// The patrol `field patrol …` commands act on.
     pub active_patrol: Option<String>,
     /// The server's deadline policy as of registration (profiles from before it use the default).
@@ -96,6 +99,11 @@ const MIGRATIONS: &[&str] = &[
     CREATE TABLE inbox (
         id INTEGER PRIMARY KEY, at INTEGER NOT NULL, kind TEXT NOT NULL, doc TEXT NOT NULL,
         title TEXT NOT NULL, by_user TEXT, detail TEXT NOT NULL, seen INTEGER NOT NULL DEFAULT 0);
+",
+    "
+    CREATE TABLE server_times (
+        doc TEXT NOT NULL, transition TEXT NOT NULL, at INTEGER NOT NULL,
+        PRIMARY KEY (doc, transition)) WITHOUT ROWID;
 ",
 ];
 
@@ -273,6 +281,13 @@ impl Home {
                 )
             ),
         }
+    }
+
+    /// When the server received a report (key `""`) and each of its transitions, as pages said.
+    pub fn server_times(&self, doc: &str) -> Result<std::collections::BTreeMap<String, i64>> {
+        let mut st = self.conn.prepare_cached("SELECT transition, at FROM server_times WHERE doc = ?1")?;
+        let rows = st.query_map([doc], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Unsent work per document, oldest first.

@@ -14,7 +14,7 @@ use gridsync_core::report::{
 use gridsync_core::validate::check_action;
 
 use crate::home::Home;
-use crate::{author, lang, now_ms, parse_party, show, tr};
+use crate::{author, lang, parse_party, show, tr};
 use gridsync_core::validate;
 
 #[derive(Subcommand)]
@@ -679,8 +679,13 @@ pub fn queue_items(home: &Home, all: bool, now: i64) -> Result<Vec<QueueEntry>> 
         .filter(|v| all || v.status == Status::Escalated)
         .filter_map(|v| {
             let step = pending_step(v.status)?;
-            let since =
-                v.transitions.iter().filter(|t| t.applied).map(|t| t.at).next_back().unwrap_or(v.created_at);
+            // Server receive times when the pages carried them (a device's clock may be far off),
+            // else what the writing device said.
+            let times = home.server_times(&v.id).unwrap_or_default();
+            let since = match v.transitions.iter().rfind(|t| t.applied) {
+                Some(t) => times.get(&t.id).copied().unwrap_or(t.at),
+                None => times.get("").copied().unwrap_or(v.created_at),
+            };
             let due = policy.deadline(v.status, v.urgency, since)?;
             Some(QueueEntry {
                 light: policy.light(v.urgency, since, due, now),
@@ -711,12 +716,12 @@ pub fn run_queue(home: &mut Home, c: QueueCommand) -> Result<()> {
             let path = if all { "/v1/queue?all=true" } else { "/v1/queue" };
             let items: Vec<QueueEntry> = client.call("GET", path, None::<&()>)?;
             let items = show::page(items, limit, offset, json, 100);
-            show::queue(&items, now_ms(), json)
+            show::queue(&items, crate::server_now(&p), json)
         }
         QueueCommand::List { all, limit, offset, json, .. } => {
-            let items: Vec<QueueEntry> =
-                show::page(queue_items(home, all, now_ms())?, limit, offset, json, 100);
-            show::queue(&items, now_ms(), json)
+            let now = crate::server_now(&home.profile()?);
+            let items: Vec<QueueEntry> = show::page(queue_items(home, all, now)?, limit, offset, json, 100);
+            show::queue(&items, now, json)
         }
         QueueCommand::Claim { id } => {
             let id = home.resolve_id(DocKind::Report, &id)?;

@@ -517,6 +517,7 @@ fn sync_inner(
     // Retries are this loop's: after a failure the next request is smaller, not the same again.
     let mut client = Client::new(&profile.server, &profile.token, 0)?;
     let mut link = profile.link.clone();
+    let mut clock_offset: Option<i64> = None;
     let mut cursor = profile.cursor;
     let mut sent: HashSet<String> = HashSet::new();
     client.progress = (interactive && std::io::stderr().is_terminal()).then(|| {
@@ -558,6 +559,11 @@ fn sync_inner(
                 Err(e) => return Err(e),
             };
             failures = 0;
+            if resp.server_time > 0 {
+                // The answer was written about half-way through the round trip.
+                let half = started.elapsed().as_millis() as i64 / 2;
+                clock_offset = Some(resp.server_time - (now_ms() - half));
+            }
             link.learn(
                 client.bytes_up - up0,
                 client.raw_up,
@@ -611,6 +617,9 @@ fn sync_inner(
     let revoked = attempt.code.as_deref() == Some("revoked");
     home.write(|tx, p| {
         let mut p = p.clone();
+        if let Some(o) = clock_offset {
+            p.clock_offset_ms = o;
+        }
         if attempt.ok {
             p.last_success = Some(attempt.clone());
         } else {
@@ -745,6 +754,15 @@ fn apply_response(
             };
             summary.pulled_documents += 1;
             docs.insert(u.doc.clone(), Some((d, kind)));
+            let mut times = tx.prepare_cached(
+                "INSERT OR REPLACE INTO server_times (doc, transition, at) VALUES (?1, ?2, ?3)",
+            )?;
+            if let Some(at) = u.received_at {
+                times.execute(params![u.doc, "", at])?;
+            }
+            for (t, at) in &u.transitions_received {
+                times.execute(params![u.doc, t, at])?;
+            }
         }
         for (v, hash) in resp.verdicts.iter().zip(sent) {
             match v.outcome {
@@ -932,6 +950,7 @@ mod tests {
             revoked: false,
             server_id: String::new(),
             link: Default::default(),
+            clock_offset_ms: 0,
             active_patrol: None,
             policy: Default::default(),
         };
@@ -988,6 +1007,7 @@ mod tests {
             docs: vec![],
             cursor: 3,
             has_more: false,
+            server_time: 0,
         };
         // Only the creation is refused; the note on top can never land either.
         let mut summary = SyncOutcome::default();
@@ -1031,9 +1051,12 @@ mod tests {
                 kind: DocKind::Report,
                 encoding: Encoding::Snapshot,
                 data: data.clone(),
+                received_at: None,
+                transitions_received: Default::default(),
             }],
             cursor: 5,
             has_more: false,
+            server_time: 0,
         };
         let err =
             apply_response(&mut home, &page(&id.to_string()), &[], &mut SyncOutcome::default()).unwrap_err();
@@ -1074,8 +1097,13 @@ mod tests {
         })
         .unwrap();
         let (sent, _) = next_outbox_batch(&home, &HashSet::new(), u64::MAX).unwrap();
-        let resp =
-            SyncResponse { verdicts: vec![refused(&id, &sent[0])], docs: vec![], cursor: 1, has_more: false };
+        let resp = SyncResponse {
+            verdicts: vec![refused(&id, &sent[0])],
+            docs: vec![],
+            cursor: 1,
+            has_more: false,
+            server_time: 0,
+        };
         apply_response(&mut home, &resp, &sent, &mut SyncOutcome::default()).unwrap();
         assert_eq!(home.profile().unwrap().active_patrol, None);
         assert!(home.list(DocKind::Patrol).unwrap().is_empty());

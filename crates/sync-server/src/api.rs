@@ -12,6 +12,7 @@ use axum::{Json, Router};
 use base64::Engine;
 use std::collections::BTreeMap;
 
+use gridsync_core::doc::DocKind;
 use gridsync_core::indicators;
 use gridsync_core::lifecycle::{Level, Status};
 use gridsync_core::org::{Org, Role, Scope};
@@ -393,19 +394,30 @@ async fn sync(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Body) ->
     }
     let budget = req.budget.unwrap_or(DEFAULT_PAGE_BYTES).clamp(1, MAX_PAGE_BYTES);
     let cursor = req.cursor;
-    let page = blocking(&s, move |s| {
-        Ok(s.store.page(&device.user.scope, cursor, &device.id, MAX_PAGE_DOCS, budget)?)
+    let (page, mut times) = blocking(&s, move |s| {
+        let page = s.store.page(&device.user.scope, cursor, &device.id, MAX_PAGE_DOCS, budget)?;
+        // Server receive times travel with the documents: offline queues and deadlines count
+        // from the server's clock, not from a device's.
+        let reports: Vec<String> =
+            page.entries.iter().filter(|e| e.kind == DocKind::Report).map(|e| e.id.clone()).collect();
+        let times = s.store.received_times(&reports)?;
+        Ok((page, times))
     })
     .await?;
     let b64 = base64::engine::general_purpose::STANDARD;
     let docs = page
         .entries
         .into_iter()
-        .map(|e| DocUpdate {
-            doc: e.id,
-            kind: e.kind,
-            encoding: if e.snapshot { Encoding::Snapshot } else { Encoding::Changes },
-            data: b64.encode(e.data),
+        .map(|e| {
+            let t = times.remove(&e.id).unwrap_or_default();
+            DocUpdate {
+                doc: e.id,
+                kind: e.kind,
+                encoding: if e.snapshot { Encoding::Snapshot } else { Encoding::Changes },
+                data: b64.encode(e.data),
+                received_at: t.created,
+                transitions_received: t.transitions,
+            }
         })
         .collect();
     let (cursor, has_more) = (page.cursor, page.has_more);
@@ -417,7 +429,7 @@ async fn sync(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Body) ->
             _ => v,
         })
         .collect();
-    let resp = SyncResponse { verdicts, docs, cursor, has_more };
+    let resp = SyncResponse { verdicts, docs, cursor, has_more, server_time: s.clock.now_ms() };
     let out = serde_json::to_vec(&resp).map_err(|e| ApiError::internal("encoding a response", e))?;
     s.metrics.bytes(body.len() as u64, out.len() as u64);
     s.metrics.sync_latency(started.elapsed().as_secs_f64());
@@ -658,13 +670,25 @@ async fn admin_stats(
     }
     let now = s.clock.now_ms();
     let out = blocking(&s, move |s| {
-        let views = s
+        let mut views = s
             .store
             .report_views(&scope)?
             .iter()
             .map(|v| serde_json::from_str::<ReportView>(v))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| ApiError::internal("a stored view", e))?;
+        // Indicators count server time: when the server received each report and each step, not
+        // what a device's clock said (a device set a year off would skew every median).
+        let ids: Vec<String> = views.iter().map(|v| v.id.clone()).collect();
+        let times = s.store.received_times(&ids)?;
+        for v in &mut views {
+            if let Some(t) = times.get(&v.id) {
+                v.created_at = t.created.unwrap_or(v.created_at);
+                for tr in &mut v.transitions {
+                    tr.at = t.transitions.get(&tr.id).copied().unwrap_or(tr.at);
+                }
+            }
+        }
         Ok(indicators::compute(
             &views,
             &s.config.policy,

@@ -1,6 +1,7 @@
 //! Durable storage: the `Store` trait the server is written against, and its embedded SQLite
 //! implementation (WAL, versioned migrations, one writer plus a pool of readers).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -93,6 +94,25 @@ pub struct DocWrite {
     pub at: i64,
 }
 
+/// When the server received a document and each of its lifecycle transitions (server clock).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReceivedTimes {
+    pub created: Option<i64>,
+    pub transitions: BTreeMap<String, i64>,
+}
+
+/// The ids of a view's transitions, read without the rest of the view.
+#[derive(serde::Deserialize)]
+struct TransitionIds {
+    #[serde(default)]
+    transitions: Vec<IdOnly>,
+}
+
+#[derive(serde::Deserialize)]
+struct IdOnly {
+    id: String,
+}
+
 /// A report as the queue and auto-escalation see it.
 #[derive(Debug, Clone)]
 pub struct WorkRow {
@@ -168,6 +188,8 @@ pub trait Store: Send + Sync + 'static {
     fn load_doc(&self, id: &str) -> StoreResult<Option<DocRecord>>;
     /// Writes a group of documents and device activity in one transaction.
     fn commit_group(&self, docs: &[DocWrite], activity: &[DeviceActivity]) -> StoreResult<()>;
+    /// Server receive times of documents: creation (`docs.created_at`) and each transition.
+    fn received_times(&self, docs: &[String]) -> StoreResult<BTreeMap<String, ReceivedTimes>>;
     /// The next page for `device` after `cursor`: documents in `scope` with changes after the
     /// cursor, at most `limit_docs` and about `budget` bytes (at least one document). After storing
     /// it the device holds every in-scope change up to the returned cursor.
@@ -250,6 +272,11 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX docs_created_by ON docs(created_by, created_at);
      CREATE INDEX refusals_device_at ON refusals(device_id, at);
      CREATE INDEX devices_user_registered ON devices(user_id, registered_at);",
+    // 5: when the server received each lifecycle transition (its clock, not the device's): pages
+    // carry these, and indicators count from them.
+    "CREATE TABLE received (
+        doc_id TEXT NOT NULL, transition TEXT NOT NULL, at INTEGER NOT NULL,
+        PRIMARY KEY (doc_id, transition)) WITHOUT ROWID;",
 ];
 
 /// The embedded SQLite store in a data directory.
@@ -605,6 +632,17 @@ impl Store for SqliteStore {
                     if last != first {
                         tx.execute("UPDATE docs SET updated_seq = ?2 WHERE id = ?1", params![d.id, last])?;
                     }
+                    // The first time the server sees a transition is when it received it.
+                    if d.kind == DocKind::Report
+                        && let Ok(ids) = serde_json::from_str::<TransitionIds>(&d.view_json)
+                    {
+                        let mut rec = tx.prepare_cached(
+                            "INSERT OR IGNORE INTO received (doc_id, transition, at) VALUES (?1, ?2, ?3)",
+                        )?;
+                        for t in ids.transitions {
+                            rec.execute(params![d.id, t.id, d.at])?;
+                        }
+                    }
                 }
                 let mut dev = tx.prepare_cached(
                     "UPDATE devices SET last_seen = ?2, cursor = ?3, pushed = pushed + ?4, refused = refused + ?5,
@@ -623,6 +661,24 @@ impl Store for SqliteStore {
             }
             tx.commit()?;
             Ok(())
+        })
+    }
+
+    fn received_times(&self, docs: &[String]) -> StoreResult<BTreeMap<String, ReceivedTimes>> {
+        self.read(|c| {
+            let mut out: BTreeMap<String, ReceivedTimes> = BTreeMap::new();
+            let mut created = c.prepare_cached("SELECT created_at FROM docs WHERE id = ?1")?;
+            let mut trans = c.prepare_cached("SELECT transition, at FROM received WHERE doc_id = ?1")?;
+            for id in docs {
+                let at: Option<Option<i64>> = created.query_row([id], |r| r.get(0)).optional()?;
+                let times: Vec<(String, i64)> =
+                    trans.query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+                out.insert(
+                    id.clone(),
+                    ReceivedTimes { created: at.flatten(), transitions: times.into_iter().collect() },
+                );
+            }
+            Ok(out)
         })
     }
 

@@ -524,3 +524,40 @@ fn a_revoked_account_says_so_refuses_new_work_and_its_unsent_work_moves_to_a_col
         "{notes}"
     );
 }
+
+#[test]
+fn a_device_clock_a_year_off_changes_neither_the_queue_light_nor_the_indicators() {
+    let server = Server::start();
+    let skew = (-365 * 86_400_000i64).to_string();
+    let worker = server.device_via("worker", &server.url, &[("GRIDSYNC_DEVICE_CLOCK_SKEW_MS", &skew)]);
+    let hub = server.device("townop");
+    let admin = server.device("admin");
+    hub.sync();
+    // Offline since it was set up, the worker's clock says last year.
+    let id = report(&worker, "路灯不亮");
+    worker.ok(&["report", "escalate", &id, "--reason", "需要更换"]);
+    worker.sync();
+    hub.sync();
+    let offline = hub.json(&["queue", "list", "--json"]);
+    let online = hub.json(&["queue", "list", "--server", "--json"]);
+    assert_eq!(offline[0]["light"], "green", "the offline queue counts from the server's receipt: {offline}");
+    assert_eq!(offline[0]["light"], online[0]["light"]);
+    let gap = (offline[0]["since"].as_i64().unwrap() - online[0]["since"].as_i64().unwrap()).abs();
+    assert!(gap < 60_000, "offline and server queues agree on when it arrived: {offline} {online}");
+    // What the worker said stays visible: the report's own time is last year's.
+    let v = hub.json(&["report", "show", &id, "--json"]);
+    assert!(v["created_at"].as_i64().unwrap() < online[0]["since"].as_i64().unwrap() - 300 * 86_400_000);
+
+    hub.ok(&["queue", "accept", &id]);
+    hub.sync();
+    let stats = admin.json(&["admin", "stats", "--json"]);
+    let median = stats["median_minutes_to_accept"].as_f64().unwrap();
+    assert!(median < 60.0, "server times, not the device's: {median} minutes to accept");
+
+    // After a sync the worker knows its clock's offset: a new note carries the server's time.
+    worker.ok(&["report", "note", &id, "已更换"]);
+    let notes = worker.json(&["report", "show", &id, "--json"])["notes"].clone();
+    let at = notes.as_array().unwrap().last().unwrap()["at"].as_i64().unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    assert!((at - now).abs() < 60_000, "a corrected time, not last year's: {at} vs {now}");
+}
