@@ -32,6 +32,10 @@ impl<V> DocCache<V> {
         self.entries.get(id).map(|(v, _)| v)
     }
 
+    pub fn get_mut(&mut self, id: &str) -> Option<&mut V> {
+        self.entries.get_mut(id).map(|(v, _)| v)
+    }
+
     /// Inserts `value` weighing `weight` bytes, evicting the least recently used entries until
     /// both budgets hold. An entry heavier than the whole budget is not kept.
     pub fn put(&mut self, id: String, value: V, weight: usize) {

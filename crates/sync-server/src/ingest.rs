@@ -760,17 +760,34 @@ impl WriterLoop {
         batch: &DocBatch,
         at: i64,
     ) -> Gate {
-        let place = match self.staged.get(doc_id) {
-            Some(s) => Some(s.cached.view.place()),
+        let held = match self.staged.get_mut(doc_id) {
+            Some(s) => Some(&mut s.cached),
             None => match self.ensure_cached(doc_id) {
-                Ok(true) => self.cache.get(doc_id).map(|c| c.view.place()),
+                Ok(true) => self.cache.get_mut(doc_id),
                 Ok(false) => None,
                 // Unreadable: process_doc answers for it.
                 Err(_) => return Gate::Known,
             },
         };
+        // Dependencies count as present when pushed alongside or already in the document: a
+        // device that holds a foreign document's changes learns nothing new from the answer.
+        let mut present: HashSet<ChangeHash> = batch.items.iter().map(|(_, c)| c.hash()).collect();
+        let place = match held {
+            Some(c) if writer.who.scope.covers(c.view.place().0, c.view.place().1) => return Gate::Known,
+            Some(c) => {
+                for (_, ch) in &batch.items {
+                    for d in ch.deps() {
+                        if c.doc.get_change_by_hash(d).is_some() {
+                            present.insert(*d);
+                        }
+                    }
+                }
+                Some(())
+            }
+            None => None,
+        };
         let refuse_all = |code: &str, message: String| {
-            let in_push: HashSet<ChangeHash> = batch.items.iter().map(|(_, c)| c.hash()).collect();
+            let in_push = &present;
             let verdicts = batch
                 .items
                 .iter()
@@ -793,8 +810,7 @@ impl WriterLoop {
             Gate::Refused(verdicts)
         };
         match place {
-            Some((grid, town)) if writer.who.scope.covers(grid, town) => Gate::Known,
-            Some(_) => refuse_all(Refusal::OutOfScope.code(), Refusal::OutOfScope.to_string()),
+            Some(()) => refuse_all(Refusal::OutOfScope.code(), Refusal::OutOfScope.to_string()),
             None => {
                 let day = quota::day_start(at, org.county.utc_offset_minutes);
                 let store = &self.store;

@@ -18,7 +18,11 @@ pub fn document() -> Value {
     let ok = |name: &str, what: &str| json!({ "description": what, "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{name}") } } } });
     let err = json!({ "description": "an error", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/error" } } } });
     let revoked = json!({ "description": "revoked (code `revoked`: the user was revoked; the attempt is counted for the device) or forbidden", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/error" } } } });
-    json!({
+    let busy = json!({ "description": "code `busy`: more requests than the server handles at once, or no room left for request bodies; retry after `Retry-After` seconds", "headers": { "Retry-After": { "schema": { "type": "integer" } } }, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/error" } } } });
+    let slow = json!({ "description": "code `too_slow`: the body did not arrive whole within the body deadline (60 s)", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/error" } } } });
+    let large = json!({ "description": "code `too_large`: the body is over this route's cap after gzip inflation (sync 16 MiB, others 64 KiB), or `too_many_changes`", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/error" } } } });
+    let quota = json!({ "description": "code `quota_exceeded`: the user registered the most devices a day allows", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/error" } } } });
+    let mut doc = json!({
         "openapi": "3.1.0",
         "info": { "title": "Gridsync sync server", "version": env!("CARGO_PKG_VERSION"),
                   "description": "Scoped one-round-trip sync of Automerge report and patrol documents. See docs/protocol.md." },
@@ -64,5 +68,34 @@ pub fn document() -> Value {
             "/healthz": { "get": { "summary": "Liveness", "security": [], "responses": { "200": { "description": "ok" } } } },
             "/metrics": { "get": { "summary": "Prometheus metrics", "security": [], "responses": { "200": { "description": "text exposition" } } } }
         }
-    })
+    });
+    // Transport limits: every route but /healthz may be busy; routes with a body have its caps and
+    // deadline; registration has a daily quota; release answers 404 like claim.
+    if let Some(paths) = doc["paths"].as_object_mut() {
+        for (path, item) in paths.iter_mut() {
+            let Some(ops) = item.as_object_mut() else { continue };
+            for (method, op) in ops.iter_mut() {
+                let Some(responses) = op["responses"].as_object_mut() else { continue };
+                if path != "/healthz" {
+                    responses.insert("503".into(), busy.clone());
+                }
+                if method == "post" && op_has_body(path) {
+                    responses.insert("408".into(), slow.clone());
+                    responses.insert("413".into(), large.clone());
+                }
+                if path == "/v1/devices" {
+                    responses.insert("429".into(), quota.clone());
+                }
+                if path == "/v1/queue/{doc}/release" {
+                    responses.insert("404".into(), err.clone());
+                }
+            }
+        }
+    }
+    doc
+}
+
+/// Routes that read a request body.
+fn op_has_body(path: &str) -> bool {
+    matches!(path, "/v1/devices" | "/v1/sync" | "/v1/admin/users")
 }
