@@ -49,6 +49,18 @@ enum Command {
         /// Requests handled at once; more wait up to 10 seconds, then get 503 busy.
         #[arg(long, default_value_t = 512)]
         max_in_flight: usize,
+        /// Estimated memory (MiB) the cached documents may hold, beside --cache-docs.
+        #[arg(long, default_value_t = 512)]
+        cache_mb: usize,
+        /// New documents one device may create per county day (more: quota_exceeded).
+        #[arg(long, default_value_t = 500)]
+        docs_per_device_day: u32,
+        /// Devices one user may register per county day (more: 429 quota_exceeded).
+        #[arg(long, default_value_t = 10)]
+        devices_per_user_day: u32,
+        /// Refusals stored per device and county day for `admin devices`; more are only counted.
+        #[arg(long, default_value_t = 1_000)]
+        refusals_per_device_day: u32,
     },
     /// Manage the organisation.
     Org {
@@ -184,6 +196,10 @@ fn try_main() -> Result<()> {
             auto_every,
             max_connections,
             max_in_flight,
+            cache_mb,
+            docs_per_device_day,
+            devices_per_user_day,
+            refusals_per_device_day,
         } => {
             let policy = match policy {
                 Some(p) => {
@@ -195,7 +211,16 @@ fn try_main() -> Result<()> {
                 None => Policy::default(),
             };
             let config = Config {
-                ingest: IngestConfig { cache_docs, ..IngestConfig::default() },
+                ingest: IngestConfig {
+                    cache_docs,
+                    cache_bytes: cache_mb.saturating_mul(1 << 20),
+                    quotas: gridsync_server::quota::Quotas {
+                        docs_per_device_day,
+                        devices_per_user_day,
+                        refusals_per_device_day,
+                    },
+                    ..IngestConfig::default()
+                },
                 policy,
                 lease_minutes,
                 transport: gridsync_server::transport::Limits {
