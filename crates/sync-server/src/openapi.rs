@@ -19,7 +19,7 @@ pub fn document() -> Value {
     let err = json!({ "description": "an error", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/error" } } } });
     let revoked = json!({ "description": "revoked (code `revoked`: the user was revoked; the attempt is counted for the device) or forbidden", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/error" } } } });
     let busy = json!({ "description": "code `busy`: more requests than the server handles at once, or no room left for request bodies; retry after `Retry-After` seconds", "headers": { "Retry-After": { "schema": { "type": "integer" } } }, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/error" } } } });
-    let slow = json!({ "description": "code `too_slow`: the body did not arrive whole within the body deadline (60 s)", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/error" } } } });
+    let slow = json!({ "description": "code `too_slow`: the body arrived too slowly (it must arrive within 30 s plus 1 s per KiB received)", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/error" } } } });
     let large = json!({ "description": "code `too_large`: the body is over this route's cap after gzip inflation (sync 16 MiB, others 64 KiB), or `too_many_changes`", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/error" } } } });
     let quota = json!({ "description": "code `quota_exceeded`: the user registered the most devices a day allows", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/error" } } } });
     let mut doc = json!({

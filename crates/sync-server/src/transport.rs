@@ -1,6 +1,7 @@
 //! Transport limits: the accept loop (a connection cap, header and idle timeouts, a write-stall
 //! timeout), the cap on requests handled at once, and request-body intake (per-route caps, a cap on
-//! inflated gzip bodies, a whole-body deadline, one memory budget shared by every body being read).
+//! inflated gzip bodies, a body deadline that grows with what has arrived, one memory budget shared
+//! by every body being read).
 //!
 //! Handlers authenticate first and only then read a body through [`read_body`]: a stranger's bytes
 //! are never buffered.
@@ -35,8 +36,11 @@ pub struct Limits {
     /// A connection must send a request's whole header within this long, and an idle kept-alive
     /// connection is closed after it: idle and header-drip sockets do not stay open.
     pub header_timeout: Duration,
-    /// A request body must arrive whole within this long (body drip): `408 too_slow`.
+    /// A request body must arrive within this long plus one second per `min_body_rate` bytes
+    /// received (body drip, or a link slower than that on average): `408 too_slow`.
     pub body_timeout: Duration,
+    /// Bytes a second a body must average once `body_timeout` has passed.
+    pub min_body_rate: usize,
     /// A write the client does not read for this long closes the connection (slow readers).
     pub write_timeout: Duration,
     /// Requests handled at once (`/healthz` is not counted); more wait for a slot.
@@ -56,7 +60,8 @@ impl Default for Limits {
         Limits {
             max_connections: 1024,
             header_timeout: Duration::from_secs(10),
-            body_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(30),
+            min_body_rate: 1024,
             write_timeout: Duration::from_secs(60),
             max_in_flight: 512,
             queue_timeout: Duration::from_secs(10),
@@ -126,20 +131,27 @@ fn too_large(cap: usize) -> ApiError {
 /// Reads a (gzip-decoded) body of at most `cap` bytes within the body deadline, counting it against
 /// the shared body memory. Call it only after the caller is authenticated.
 pub async fn read_body(intake: &Intake, body: Body, cap: usize) -> Result<BodyBytes, ApiError> {
-    let deadline = Instant::now() + intake.limits.body_timeout;
+    let started = Instant::now();
+    let rate = intake.limits.min_body_rate.max(1) as u64;
     let mut body = body;
     let mut buf: Vec<u8> = Vec::new();
     let mut held: Option<OwnedSemaphorePermit> = None;
     let mut held_kib = 0usize;
     loop {
+        // The grace period, then a second per `rate` bytes received (decoded bytes: a gzip body
+        // gets more time, never less).
+        let deadline = started
+            + intake.limits.body_timeout
+            + Duration::from_millis((buf.len() as u64).saturating_mul(1000) / rate);
         let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
             Err(_) => {
                 return Err(ApiError::new(
                     StatusCode::REQUEST_TIMEOUT,
                     "too_slow",
                     format!(
-                        "the request body did not arrive within {} seconds",
-                        intake.limits.body_timeout.as_secs()
+                        "the request body arrived too slowly (it must arrive within {} seconds plus one second per {} bytes); send smaller requests",
+                        intake.limits.body_timeout.as_secs(),
+                        rate
                     ),
                 ));
             }
