@@ -494,27 +494,55 @@ pub fn save_profile_in(conn: &Connection, p: &Profile) -> Result<()> {
     Ok(())
 }
 
-/// The view of a document as JSON, and the key lists sort by (creation time).
-pub fn view_json(kind: DocKind, d: &AutoCommit) -> Result<(String, i64)> {
+/// A document's view as stored: its JSON, the key lists sort by (creation time), and where the
+/// document says it belongs.
+pub struct Materialized {
+    pub json: String,
+    pub sort_key: i64,
+    pub id: String,
+    pub grid: String,
+    pub town: String,
+}
+
+/// The view of a document.
+pub fn materialize(kind: DocKind, d: &AutoCommit) -> Result<Materialized> {
     Ok(match kind {
         DocKind::Report => {
             let v: ReportView = materialize_report(d).map_err(|e| anyhow!("{e}"))?;
-            (serde_json::to_string(&v)?, v.created_at)
+            Materialized {
+                json: serde_json::to_string(&v)?,
+                sort_key: v.created_at,
+                id: v.id,
+                grid: v.grid,
+                town: v.town,
+            }
         }
         DocKind::Patrol => {
             let v: PatrolView = materialize_patrol(d).map_err(|e| anyhow!("{e}"))?;
-            (serde_json::to_string(&v)?, v.started_at)
+            Materialized {
+                json: serde_json::to_string(&v)?,
+                sort_key: v.started_at,
+                id: v.id,
+                grid: v.grid,
+                town: v.town,
+            }
         }
     })
 }
 
-/// Writes a document and its view (inside the caller's transaction); returns the view's JSON.
-pub fn store_doc(conn: &Connection, id: &str, kind: DocKind, d: &mut AutoCommit) -> Result<String> {
-    let (view, sort_key) = view_json(kind, d)?;
-    conn.execute(
+/// Writes a document's bytes and view (inside the caller's transaction).
+pub fn put_doc(conn: &Connection, id: &str, kind: DocKind, bytes: &[u8], m: &Materialized) -> Result<()> {
+    conn.prepare_cached(
         "INSERT INTO docs (id, kind, bytes, view, sort_key) VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT(id) DO UPDATE SET bytes = excluded.bytes, view = excluded.view, sort_key = excluded.sort_key",
-        params![id, kind.as_str(), d.save(), view, sort_key],
-    )?;
-    Ok(view)
+    )?
+    .execute(params![id, kind.as_str(), bytes, m.json, m.sort_key])?;
+    Ok(())
+}
+
+/// Writes a document and its view (inside the caller's transaction); returns the view's JSON.
+pub fn store_doc(conn: &Connection, id: &str, kind: DocKind, d: &mut AutoCommit) -> Result<String> {
+    let m = materialize(kind, d)?;
+    put_doc(conn, id, kind, &d.save(), &m)?;
+    Ok(m.json)
 }

@@ -19,7 +19,9 @@ use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::home::{Home, Profile, add_inbox, load_in, record_local, save_profile_in, store_doc};
+use crate::home::{
+    Home, Materialized, Profile, add_inbox, load_in, materialize, put_doc, record_local, save_profile_in,
+};
 use crate::{lang, now_ms, tr};
 
 /// Most changes sent in one request.
@@ -710,7 +712,7 @@ fn apply_response(
         }
         // The new state of each touched document; `None`: nothing of it survives (its creation
         // was refused), so it goes.
-        let mut docs: BTreeMap<String, Option<(AutoCommit, DocKind)>> = BTreeMap::new();
+        let mut docs: BTreeMap<String, Option<Pending>> = BTreeMap::new();
         let mut dependents: Vec<(String, ChangeHash)> = Vec::new();
         let mut replayed: Vec<(String, DocKind, automerge::Change)> = Vec::new();
         for (doc_id, bad) in &refused_by_doc {
@@ -734,26 +736,32 @@ fn apply_response(
                 }
                 replayed.extend(rebuilt.get_changes(&heads).into_iter().map(|c| (doc_id.clone(), kind, c)));
             }
-            docs.insert(doc_id.clone(), Some((rebuilt, kind)));
+            docs.insert(doc_id.clone(), Some(Pending::Doc(Box::new(rebuilt), kind)));
         }
         for u in &resp.docs {
             let bytes = b64.decode(&u.data).context("the server sent a damaged document")?;
             let local = match docs.remove(&u.doc) {
-                Some(d) => d,
-                None => load_in(tx, &u.doc, &actor)?,
+                Some(Some(Pending::Doc(d, kind))) => Some((*d, kind)),
+                Some(Some(Pending::Snapshot(earlier, kind))) => {
+                    // The same document twice in one page: merge into what came first.
+                    let d = doc::load(&earlier, actor.clone()).map_err(|e| anyhow!("document {}: {e}", u.doc))?;
+                    Some((d, kind))
+                }
+                Some(None) | None => load_in(tx, &u.doc, &actor)?,
             };
-            let (d, kind): (AutoCommit, DocKind) = match local {
+            let pending = match local {
                 Some((mut d, kind)) => {
                     doc::load_incremental(&mut d, &bytes).map_err(|e| anyhow!("document {}: {e}", u.doc))?;
-                    (d, kind)
+                    Pending::Doc(Box::new(d), kind)
                 }
                 None if u.encoding == Encoding::Changes => bail!(
                     "the server sent changes for a document this device does not have; run field sync again"
                 ),
-                None => (doc::load(&bytes, actor.clone()).map_err(|e| anyhow!("document {}: {e}", u.doc))?, u.kind),
+                // New here: loaded, checked and stored as received, on every core at once, below.
+                None => Pending::Snapshot(bytes, u.kind),
             };
             summary.pulled_documents += 1;
-            docs.insert(u.doc.clone(), Some((d, kind)));
+            docs.insert(u.doc.clone(), Some(pending));
             let mut times = tx.prepare_cached(
                 "INSERT OR REPLACE INTO server_times (doc, transition, at) VALUES (?1, ?2, ?3)",
             )?;
@@ -811,25 +819,29 @@ fn apply_response(
         let mut active_patrol_removed = false;
         // The first sync of a device fills it; news starts after that.
         let news = profile.last_success.is_some();
-        for (id, state) in docs {
-            match state {
-                Some((mut d, kind)) => {
-                    let old: Option<ReportView> = if news && kind == DocKind::Report {
-                        tx.query_row("SELECT view FROM docs WHERE id = ?1", [&id], |r| r.get::<_, String>(0))
-                            .optional()?
-                            .and_then(|v| serde_json::from_str(&v).ok())
-                    } else {
-                        None
-                    };
-                    let view = store_doc(tx, &id, kind, &mut d)?;
-                    check_received(&profile.whoami.scope, &id, &view)?;
-                    if news && kind == DocKind::Report {
-                        let new: ReportView = serde_json::from_str(&view)?;
-                        for e in crate::inbox::entries(&profile.whoami, old.as_ref(), &new, now) {
-                            summary.inbox.push(add_inbox(tx, e)?);
-                        }
-                    }
+        let (kept, gone): (Vec<_>, Vec<_>) = docs.into_iter().partition(|(_, state)| state.is_some());
+        let pending: Vec<(String, Pending)> = kept.into_iter().filter_map(|(id, s)| Some((id, s?))).collect();
+        for stored in materialize_all(pending, &actor)? {
+            let (id, kind, bytes, m) = stored?;
+            check_received(&profile.whoami.scope, &id, &m)?;
+            let old: Option<ReportView> = if news && kind == DocKind::Report {
+                tx.query_row("SELECT view FROM docs WHERE id = ?1", [&id], |r| r.get::<_, String>(0))
+                    .optional()?
+                    .and_then(|v| serde_json::from_str(&v).ok())
+            } else {
+                None
+            };
+            put_doc(tx, &id, kind, &bytes, &m)?;
+            if news && kind == DocKind::Report {
+                let new: ReportView = serde_json::from_str(&m.json)?;
+                for e in crate::inbox::entries(&profile.whoami, old.as_ref(), &new, now) {
+                    summary.inbox.push(add_inbox(tx, e)?);
                 }
+            }
+        }
+        for (id, state) in gone {
+            match state {
+                Some(_) => {}
                 None => {
                     // Nothing of it exists anywhere else: keep its text in the refusal so it can be
                     // filed again, then remove it and anything waiting on it.
@@ -863,26 +875,71 @@ fn apply_response(
     Ok(())
 }
 
-/// What every stored document must say about itself.
-#[derive(serde::Deserialize)]
-struct Placed {
-    id: String,
-    grid: String,
-    town: String,
+/// A document as it came in a page, before it is stored.
+enum Pending {
+    /// Merged into (or rebuilt from) this device's copy.
+    Doc(Box<AutoCommit>, DocKind),
+    /// New to this device: the server's snapshot, stored as received once it loads.
+    Snapshot(Vec<u8>, DocKind),
+}
+
+/// One document ready to store: id, kind, bytes, view.
+type Stored = (String, DocKind, Vec<u8>, Materialized);
+
+/// Loads, materializes and saves the documents of a page on every core: the page's cost is
+/// mostly building views, and each document's is independent of the others'.
+fn materialize_all(
+    pending: Vec<(String, Pending)>,
+    actor: &automerge::ActorId,
+) -> Result<Vec<Result<Stored>>> {
+    let work = |(id, p): (String, Pending)| -> Result<Stored> {
+        match p {
+            Pending::Doc(mut d, kind) => {
+                let m = materialize(kind, &d)?;
+                Ok((id, kind, d.save(), m))
+            }
+            Pending::Snapshot(bytes, kind) => {
+                let d = doc::load(&bytes, actor.clone()).map_err(|e| anyhow!("document {id}: {e}"))?;
+                let m = materialize(kind, &d)?;
+                Ok((id, kind, bytes, m))
+            }
+        }
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
+    if threads == 1 || pending.len() < 8 {
+        return Ok(pending.into_iter().map(work).collect());
+    }
+    let per = pending.len().div_ceil(threads);
+    let mut chunks: Vec<Vec<(String, Pending)>> = Vec::new();
+    let mut rest = pending.into_iter().peekable();
+    while rest.peek().is_some() {
+        chunks.push(rest.by_ref().take(per).collect());
+    }
+    let out = std::thread::scope(|scope| {
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|c| scope.spawn(move || c.into_iter().map(work).collect::<Vec<_>>()))
+            .collect();
+        handles.into_iter().map(|h| h.join()).collect::<Vec<_>>()
+    });
+    let mut all = Vec::new();
+    for part in out {
+        all.extend(part.map_err(|_| anyhow!("a document could not be read; run field sync again"))?);
+    }
+    Ok(all)
 }
 
 /// A device does not take the server's word for where a document belongs: a document whose own
 /// id is not the one it came under, or whose grid is outside this device's scope, stops the page
 /// before anything of it is stored.
-fn check_received(scope: &gridsync_core::org::Scope, id: &str, view: &str) -> Result<()> {
-    let placed: Placed = serde_json::from_str(view)?;
-    if placed.id != id {
+fn check_received(scope: &gridsync_core::org::Scope, id: &str, m: &Materialized) -> Result<()> {
+    if m.id != id {
         bail!(tr!(
             "服务器发来的文档 {id} 内容与编号不符，已拒收（本页没有保存）；请联系管理员",
             "the server sent document {id} whose content names another id; refused (nothing of the page stored); tell your administrator"
         ));
     }
-    if !scope.covers(&placed.grid, &placed.town) {
+    if !scope.covers(&m.grid, &m.town) {
         bail!(tr!(
             "服务器发来了不在你管辖范围内的文档 {id}，已拒收（本页没有保存）；请联系管理员",
             "the server sent document {id}, outside your scope; refused (nothing of the page stored); tell your administrator"
