@@ -78,7 +78,11 @@ fn base() -> &'static Base {
         let changes = more.get_changes(&[]).iter().map(|c| c.raw_bytes().to_vec()).collect();
         Base {
             org,
-            who: Principal { user: "worker".into(), role: Role::GridWorker, scope: Scope::Grids(vec![grid.id]) },
+            who: Principal {
+                user: "worker".into(),
+                role: Role::GridWorker,
+                scope: Scope::Grids(vec![grid.id]),
+            },
             actors: [actor.to_hex_string()].into(),
             doc: d,
             view,

@@ -100,7 +100,7 @@ async fn healthz(url: &str) -> bool {
 /// 413, a body that stops arriving is 408 once the body deadline passes, a body over the small cap
 /// of other routes is 413; the memory comes back every time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn strangers_cannot_make_the_server_hold_bodies_and_bodies_are_capped_inflated_and_timed() {
+async fn item2_strangers_cannot_make_the_server_hold_bodies_and_bodies_are_capped_inflated_and_timed() {
     let h = harness_limits(Limits { body_timeout: Duration::from_secs(2), ..Limits::default() });
     let (url, stop, task) = start(&h).await;
     let addr = url.trim_start_matches("http://").to_string();
@@ -147,7 +147,7 @@ async fn strangers_cannot_make_the_server_hold_bodies_and_bodies_are_capped_infl
 /// Item 2: requests handled at once are capped. With two slots held by bodies that drip, a third
 /// request waits, then gets 503 busy; /healthz still answers; the slots free once those end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn requests_in_flight_are_capped_and_the_rest_are_told_busy() {
+async fn item2_requests_in_flight_are_capped_and_the_rest_are_told_busy() {
     let h = harness_limits(Limits {
         max_in_flight: 2,
         queue_timeout: Duration::from_millis(500),
@@ -190,7 +190,7 @@ async fn requests_in_flight_are_capped_and_the_rest_are_told_busy() {
 /// Item 14: 1,600 idle sockets, header-drip and body-drip sockets. /healthz keeps answering, and
 /// the server closes every one of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn idle_header_drip_and_body_drip_sockets_are_closed_and_healthz_keeps_answering() {
+async fn item14_idle_header_drip_and_body_drip_sockets_are_closed_and_healthz_keeps_answering() {
     let h = harness_limits(Limits {
         max_connections: 256,
         header_timeout: Duration::from_secs(1),
