@@ -10,11 +10,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use gridsync_core::automerge::ActorId;
+use gridsync_core::automerge::{ActorId, AutoCommit};
 use gridsync_core::doc::{Author, hash_hex};
+use gridsync_core::lifecycle::Action;
 use gridsync_core::org::Role;
 use gridsync_core::report::{
-    Category, Location, NewReport, Urgency, add_note, create_report, materialize_report,
+    Category, Location, NewReport, ReportEdit, Urgency, add_note, add_transition, create_report, edit_report,
+    materialize_report,
 };
 use serde_json::Value;
 
@@ -50,6 +52,11 @@ impl Server {
         let data = tempfile::tempdir().expect("a temp dir");
         let (url, child) = spawn(data.path(), extra);
         Server { url, data, child }
+    }
+
+    /// The server's process id (for CPU readings).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Stops the server and starts it again on the same data, at a new address.
@@ -325,6 +332,40 @@ fn pump(
 /// recorded them offline (documents, views and outbox): long offline work without thousands of
 /// process starts.
 pub fn offline_work(d: &Device, reports: usize, notes: usize, title: &str) {
+    write_offline(d, reports, title, |doc, author| {
+        for n in 0..notes {
+            let a = Author { at: author.at + 1_000 * (n as i64 + 1), ..author.clone() };
+            add_note(doc, &a, &format!("第{n}次回访：已与村委联系，清运车预计明天上午到，居民情绪稳定。"))
+                .unwrap();
+        }
+    });
+}
+
+/// Writes `reports` reports shaped like a county's real ones: created, then a 100-character
+/// description, 5 notes of about 60 characters, an urgency raise, a title edit and an escalation
+/// (10 changes each).
+pub fn county_reports(d: &Device, reports: usize, title: &str) {
+    write_offline(d, reports, title, |doc, author| {
+        let at = |k: i64| Author { at: author.at + 60_000 * k, ..author.clone() };
+        let description = "村民反映村口垃圾收集点连续三天未清运，垃圾外溢到路面，天气转热后异味明显，影响周边十余户居民出行和生活，希望尽快协调清运车辆并增设垃圾桶。";
+        edit_report(doc, &at(1), &ReportEdit { description: Some(description.into()), ..Default::default() })
+            .unwrap();
+        for n in 0..5 {
+            let note = format!(
+                "第{n}次跟进：已电话联系村委会和保洁公司负责人，对方答复今天下午安排车辆到场清运，明早复查现场情况。"
+            );
+            add_note(doc, &at(2 + n), &note).unwrap();
+        }
+        edit_report(doc, &at(8), &ReportEdit { urgency: Some(Urgency::High), ..Default::default() }).unwrap();
+        let new_title = format!("{title}（已核实）");
+        edit_report(doc, &at(9), &ReportEdit { title: Some(new_title), ..Default::default() }).unwrap();
+        add_transition(doc, &at(10), Action::Escalate, "村里协调不了清运车辆，需要镇里统筹", None).unwrap();
+    });
+}
+
+/// Writes `reports` new reports into a device's store as `field` records offline work; `more`
+/// adds each report's later changes.
+fn write_offline(d: &Device, reports: usize, title: &str, more: impl Fn(&mut AutoCommit, &Author)) {
     let db = rusqlite::Connection::open(d.home.path().join("field.sqlite3")).unwrap();
     let profile: Value = serde_json::from_str(
         &db.query_row("SELECT json FROM profile", [], |r| r.get::<_, String>(0)).unwrap(),
@@ -353,15 +394,7 @@ pub fn offline_work(d: &Device, reports: usize, notes: usize, title: &str) {
             parties: vec![],
         };
         let mut doc = create_report(actor.clone(), &author, &new).unwrap();
-        for n in 0..notes {
-            let a = Author { at: author.at + 1_000 * (n as i64 + 1), ..author.clone() };
-            add_note(
-                &mut doc,
-                &a,
-                &format!("第{n}次回访：已与村委联系，清运车预计明天上午到，居民情绪稳定。"),
-            )
-            .unwrap();
-        }
+        more(&mut doc, &author);
         let id = new.id.to_string();
         for c in doc.get_changes(&[]) {
             db.execute(
