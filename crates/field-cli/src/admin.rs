@@ -36,12 +36,8 @@ pub enum AdminCommand {
         /// Only documents with resolved conflicts.
         #[arg(long)]
         conflicts: bool,
-        /// Most documents to list (default: 100 in a table, all with --json).
-        #[arg(long)]
-        limit: Option<usize>,
-        /// Documents to skip first (for paging).
-        #[arg(long, default_value_t = 0)]
-        offset: usize,
+        #[command(flatten)]
+        paging: crate::show::Paging,
         /// Print JSON (schemas/document-status.schema.json).
         #[arg(long)]
         json: bool,
@@ -228,7 +224,7 @@ pub fn run(home: &mut Home, c: AdminCommand) -> Result<()> {
             }
             println!("{t}");
         }
-        AdminCommand::Documents { grid, town, conflicts, limit, offset, json } => {
+        AdminCommand::Documents { grid, town, conflicts, paging, json } => {
             let path = if conflicts { "/v1/admin/documents?conflicts=true" } else { "/v1/admin/documents" };
             let rows: Vec<DocumentStatus> = client.call("GET", path, None::<&()>)?;
             let rows: Vec<DocumentStatus> = rows
@@ -236,7 +232,7 @@ pub fn run(home: &mut Home, c: AdminCommand) -> Result<()> {
                 .filter(|d| grid.as_ref().is_none_or(|g| &d.grid == g))
                 .filter(|d| town.as_ref().is_none_or(|t| &d.town == t))
                 .collect();
-            let rows = show::page(rows, limit, offset, json, 100);
+            let rows = show::page(rows, paging, json, 100);
             if json {
                 return show::json(&rows);
             }

@@ -91,12 +91,8 @@ enum Command {
         /// The whole history, not only what you have not seen.
         #[arg(long)]
         all: bool,
-        /// Most entries to show (default: 50 in a table, all with --json).
-        #[arg(long)]
-        limit: Option<usize>,
-        /// Entries to skip first (for paging).
-        #[arg(long, default_value_t = 0)]
-        offset: usize,
+        #[command(flatten)]
+        paging: crate::show::Paging,
         /// Print JSON (schemas/inbox.schema.json).
         #[arg(long)]
         json: bool,
@@ -248,9 +244,9 @@ fn try_main() -> Result<()> {
             }
             result
         }
-        Command::Inbox { all, limit, offset, json } => {
-            let entries =
-                home.inbox(all, limit.unwrap_or(if json { usize::MAX >> 1 } else { 50 }), offset)?;
+        Command::Inbox { all, paging, json } => {
+            let limit = paging.limit.unwrap_or(if json { usize::MAX >> 1 } else { 50 });
+            let entries = home.inbox(all, limit, paging.offset)?;
             show::inbox(&entries, json)?;
             let unseen: Vec<i64> = entries.iter().filter(|e| !e.seen).map(|e| e.id).collect();
             home.mark_seen(&unseen)

@@ -70,12 +70,8 @@ pub enum PatrolCommand {
     End,
     /// List patrols on this device, newest first.
     List {
-        /// Most patrols to list (default: 100 in a table, all with --json).
-        #[arg(long)]
-        limit: Option<usize>,
-        /// Patrols to skip first (for paging).
-        #[arg(long, default_value_t = 0)]
-        offset: usize,
+        #[command(flatten)]
+        paging: crate::show::Paging,
         /// Print JSON (schemas/patrol-list.schema.json).
         #[arg(long)]
         json: bool,
@@ -303,8 +299,8 @@ pub fn run(home: &mut Home, c: PatrolCommand) -> Result<()> {
             );
             Ok(())
         }
-        PatrolCommand::List { limit, offset, json } => {
-            let views = show::page(patrol_views(home)?, limit, offset, json, 100);
+        PatrolCommand::List { paging, json } => {
+            let views = show::page(patrol_views(home)?, paging, json, 100);
             show::patrol_list(&views, json)
         }
         PatrolCommand::Show { id, json } => {

@@ -63,12 +63,8 @@ pub enum ReportCommand {
         /// Only this category (code or Chinese label).
         #[arg(long)]
         category: Option<String>,
-        /// Most reports to list (default: 100 in a table, all with --json).
-        #[arg(long)]
-        limit: Option<usize>,
-        /// Reports to skip first (for paging).
-        #[arg(long, default_value_t = 0)]
-        offset: usize,
+        #[command(flatten)]
+        paging: crate::show::Paging,
         /// Print JSON (schemas/report-list.schema.json).
         #[arg(long)]
         json: bool,
@@ -166,12 +162,8 @@ pub enum QueueCommand {
         /// Ask the server (needs signal): its clock, and who holds a claim on each item.
         #[arg(long)]
         server: bool,
-        /// Most items to list (default: 100 in a table, all with --json).
-        #[arg(long)]
-        limit: Option<usize>,
-        /// Items to skip first (for paging).
-        #[arg(long, default_value_t = 0)]
-        offset: usize,
+        #[command(flatten)]
+        paging: crate::show::Paging,
         /// Print JSON (schemas/queue.schema.json).
         #[arg(long)]
         json: bool,
@@ -514,7 +506,7 @@ pub fn run(home: &mut Home, c: ReportCommand) -> Result<()> {
             println!("{id}");
             Ok(())
         }
-        ReportCommand::List { status, level, category, limit, offset, json } => {
+        ReportCommand::List { status, level, category, paging, json } => {
             let status = status
                 .map(|s| {
                     Status::parse(&s).ok_or_else(|| {
@@ -545,7 +537,7 @@ pub fn run(home: &mut Home, c: ReportCommand) -> Result<()> {
                 .filter(|v| level.is_none_or(|l| v.level == l))
                 .filter(|v| category.is_none_or(|c| v.category == c))
                 .collect();
-            show::report_list(&show::page(views, limit, offset, json, 100), json)
+            show::report_list(&show::page(views, paging, json, 100), json)
         }
         ReportCommand::Show { id, json } => {
             let id = home.resolve_id(DocKind::Report, &id)?;
@@ -710,17 +702,17 @@ pub fn queue_items(home: &Home, all: bool, now: i64) -> Result<Vec<QueueEntry>> 
 
 pub fn run_queue(home: &mut Home, c: QueueCommand) -> Result<()> {
     match c {
-        QueueCommand::List { all, server, limit, offset, json } if server => {
+        QueueCommand::List { all, server, paging, json } if server => {
             let p = home.profile()?;
             let mut client = crate::sync::Client::new(&p.server, &p.token, 2)?;
             let path = if all { "/v1/queue?all=true" } else { "/v1/queue" };
             let items: Vec<QueueEntry> = client.call("GET", path, None::<&()>)?;
-            let items = show::page(items, limit, offset, json, 100);
+            let items = show::page(items, paging, json, 100);
             show::queue(&items, crate::server_now(&p), json)
         }
-        QueueCommand::List { all, limit, offset, json, .. } => {
+        QueueCommand::List { all, paging, json, .. } => {
             let now = crate::server_now(&home.profile()?);
-            let items: Vec<QueueEntry> = show::page(queue_items(home, all, now)?, limit, offset, json, 100);
+            let items: Vec<QueueEntry> = show::page(queue_items(home, all, now)?, paging, json, 100);
             show::queue(&items, now, json)
         }
         QueueCommand::Claim { id } => {

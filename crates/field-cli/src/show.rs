@@ -62,9 +62,21 @@ fn span(ms: i64) -> String {
     }
 }
 
+/// `--limit` and `--offset` of every list command.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct Paging {
+    /// Most entries to list, newest first (default: a screenful in a table, all with --json).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Entries to skip first (for the next page).
+    #[arg(long, default_value_t = 0)]
+    pub offset: usize,
+}
+
 /// One page of a list: `limit` items after `offset`; without `--limit`, tables show `default`
 /// items (and say how to see the rest) while JSON gets everything.
-pub fn page<T>(items: Vec<T>, limit: Option<usize>, offset: usize, json: bool, default: usize) -> Vec<T> {
+pub fn page<T>(items: Vec<T>, paging: Paging, json: bool, default: usize) -> Vec<T> {
+    let Paging { limit, offset } = paging;
     let total = items.len();
     let limit = limit.unwrap_or(if json { usize::MAX } else { default });
     let shown: Vec<T> = items.into_iter().skip(offset).take(limit).collect();

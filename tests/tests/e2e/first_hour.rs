@@ -322,28 +322,11 @@ fn human_output_is_chinese_local_time_without_internal_identifiers() {
     let v = worker.json(&["report", "show", &id, "--json"]);
     let created = v["created_at"].as_i64().unwrap();
     let text = worker.ok(&["report", "show", &id]);
-    let local = civil(created + 8 * 3_600_000);
+    let local = gridsync_core::localtime::minute(created, 8 * 3_600_000);
     assert!(text.contains(&local), "{local} missing:\n{text}");
     // English on request.
     let en = worker.ok(&["--lang", "en", "report", "show", &id]);
     assert!(en.contains("category:") && en.contains("settled on the spot"), "{en}");
-}
-
-/// `YYYY-MM-DD HH:MM` of milliseconds since the epoch, taken as a wall time.
-fn civil(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}", rem / 3600, rem % 3600 / 60)
 }
 
 /// Validates `value` against `schemas/NAME`.
