@@ -544,3 +544,62 @@ fn a_device_clock_a_year_off_changes_neither_the_queue_light_nor_the_indicators(
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
     assert!((at - now).abs() < 60_000, "a corrected time, not last year's: {at} vs {now}");
 }
+
+#[test]
+fn terminal_escapes_written_by_others_are_shown_harmless() {
+    let server = Server::start();
+    let worker = server.device_via("worker", &server.url, &[]);
+    let hub = server.device("townop");
+    let admin = server.device("admin");
+    let evil = "\u{1b}]0;owned\u{7}\u{1b}[2J清屏";
+    let id = report(&worker, evil);
+    worker.ok(&["report", "escalate", &id, "--reason", "\u{1b}[31m红色"]);
+    worker.sync();
+    hub.sync();
+    for out in [
+        hub.ok(&["queue", "list"]),
+        hub.ok(&["report", "list"]),
+        hub.ok(&["report", "show", &id]),
+        admin.ok(&["admin", "documents"]),
+    ] {
+        assert!(
+            !out.contains('\u{1b}') && !out.contains('\u{7}'),
+            "a control character reached the terminal:\n{out}"
+        );
+        assert!(out.contains("清屏") || out.contains("红色") || out.contains('…'), "{out}");
+    }
+    // JSON keeps the value as written (programs escape it themselves).
+    assert_eq!(hub.json(&["report", "show", &id, "--json"])["title"], evil);
+}
+
+#[test]
+fn the_home_is_private_and_the_token_stays_out_of_the_command_line() {
+    let server = Server::start();
+    let d = gridsync_e2e::Device::new("worker");
+    let mut init = d.command(&["init", "--server", &server.url]);
+    init.env("GRIDSYNC_TOKEN", server.token("worker"));
+    let out = init.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(d.home.path()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "the home holds a token and personal data");
+    let db = std::fs::metadata(d.home.path().join("field.sqlite3")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(db, 0o600);
+    // From standard input, too.
+    let d2 = gridsync_e2e::Device::new("townop");
+    let mut child = d2
+        .command(&["init", "--server", &server.url, "--token", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        &mut child.stdin.take().unwrap(),
+        format!("{}\n", server.token("townop")).as_bytes(),
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(d2.json(&["whoami", "--json"])["user"], "townop");
+}
