@@ -271,6 +271,10 @@ pub fn edit_report(
     edit: &ReportEdit,
 ) -> Result<Option<ChangeHash>, DocError> {
     check_coords(edit.lat, edit.lon)?;
+    let max = crate::validate::MAX_HEAD_COUNT;
+    if edit.head_count.is_some_and(|n| !(0..=max).contains(&n)) {
+        return Err(DocError::BadInput(format!("the head count must be between 0 and {max}")));
+    }
     if let Some(t) = &edit.title {
         if t.trim().is_empty() {
             return Err(DocError::BadInput("the title cannot be empty".into()));

@@ -36,19 +36,33 @@ pub async fn run_once(state: &Arc<AppState>) -> Result<usize, String> {
         else {
             continue;
         };
+        // One report that cannot be read must not stop the pass for the county: it is logged and
+        // skipped.
         let s = state.clone();
         let id = row.id.clone();
-        let Some(rec) = tokio::task::spawn_blocking(move || s.store.load_doc(&id))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?
-        else {
-            continue;
+        let rec = match tokio::task::spawn_blocking(move || s.store.load_doc(&id)).await {
+            Ok(Ok(Some(rec))) => rec,
+            Ok(Ok(None)) => continue,
+            Ok(Err(e)) => {
+                tracing::error!(doc = %row.id, error = %e, "auto-escalation could not read a report; skipped");
+                continue;
+            }
+            Err(e) => return Err(e.to_string()),
         };
-        let mut d = doc::load(&rec.snapshot, actor.clone()).map_err(|e| e.to_string())?;
+        let mut d = match doc::load(&rec.snapshot, actor.clone()) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(doc = %row.id, error = %e, "a stored report is unreadable; auto-escalation skipped it");
+                continue;
+            }
+        };
         let heads = d.get_heads();
         let author = Author { user: state.system.user.id.clone(), role: Role::System, at: now };
-        if add_transition(&mut d, &author, Action::Escalate, &reason, None).is_err() {
+        let added = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            add_transition(&mut d, &author, Action::Escalate, &reason, None)
+        }));
+        if !matches!(added, Ok(Ok(_))) {
+            tracing::warn!(doc = %row.id, "auto-escalation could not write to a report; skipped");
             continue;
         }
         let changes: Vec<Decoded> = d
@@ -56,7 +70,13 @@ pub async fn run_once(state: &Arc<AppState>) -> Result<usize, String> {
             .into_iter()
             .map(|change| Decoded { doc: row.id.clone(), kind: DocKind::Report, change })
             .collect();
-        let verdicts = state.ingest.push(state.system.clone(), 0, changes, now).await?;
+        let verdicts = match state.ingest.push(state.system.clone(), 0, changes, now).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(doc = %row.id, error = %e, "an auto-escalation could not be stored; skipped");
+                continue;
+            }
+        };
         if verdicts.iter().all(|v| v.outcome == Outcome::Accepted) {
             escalated += 1;
             tracing::info!(doc = %row.id, from = %row.level, "auto-escalated");

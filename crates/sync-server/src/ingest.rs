@@ -3,18 +3,23 @@
 //! on a copy, and commits the whole group in one transaction (group commit) before anyone is
 //! answered. Hot documents stay in a bounded in-memory cache.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use automerge::{ActorId, AutoCommit, Change, ChangeHash};
 use base64::Engine;
 use gridsync_core::doc::{self, DocKind, hash_hex};
+use gridsync_core::lifecycle::{Level, Status};
 use gridsync_core::org::{Org, Principal, Role};
 use gridsync_core::patrol::{PatrolView, materialize_patrol};
 use gridsync_core::protocol::{Claim, Outcome, PushedChange, Verdict};
 use gridsync_core::report::{ReportView, materialize_report, transition_origins};
-use gridsync_core::validate::{Refusal, Writer, check_patrol, check_report, check_transition_seen};
+use gridsync_core::validate::{
+    MAX_CHANGES_PER_DOC_PER_PUSH, MAX_TRANSITIONS_PER_CHANGE, MAX_TRANSITIONS_PER_PUSH, Refusal, Writer,
+    check_discarded, check_patrol, check_report, check_transition_id,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::cache::{DocCache, weight_of_snapshot};
@@ -22,7 +27,8 @@ use crate::metrics::Metrics;
 use crate::quota::{self, DayCounts, Quotas};
 use crate::store::{DeviceActivity, DeviceRecord, DocWrite, Store, StoreError};
 
-/// The actor the server reads documents with; it never writes with it.
+/// The actor the server reads documents with; it never writes with it (and no device may
+/// register it).
 pub fn reader_actor() -> ActorId {
     ActorId::from([0u8; 16])
 }
@@ -56,15 +62,75 @@ pub fn materialize(kind: DocKind, d: &AutoCommit) -> Result<View, String> {
     }
 }
 
-/// Transitions the changes add must each follow the tip their author's copy held: the report as of
-/// the dependencies of the change that wrote the transition. And while another operator holds a
-/// claim on the report, hub steps by anyone else are refused.
+/// What a change's author had folded the report to: (tip, status, level) and the ids of the
+/// transitions it held; `None` before the report existed.
+type SeenState = Option<(String, Status, Level, HashSet<String>)>;
+
+/// The checks of one document in one push, with what they remember between trials.
+struct DocCtx<'a> {
+    org: &'a Org,
+    writer: &'a Writer<'a>,
+    doc_id: &'a str,
+    kind: DocKind,
+    claim: Option<&'a Claim>,
+    /// Transitions the report held before this push.
+    base_transitions: usize,
+    /// What the author had seen, per distinct dependency set: computed once per set, however many
+    /// transitions or trials need it.
+    seen: HashMap<Vec<ChangeHash>, SeenState>,
+    trials: &'a AtomicU64,
+    /// Where to ask what the pushing device has acknowledged holding.
+    store: &'a dyn Store,
+    device: &'a str,
+    /// The cursor the device sent with this push.
+    cursor: u64,
+    /// Ids of the report's transitions the device had acknowledged holding (its cursor), once
+    /// asked.
+    served: Option<HashSet<String>>,
+}
+
+/// The ids of the transitions in `doc` as of `hashes` (a set of its changes).
+fn transitions_at(doc: &AutoCommit, hashes: &[ChangeHash]) -> Result<HashSet<String>, Refusal> {
+    let malformed = |m: &str| Refusal::Malformed { message: m.to_string() };
+    let mut copy = doc.clone();
+    let at = catch_unwind(AssertUnwindSafe(|| copy.fork_at(hashes)))
+        .map_err(|_| malformed("the report could not be read as the device holds it"))?
+        .map_err(|e| malformed(&e.to_string()))?;
+    match materialize(DocKind::Report, &at).map_err(|e| malformed(&e))? {
+        View::Report(v) => Ok(v.transitions.into_iter().map(|t| t.id).collect()),
+        View::Patrol(_) => Err(malformed("the document changed kind")),
+    }
+}
+
+/// The transitions of the report the pushing device has acknowledged holding: every change of
+/// the document up to the highest cursor the device has sent (this one or an earlier one).
+fn served_transitions(ctx: &mut DocCtx<'_>, doc: &AutoCommit) -> Result<HashSet<String>, Refusal> {
+    if let Some(s) = &ctx.served {
+        return Ok(s.clone());
+    }
+    let (_, raw) = ctx.store.acknowledged_changes(ctx.doc_id, ctx.device, ctx.cursor).map_err(|e| {
+        tracing::error!(error = %e, "reading what a device holds failed");
+        Refusal::Malformed { message: "the server could not check this transition; try again".into() }
+    })?;
+    let hashes: Vec<ChangeHash> =
+        raw.iter().filter_map(|h| ChangeHash::try_from(h.as_slice()).ok()).collect();
+    let served = if hashes.is_empty() { HashSet::new() } else { transitions_at(doc, &hashes)? };
+    ctx.served = Some(served.clone());
+    Ok(served)
+}
+
+/// Transitions the changes add must each be written by the change's own actor under an id of the
+/// form `<actor>/<n>`, at most [`MAX_TRANSITIONS_PER_CHANGE`] per change and
+/// [`MAX_TRANSITIONS_PER_PUSH`] per report and push, and follow the tip their author's copy held:
+/// the report as of the dependencies of the change that wrote the transition. No author may hold
+/// more than a few discarded forks. And while another operator holds a claim on the report, hub
+/// steps by anyone else are refused.
 fn check_parents(
+    ctx: &mut DocCtx<'_>,
     doc: &AutoCommit,
     before: Option<&View>,
     after: &View,
     changes: &[Change],
-    claim: Option<&Claim>,
 ) -> Result<(), Refusal> {
     let View::Report(after) = after else { return Ok(()) };
     let known: HashSet<&str> = match before {
@@ -75,36 +141,75 @@ fn check_parents(
     if new.is_empty() {
         return Ok(());
     }
+    if after.transitions.len().saturating_sub(ctx.base_transitions) > MAX_TRANSITIONS_PER_PUSH {
+        return Err(Refusal::TooMany {
+            what: "new transitions in one push".into(),
+            max: MAX_TRANSITIONS_PER_PUSH,
+        });
+    }
     let malformed = |m: &str| Refusal::Malformed { message: m.to_string() };
     let origins = transition_origins(doc).map_err(|e| malformed(&e.to_string()))?;
+    let mut per_change: HashMap<usize, usize> = HashMap::new();
     for t in new {
         let (counter, actor) =
             origins.get(&t.id).ok_or_else(|| malformed("a transition without an origin"))?;
-        let change = changes
+        let (index, change) = changes
             .iter()
-            .find(|c| {
+            .enumerate()
+            .find(|(_, c)| {
                 let start = c.start_op().get();
                 c.actor_id() == actor && (start..start + c.len() as u64).contains(counter)
             })
             .ok_or_else(|| malformed("a transition not written by these changes"))?;
-        let seen = if change.deps().is_empty() {
-            None
-        } else {
-            let mut copy = doc.clone();
-            let at = catch_unwind(AssertUnwindSafe(|| copy.fork_at(change.deps())))
-                .map_err(|_| malformed("the report could not be read at the change's dependencies"))?
-                .map_err(|e| malformed(&e.to_string()))?;
-            Some(materialize_report(&at).map_err(|e| malformed(&e.to_string()))?)
+        let n = per_change.entry(index).or_default();
+        *n += 1;
+        if *n > MAX_TRANSITIONS_PER_CHANGE {
+            return Err(Refusal::TooMany {
+                what: "transitions in one change".into(),
+                max: MAX_TRANSITIONS_PER_CHANGE,
+            });
+        }
+        check_transition_id(t, &change.actor_id().to_hex_string())?;
+        let mut deps = change.deps().to_vec();
+        deps.sort();
+        let seen = match ctx.seen.get(&deps) {
+            Some(s) => s.clone(),
+            None => {
+                let s = if deps.is_empty() {
+                    None
+                } else {
+                    let mut copy = doc.clone();
+                    let at = catch_unwind(AssertUnwindSafe(|| copy.fork_at(&deps)))
+                        .map_err(|_| malformed("the report could not be read at the change's dependencies"))?
+                        .map_err(|e| malformed(&e.to_string()))?;
+                    let v = match materialize(DocKind::Report, &at).map_err(|e| malformed(&e))? {
+                        View::Report(v) => v,
+                        View::Patrol(_) => return Err(malformed("the document changed kind")),
+                    };
+                    Some((v.tip, v.status, v.level, v.transitions.into_iter().map(|t| t.id).collect()))
+                };
+                ctx.seen.insert(deps, s.clone());
+                s
+            }
         };
-        check_transition_seen(t, seen.as_ref())?;
-        if let Some(c) = claim
+        let (tip, status, level, held) =
+            seen.unwrap_or((String::new(), Status::Open, Level::Grid, HashSet::new()));
+        if t.parent != tip || t.from != status || t.from_level != level {
+            return Err(Refusal::TransitionNotFromLatest { id: t.id.clone() });
+        }
+        // A transition must also build on every transition the server has already given this
+        // device (up to its cursor), not only on the dependencies the device declares.
+        if served_transitions(ctx, doc)?.iter().any(|id| !held.contains(id)) {
+            return Err(Refusal::TransitionNotFromLatest { id: t.id.clone() });
+        }
+        if let Some(c) = ctx.claim
             && c.user != t.author
             && matches!(t.role, Role::TownOperator | Role::CountyOperator | Role::Admin)
         {
             return Err(Refusal::ClaimedByAnother { name: format!("{} ({})", c.name, c.user) });
         }
     }
-    Ok(())
+    check_discarded(after, &ctx.writer.who.user)
 }
 
 fn check(
@@ -194,6 +299,7 @@ pub fn decode(changes: Vec<PushedChange>) -> Result<Vec<Decoded>, DecodeError> {
 #[derive(Clone)]
 pub struct Ingest {
     tx: mpsc::Sender<PushJob>,
+    trials: Arc<AtomicU64>,
 }
 
 /// Tuning for the writer.
@@ -224,11 +330,21 @@ impl Ingest {
         config: IngestConfig,
     ) -> Ingest {
         let (tx, rx) = mpsc::channel(4096);
+        let trials = Arc::new(AtomicU64::new(0));
         std::thread::Builder::new()
             .name("gridsync-ingest".into())
-            .spawn(move || WriterLoop::new(store, org, metrics, config).run(rx))
+            .spawn({
+                let trials = trials.clone();
+                move || WriterLoop::new(store, org, metrics, config, trials).run(rx)
+            })
             .expect("spawn the ingest thread");
-        Ingest { tx }
+        Ingest { tx, trials }
+    }
+
+    /// How many times the writer applied and checked a run of changes on a copy of a document
+    /// (one per clean push of a document; a few more per bad change): the work a push costs.
+    pub fn trials(&self) -> u64 {
+        self.trials.load(Ordering::Relaxed)
     }
 
     /// Validates and stores a device's changes; records its cursor and activity. Returns one verdict
@@ -263,6 +379,7 @@ struct WriterLoop {
     /// Documents changed by the group being processed: not committed yet, so not in `cache`.
     staged: BTreeMap<String, Staged>,
     max_group: usize,
+    trials: Arc<AtomicU64>,
 }
 
 /// A document changed in the current group, with the changes to append to the log.
@@ -270,6 +387,8 @@ struct Staged {
     cached: Cached,
     /// (hash, raw bytes, pushing device) in application order.
     changes: Vec<(Vec<u8>, Vec<u8>, Option<String>)>,
+    /// The saved document, as checked to load back.
+    snapshot: Vec<u8>,
 }
 
 fn verdict(doc: &str, hash: Option<&ChangeHash>, outcome: Outcome) -> Verdict {
@@ -290,7 +409,25 @@ fn refused(
     code: &str,
     message: impl Into<String>,
 ) -> Verdict {
-    Verdict { code: Some(code.into()), message: Some(message.into()), ..verdict(doc, hash, outcome) }
+    Verdict {
+        code: Some(code.into()),
+        message: Some(truncate(message.into())),
+        ..verdict(doc, hash, outcome)
+    }
+}
+
+/// Most characters of a refusal message: a message names a field and a limit, never a value, but
+/// an error from below may be long.
+pub const MAX_MESSAGE_CHARS: usize = 300;
+/// Most refusals of one push stored for `admin devices`; the verdicts still answer every change.
+pub const MAX_STORED_REFUSALS_PER_PUSH: usize = 20;
+
+fn truncate(mut message: String) -> String {
+    if let Some((at, _)) = message.char_indices().nth(MAX_MESSAGE_CHARS) {
+        message.truncate(at);
+        message.push('…');
+    }
+    message
 }
 
 /// Changes of one document from one push, decoded, with their positions in the request.
@@ -299,12 +436,117 @@ struct DocBatch {
     items: Vec<(usize, Change)>,
 }
 
+/// One document as a push is checked against it: the document, its view (`None` before it
+/// exists) and its saved bytes (what is stored if the push is accepted).
+struct DocState {
+    doc: AutoCommit,
+    view: Option<View>,
+    snapshot: Vec<u8>,
+}
+
+/// A refusal: outcome, code and message.
+type Refused = (Outcome, String, String);
+
+/// Applies `changes` to `base` and checks the result: it must save, load back and materialize
+/// under the panic guard (the reloaded copy is what is kept, so memory never holds a document the
+/// store could not give back), keep its layout and its append-only containers, and pass
+/// validation.
+fn try_apply(
+    ctx: &mut DocCtx<'_>,
+    base: AutoCommit,
+    before: Option<&View>,
+    changes: &[Change],
+) -> Result<DocState, Refused> {
+    let malformed = |m: &str| (Outcome::Malformed, "bad_change".to_string(), m.to_string());
+    let forbid = |r: Refusal| (Outcome::Forbidden, r.code().to_string(), r.to_string());
+    ctx.trials.fetch_add(1, Ordering::Relaxed);
+    let before_containers = before.map(|_| doc::containers(&base, ctx.kind));
+    let mut trial =
+        doc::apply_changes_owned(base, changes.to_vec()).map_err(|e| malformed(&e.to_string()))?;
+    let (snapshot, back) = doc::save_and_reload(&mut trial, reader_actor())
+        .map_err(|_| malformed("the document with this change could not be saved and read back"))?;
+    drop(trial);
+    doc::check_layout(&back, ctx.kind).map_err(|e| forbid(Refusal::Malformed { message: e.to_string() }))?;
+    let after = materialize(ctx.kind, &back).map_err(|e| forbid(Refusal::Malformed { message: e }))?;
+    if let Some(b) = before_containers {
+        let a = doc::containers(&back, ctx.kind);
+        if let Some(((name, _), _)) = b.iter().zip(&a).find(|((_, x), (_, y))| x != y) {
+            return Err(forbid(Refusal::HistoryRewritten {
+                what: format!("the {name} container (replaced with a new object)"),
+            }));
+        }
+    }
+    check(ctx.org, ctx.writer, ctx.doc_id, before, &after).map_err(forbid)?;
+    check_parents(ctx, &back, before, &after, changes).map_err(forbid)?;
+    Ok(DocState { doc: back, view: Some(after), snapshot })
+}
+
+/// Accepts what it can of `items` (in causal order) onto `state` by bisection: the whole run if
+/// it passes, else each half in turn; a single change that fails is refused, and every change
+/// that builds on a refused one is refused with it.
+fn settle(
+    ctx: &mut DocCtx<'_>,
+    state: &mut DocState,
+    items: Vec<(usize, Change)>,
+    bad: &mut HashSet<ChangeHash>,
+    ok: &mut Vec<(usize, Change)>,
+    out: &mut Vec<(usize, Verdict)>,
+) {
+    let mut live = Vec::with_capacity(items.len());
+    for (i, ch) in items {
+        let h = ch.hash();
+        if ch.deps().iter().any(|d| bad.contains(d)) {
+            bad.insert(h);
+            let v = refused(
+                ctx.doc_id,
+                Some(&h),
+                Outcome::Forbidden,
+                "depends_on_refused",
+                "it builds on a refused change",
+            );
+            out.push((i, v));
+        } else {
+            live.push((i, ch));
+        }
+    }
+    if live.is_empty() {
+        return;
+    }
+    let changes: Vec<Change> = live.iter().map(|(_, c)| c.clone()).collect();
+    match try_apply(ctx, state.doc.clone(), state.view.as_ref(), &changes) {
+        Ok(next) => {
+            *state = next;
+            ok.extend(live);
+        }
+        Err((outcome, code, message)) if live.len() == 1 => {
+            let (i, ch) = live.remove(0);
+            let h = ch.hash();
+            bad.insert(h);
+            out.push((i, refused(ctx.doc_id, Some(&h), outcome, &code, message)));
+        }
+        Err(_) => {
+            let second = live.split_off(live.len() / 2);
+            settle(ctx, state, live, bad, ok, out);
+            settle(ctx, state, second, bad, ok, out);
+        }
+    }
+}
+
+/// Why a document could not be looked up.
+enum Unreadable {
+    /// The store failed: the push is answered with an error and retried.
+    Store(String),
+    /// The stored bytes do not load or materialize.
+    Document,
+}
+
 impl WriterLoop {
     fn new(
         store: Arc<dyn Store>,
         org: Arc<RwLock<Org>>,
         metrics: Arc<Metrics>,
         config: IngestConfig,
+        trials: Arc<AtomicU64>,
     ) -> Self {
         WriterLoop {
             store,
@@ -316,6 +558,7 @@ impl WriterLoop {
             refusals_today: DayCounts::default(),
             staged: BTreeMap::new(),
             max_group: config.max_group.max(1),
+            trials,
         }
     }
 
@@ -357,6 +600,7 @@ impl WriterLoop {
                     refusals: verdicts
                         .iter()
                         .filter(|v| matches!(v.outcome, Outcome::Forbidden | Outcome::Malformed))
+                        .take(MAX_STORED_REFUSALS_PER_PUSH)
                         .map(|v| {
                             (
                                 v.doc.clone().unwrap_or_default(),
@@ -377,6 +621,7 @@ impl WriterLoop {
         let mut writes = Vec::with_capacity(staged.len());
         for (id, st) in staged.iter_mut() {
             let (id, changes, c) = (id.clone(), std::mem::take(&mut st.changes), &mut st.cached);
+            let snapshot = std::mem::take(&mut st.snapshot);
             let (grid, town) = c.view.place();
             let (grid, town) = (grid.to_string(), town.to_string());
             let (view_json, conflicts_json, status, level, urgency) = match &c.view {
@@ -400,7 +645,7 @@ impl WriterLoop {
                 kind: c.kind,
                 grid,
                 town,
-                snapshot: c.doc.save(),
+                snapshot,
                 heads: c.doc.get_heads().iter().map(hash_hex).collect(),
                 changes,
                 view_json,
@@ -453,7 +698,7 @@ impl WriterLoop {
     }
 
     /// The latest state of a document: staged in this group, cached, or loaded from the store.
-    fn lookup(&mut self, id: &str) -> Result<Option<(AutoCommit, DocKind, View)>, String> {
+    fn lookup(&mut self, id: &str) -> Result<Option<(AutoCommit, DocKind, View)>, Unreadable> {
         if let Some(s) = self.staged.get(id) {
             return Ok(Some((s.cached.doc.clone(), s.cached.kind, s.cached.view.clone())));
         }
@@ -463,20 +708,24 @@ impl WriterLoop {
         Ok(self.cache.get(id).map(|c| (c.doc.clone(), c.kind, c.view.clone())))
     }
 
-    /// Loads a document into the cache; `Ok(false)` when the server does not have it.
-    fn ensure_cached(&mut self, id: &str) -> Result<bool, String> {
+    /// Loads a document into the cache; `Ok(false)` when the server does not have it. Stored bytes
+    /// are read under the same guard and caps as pushed ones.
+    fn ensure_cached(&mut self, id: &str) -> Result<bool, Unreadable> {
         if self.cache.contains(id) {
             return Ok(true);
         }
         let rec = self.store.load_doc(id).map_err(|e: StoreError| {
             tracing::error!(error = %e, "loading a document failed");
-            "the server could not read a document; try again".to_string()
+            Unreadable::Store("the server could not read a document; try again".to_string())
         })?;
         let Some(rec) = rec else { return Ok(false) };
-        let d = doc::load(&rec.snapshot, reader_actor())
-            .map_err(|e| format!("stored document {id} is unreadable: {e}"))?;
-        let view =
-            materialize(rec.kind, &d).map_err(|e| format!("stored document {id} is unreadable: {e}"))?;
+        let loaded = doc::load(&rec.snapshot, reader_actor())
+            .map_err(|e| e.to_string())
+            .and_then(|d| materialize(rec.kind, &d).map(|view| (d, view)));
+        let (d, view) = loaded.map_err(|e| {
+            tracing::error!(doc = %id, error = %e, "a stored document is unreadable");
+            Unreadable::Document
+        })?;
         let weight = weight_of_snapshot(rec.snapshot.len());
         self.cache.put(id.to_string(), Cached { doc: d, kind: rec.kind, view }, weight);
         Ok(true)
@@ -517,10 +766,13 @@ impl WriterLoop {
                 Gate::New => true,
                 Gate::Known => false,
             };
-            for (i, v) in self.process_doc(org, &writer, &job.device.id, &doc_id, batch, job.at)? {
-                if new_doc && v.outcome == Outcome::Accepted {
+            // A new document counts once toward the day's quota, however many of its changes land.
+            let mut counted = !new_doc;
+            for (i, v) in self.process_doc(org, &writer, job, &doc_id, batch)? {
+                if !counted && v.outcome == Outcome::Accepted {
                     let day = quota::day_start(job.at, org.county.utc_offset_minutes);
                     self.docs_today.add(&job.device.id, day);
+                    counted = true;
                 }
                 verdicts[i] = Some(v);
             }
@@ -532,13 +784,34 @@ impl WriterLoop {
         &mut self,
         org: &Org,
         writer: &Writer<'_>,
-        device: &str,
+        job: &PushJob,
         doc_id: &str,
         batch: DocBatch,
-        now: i64,
     ) -> Result<Vec<(usize, Verdict)>, String> {
+        let (device, cursor, now) = (job.device.id.as_str(), job.cursor, job.at);
         let mut out = Vec::new();
-        let (mut current, before): (AutoCommit, Option<View>) = match self.lookup(doc_id)? {
+        let looked_up = match self.lookup(doc_id) {
+            Ok(l) => l,
+            Err(Unreadable::Store(e)) => return Err(e),
+            Err(Unreadable::Document) => {
+                // A document stored before its bytes were checked, and unreadable now: its changes
+                // wait on the device (nothing is lost), the rest of the push goes on.
+                for (i, ch) in batch.items {
+                    out.push((
+                        i,
+                        Verdict {
+                            code: Some("document_unreadable".into()),
+                            message: Some(
+                                "the server cannot read its copy of this document; keep the change, an administrator has been told".into(),
+                            ),
+                            ..verdict(doc_id, Some(&ch.hash()), Outcome::MissingDeps)
+                        },
+                    ));
+                }
+                return Ok(out);
+            }
+        };
+        let (mut current, before): (AutoCommit, Option<View>) = match looked_up {
             Some((_, kind, _)) if kind != batch.kind => {
                 for (i, ch) in batch.items {
                     out.push((
@@ -557,7 +830,7 @@ impl WriterLoop {
             Some((d, _, view)) => (d, Some(view)),
             None => (AutoCommit::new().with_actor(reader_actor()), None),
         };
-        // Duplicates and actor check.
+        // Duplicates, the actor check, and the cap on changes per document.
         let mut seen = HashSet::new();
         let mut pending = Vec::new();
         for (i, ch) in batch.items {
@@ -575,6 +848,12 @@ impl WriterLoop {
                         "the change was written with an actor id not registered to this device",
                     ),
                 ));
+            } else if pending.len() >= MAX_CHANGES_PER_DOC_PER_PUSH {
+                let r = Refusal::TooMany {
+                    what: "changes to one document in one push".into(),
+                    max: MAX_CHANGES_PER_DOC_PER_PUSH,
+                };
+                out.push((i, refused(doc_id, Some(&h), Outcome::Forbidden, r.code(), r.to_string())));
             } else {
                 pending.push((i, ch));
             }
@@ -631,91 +910,66 @@ impl WriterLoop {
         } else {
             None
         };
-        // Fast path: the whole batch at once, on the copy `lookup` made.
+        let base_transitions = match &before {
+            Some(View::Report(r)) => r.transitions.len(),
+            _ => 0,
+        };
+        let trials = self.trials.clone();
+        let store = self.store.clone();
+        let mut ctx = DocCtx {
+            org,
+            writer,
+            doc_id,
+            kind: batch.kind,
+            claim: claim.as_ref(),
+            base_transitions,
+            seen: HashMap::new(),
+            trials: &trials,
+            store: store.as_ref(),
+            device,
+            cursor,
+            served: None,
+        };
+        // Fast path: the whole batch at once, on the copy `lookup` made. Otherwise bisection: a bad
+        // change among n costs about 2·log2(n) trials, not n.
         let all_changes: Vec<Change> = ready.iter().map(|(_, c)| c.clone()).collect();
-        let fast = doc::apply_changes_owned(current, all_changes.clone())
-            .map_err(|e| e.to_string())
-            .and_then(|trial| materialize(batch.kind, &trial).map(|after| (trial, after)));
-        let (accepted, current, final_view) = match fast {
-            Ok((trial, after))
-                if check(org, writer, doc_id, before.as_ref(), &after).is_ok()
-                    && check_parents(&trial, before.as_ref(), &after, &all_changes, claim.as_ref())
-                        .is_ok() =>
-            {
-                (ready, trial, after)
+        let base = std::mem::replace(&mut current, AutoCommit::new());
+        let (accepted, state) = match try_apply(&mut ctx, base, before.as_ref(), &all_changes) {
+            Ok(state) => (ready, state),
+            Err((outcome, code, message)) if ready.len() == 1 => {
+                let h = ready[0].1.hash();
+                out.push((ready[0].0, refused(doc_id, Some(&h), outcome, &code, message)));
+                return Ok(out);
             }
-            _ => {
-                // Slow path: one change at a time from a fresh copy, so one bad change does not
-                // sink the rest.
-                let mut current = match self.lookup(doc_id)? {
-                    Some((d, _, _)) => d,
-                    None => AutoCommit::new().with_actor(reader_actor()),
+            Err(_) => {
+                let base = match self.lookup(doc_id) {
+                    Ok(Some((d, _, _))) => d,
+                    Ok(None) => AutoCommit::new().with_actor(reader_actor()),
+                    Err(Unreadable::Store(e)) => return Err(e),
+                    Err(Unreadable::Document) => return Err("a document became unreadable".into()),
                 };
+                let mut state = DocState { doc: base, view: before.clone(), snapshot: Vec::new() };
                 let mut ok = Vec::new();
-                let mut bad: HashSet<ChangeHash> = HashSet::new();
-                let mut view = before.clone();
-                for (i, ch) in ready {
-                    let h = ch.hash();
-                    if ch.deps().iter().any(|d| bad.contains(d)) {
-                        bad.insert(h);
-                        out.push((
-                            i,
-                            refused(
-                                doc_id,
-                                Some(&h),
-                                Outcome::Forbidden,
-                                "depends_on_refused",
-                                "it builds on a refused change",
-                            ),
-                        ));
-                        continue;
-                    }
-                    let step = doc::apply_changes_owned(current.clone(), vec![ch.clone()])
-                        .map_err(|e| (Outcome::Malformed, "bad_change".to_string(), e.to_string()))
-                        .and_then(|t| {
-                            materialize(batch.kind, &t)
-                                .map(|after| (t, after))
-                                .map_err(|e| (Outcome::Forbidden, "malformed".to_string(), e))
-                        })
-                        .and_then(|(t, after)| {
-                            check(org, writer, doc_id, view.as_ref(), &after)
-                                .and_then(|()| {
-                                    check_parents(
-                                        &t,
-                                        view.as_ref(),
-                                        &after,
-                                        std::slice::from_ref(&ch),
-                                        claim.as_ref(),
-                                    )
-                                })
-                                .map(|()| (t, after))
-                                .map_err(|r| (Outcome::Forbidden, r.code().to_string(), r.to_string()))
-                        });
-                    match step {
-                        Ok((t, after)) => {
-                            current = t;
-                            view = Some(after);
-                            ok.push((i, ch));
-                        }
-                        Err((outcome, code, message)) => {
-                            bad.insert(h);
-                            out.push((i, refused(doc_id, Some(&h), outcome, &code, message)));
-                        }
-                    }
+                let mut bad = HashSet::new();
+                // The whole run just failed: start from its halves.
+                let mut first = ready;
+                let second = first.split_off(first.len() / 2);
+                settle(&mut ctx, &mut state, first, &mut bad, &mut ok, &mut out);
+                settle(&mut ctx, &mut state, second, &mut bad, &mut ok, &mut out);
+                if ok.is_empty() {
+                    return Ok(out);
                 }
-                match view {
-                    Some(v) if !ok.is_empty() => (ok, current, v),
-                    _ => return Ok(out),
-                }
+                (ok, state)
             }
         };
+        let Some(final_view) = state.view else { return Ok(out) };
         let mut changes = self.staged.remove(doc_id).map(|s| s.changes).unwrap_or_default();
         for (i, ch) in &accepted {
             out.push((*i, verdict(doc_id, Some(&ch.hash()), Outcome::Accepted)));
             changes.push((ch.hash().0.to_vec(), ch.raw_bytes().to_vec(), Some(device.to_string())));
         }
-        let cached = Cached { doc: current, kind: batch.kind, view: final_view };
-        self.staged.insert(doc_id.to_string(), Staged { cached, changes });
+        let cached = Cached { doc: state.doc, kind: batch.kind, view: final_view };
+        self.staged.insert(doc_id.to_string(), Staged { cached, changes, snapshot: state.snapshot });
         Ok(out)
     }
 }

@@ -225,6 +225,9 @@ pub trait Store: Send + Sync + 'static {
     fn refusals_since(&self, device: &str, since: i64) -> StoreResult<u32>;
     /// Devices `user` registered at or after `since`.
     fn devices_registered_since(&self, user: &str, since: i64) -> StoreResult<u32>;
+    /// What `device` has acknowledged holding of `doc`: the highest cursor it has sent (`cursor`
+    /// or an earlier one) and the hashes of the document's changes up to it.
+    fn acknowledged_changes(&self, doc: &str, device: &str, cursor: u64) -> StoreResult<(u64, Vec<Vec<u8>>)>;
 }
 
 const MIGRATIONS: &[&str] = &[
@@ -645,7 +648,7 @@ impl Store for SqliteStore {
                     }
                 }
                 let mut dev = tx.prepare_cached(
-                    "UPDATE devices SET last_seen = ?2, cursor = ?3, pushed = pushed + ?4, refused = refused + ?5,
+                    "UPDATE devices SET last_seen = ?2, cursor = MAX(cursor, ?3), pushed = pushed + ?4, refused = refused + ?5,
                         last_error = COALESCE(?6, last_error) WHERE id = ?1",
                 )?;
                 let mut refusal = tx.prepare_cached(
@@ -953,6 +956,19 @@ impl Store for SqliteStore {
                 |r| Ok(Claim { doc: r.get(0)?, user: r.get(1)?, name: r.get(2)?, expires_at: r.get(3)? }),
             )
             .optional()?)
+        })
+    }
+
+    fn acknowledged_changes(&self, doc: &str, device: &str, cursor: u64) -> StoreResult<(u64, Vec<Vec<u8>>)> {
+        self.read(|c| {
+            let stored: Option<i64> =
+                c.query_row("SELECT cursor FROM devices WHERE id = ?1", [device], |r| r.get(0)).optional()?;
+            let upto = cursor.max(stored.unwrap_or(0).max(0) as u64);
+            let mut st = c.prepare_cached("SELECT hash FROM changes WHERE doc_id = ?1 AND seq <= ?2")?;
+            let hashes = st
+                .query_map(params![doc, upto as i64], |r| r.get::<_, Vec<u8>>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((upto, hashes))
         })
     }
 

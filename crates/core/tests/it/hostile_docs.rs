@@ -237,7 +237,15 @@ fn negative_head_counts_are_refused() {
     let d = report(&grid, &town);
     let before = materialize_report(&d).unwrap();
     let mut x = d.clone();
-    edit_report(&mut x, &worker(2_000), &ReportEdit { head_count: Some(-5), ..Default::default() }).unwrap();
+    // The local edit refuses it before writing…
+    assert!(
+        edit_report(&mut x, &worker(2_000), &ReportEdit { head_count: Some(-5), ..Default::default() })
+            .is_err()
+    );
+    // …and validation refuses it when a forged client writes it anyway.
+    let parties = x.get(ROOT, "parties").unwrap().unwrap().1;
+    x.put(&parties, "head_count", -5i64).unwrap();
+    x.commit();
     let after = materialize_report(&x).unwrap();
     assert_eq!(check_report(&org, &w, Some(&before), &after).map_err(|r| r.code()), Err("malformed"));
 }
