@@ -82,7 +82,8 @@ pub(crate) fn read_authors(doc: &AutoCommit) -> Result<Authors, DocError> {
     let authors = map_at(doc, &ROOT, AUTHORS)?;
     let mut out = Authors::new();
     for key in doc.keys(&authors) {
-        let entry = map_at(doc, &authors, &key)?;
+        // The key is whatever a writer put there: errors never repeat it.
+        let entry = map_at(doc, &authors, &key).map_err(|_| layout("an author entry is not a map"))?;
         let user = req_str(doc, &entry, "user")?;
         let role = req_str(doc, &entry, "role")?;
         let role = Role::parse(&role).ok_or_else(|| layout("an author entry names an unknown role"))?;

@@ -273,6 +273,10 @@ fn layout_errors_never_repeat_the_value_they_refuse() {
     let e = materialize_report(&d).unwrap_err().to_string();
     assert!(!e.contains("13812345678"), "{e}");
     let mut d = report("G1", "T1");
+    let authors = d.get(ROOT, "authors").unwrap().unwrap().1;
+    d.put(&authors, "13812345678", "not a map").unwrap();
+    assert!(!materialize_report(&d).unwrap_err().to_string().contains("13812345678"));
+    let mut d = report("G1", "T1");
     d.put(ROOT, "kind", "13812345678").unwrap();
     assert!(!doc::doc_kind(&d).unwrap_err().to_string().contains("13812345678"));
 }
