@@ -57,6 +57,20 @@ fn main() {
         stderr.lines().last().unwrap_or("").split_whitespace().filter_map(|v| v.parse().ok()).collect();
     let listed = hub.json(&["report", "list", "--json"]).as_array().map_or(0, Vec::len);
     assert_eq!(listed, reports, "every report stored");
+    // BOOTSTRAP_PERF=FILE: a second new device's bootstrap under `perf record`, for the profile.
+    if let Ok(file) = std::env::var("BOOTSTRAP_PERF") {
+        let again = server.device("townop");
+        let status = std::process::Command::new("perf")
+            .args(["record", "-e", "cpu-clock", "-F", "2000", "--call-graph", "dwarf", "-o", &file])
+            .arg(gridsync_e2e::bin_dir().join("field"))
+            .arg("--home")
+            .arg(again.home.path())
+            .args(["sync", "--json"])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("perf record");
+        assert!(status.success());
+    }
     println!(
         "| documents | wall | requests | bytes down | bytes up | client CPU | client peak RSS | server CPU |"
     );

@@ -447,7 +447,8 @@ fn profile_in(conn: &Connection, dir: &Path) -> Result<Profile> {
 /// Loads a document for editing with this device's actor.
 pub fn load_in(conn: &Connection, id: &str, actor: &ActorId) -> Result<Option<(AutoCommit, DocKind)>> {
     let row: Option<(Vec<u8>, String)> = conn
-        .query_row("SELECT bytes, kind FROM docs WHERE id = ?1", [id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .prepare_cached("SELECT bytes, kind FROM docs WHERE id = ?1")?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     let Some((bytes, kind)) = row else { return Ok(None) };
     let d = doc::load(&bytes, actor.clone()).map_err(|e| {

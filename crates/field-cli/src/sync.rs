@@ -792,7 +792,7 @@ fn apply_response(
                     summary.refusals.push(SyncRefusal { doc: doc_id, code, message });
                 }
             }
-            tx.execute("DELETE FROM outbox WHERE hash = ?1", [hash])?;
+            tx.prepare_cached("DELETE FROM outbox WHERE hash = ?1")?.execute([hash])?;
         }
         for (doc_id, h) in &dependents {
             let hash = doc::hash_hex(h);
