@@ -531,8 +531,15 @@ fn sync_inner(
     let result = (|| -> Result<()> {
         let mut failures = 0u32;
         loop {
-            let page_bytes = budget.unwrap_or(link.page_bytes);
             let (hashes, changes) = next_outbox_batch(home, &sent, link.push_bytes)?;
+            // While more of the outbox waits after this batch, push only (budget 0): the cursor
+            // the server sees stays the one these changes were written against, so a transition
+            // written offline is judged against what this device had been served, not against
+            // what an earlier page of this same sync brought.
+            let mut probe = sent.clone();
+            probe.extend(hashes.iter().cloned());
+            let more_to_push = !hashes.is_empty() && !next_outbox_batch(home, &probe, 1)?.0.is_empty();
+            let page_bytes = if more_to_push { 0 } else { budget.unwrap_or(link.page_bytes) };
             let req = SyncRequest { cursor, changes, budget: Some(page_bytes) };
             let push_raw: u64 = req.changes.iter().map(|c| c.change.len() as u64).sum();
             // Expected wire bytes: the push after gzip, the page after gzip and base64.

@@ -26,7 +26,7 @@ use serde::Deserialize;
 
 use crate::AppState;
 use crate::quota;
-use crate::store::{DeviceRecord, StoreError, UserRecord, WorkRow};
+use crate::store::{DeviceRecord, Page, StoreError, UserRecord, WorkRow};
 use crate::tokens;
 
 /// An error answer: a status and `{ code, message }`. Internal details are logged, never sent.
@@ -392,9 +392,17 @@ async fn sync(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Body) ->
             },
         );
     }
+    // Budget 0: verdicts only. A device pushing an outbox over several requests asks for no
+    // documents until the last one, so the cursor it shows the server is the one its changes were
+    // written against (a transition must build on what the device had been served).
+    let verdicts_only = req.budget == Some(0);
     let budget = req.budget.unwrap_or(DEFAULT_PAGE_BYTES).clamp(1, MAX_PAGE_BYTES);
     let cursor = req.cursor;
     let (page, mut times) = blocking(&s, move |s| {
+        if verdicts_only {
+            let has_more = s.store.head_seq()? > cursor;
+            return Ok((Page { entries: vec![], cursor, has_more }, Default::default()));
+        }
         let page = s.store.page(&device.user.scope, cursor, &device.id, MAX_PAGE_DOCS, budget)?;
         // Server receive times travel with the documents: offline queues and deadlines count
         // from the server's clock, not from a device's.

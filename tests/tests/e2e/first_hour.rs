@@ -603,3 +603,27 @@ fn the_home_is_private_and_the_token_stays_out_of_the_command_line() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(d2.json(&["whoami", "--json"])["user"], "townop");
 }
+
+#[test]
+fn a_long_outbox_pushes_before_it_pulls_so_an_offline_step_is_judged_against_what_the_device_had() {
+    let server = Server::start();
+    let worker = server.device("worker");
+    let assistant = server.device("assistant");
+    let id = report(&worker, "井盖破损");
+    worker.sync();
+    assistant.sync();
+    // Offline for weeks: a long outbox, then the worker settles the report on the spot…
+    gridsync_e2e::offline_work(&worker, 300, 3, "积压");
+    worker.ok(&["report", "resolve", &id, "--note", "已更换井盖"]);
+    // …while the assistant, online, escalates it.
+    assistant.ok(&["report", "escalate", &id, "--reason", "需要市政维修"]);
+    assistant.sync();
+    let s = worker.sync();
+    assert!(s["round_trips"].as_u64().unwrap() > 1, "the outbox took several requests: {s}");
+    assert_eq!(s["refused"], 0, "the offline step was concurrent, not stale: {s}");
+    assert_eq!(s["accepted"], 1_201, "{s}");
+    // Both steps are on record; the lifecycle's precedence keeps the escalation.
+    let v = worker.json(&["report", "show", &id, "--json"]);
+    assert_eq!(v["status"], "escalated");
+    assert_eq!(v["transitions"].as_array().unwrap().len(), 2);
+}
