@@ -332,6 +332,19 @@ fn check_authors(before: Option<&Authors>, after: &Authors, w: &Writer<'_>) -> R
     Ok(())
 }
 
+/// A writer must be on record under `authors` (in its first change, or before): otherwise its
+/// values would silently lose every authority-ranked merge as an unknown writer's. Checked after
+/// every other rule, so a write that breaks one of those is told which.
+fn check_registered(after: &Authors, w: &Writer<'_>) -> Result<(), Refusal> {
+    if !w.actors.iter().any(|a| after.contains_key(a)) {
+        return Err(Refusal::NotYourName {
+            what: "your first change to a document (register your actor under authors)".into(),
+            user: w.who.user.clone(),
+        });
+    }
+    Ok(())
+}
+
 /// Every entry of `before` must still be in `after`; returns the entries `after` adds.
 fn appended<'a, T: PartialEq>(before: &[T], after: &'a [T], what: &str) -> Result<Vec<&'a T>, Refusal> {
     let mut used = vec![false; after.len()];
@@ -359,6 +372,16 @@ pub const MAX_ATTACHMENTS: usize = 500;
 
 /// Checks a report write: `before` is `None` when the changes create the report.
 pub fn check_report(
+    org: &Org,
+    w: &Writer<'_>,
+    before: Option<&ReportView>,
+    after: &ReportView,
+) -> Result<(), Refusal> {
+    check_report_rules(org, w, before, after)?;
+    check_registered(&after.authors, w)
+}
+
+fn check_report_rules(
     org: &Org,
     w: &Writer<'_>,
     before: Option<&ReportView>,
@@ -486,6 +509,16 @@ pub fn check_transition_seen(t: &Transition, seen: Option<&ReportView>) -> Resul
 
 /// Checks a patrol write: only the patrol's own worker writes it, inside their scope.
 pub fn check_patrol(
+    org: &Org,
+    w: &Writer<'_>,
+    before: Option<&PatrolView>,
+    after: &PatrolView,
+) -> Result<(), Refusal> {
+    check_patrol_rules(org, w, before, after)?;
+    check_registered(&after.authors, w)
+}
+
+fn check_patrol_rules(
     org: &Org,
     w: &Writer<'_>,
     before: Option<&PatrolView>,

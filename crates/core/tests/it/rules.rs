@@ -1039,3 +1039,20 @@ fn patrol_values_are_checked_when_new() {
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
+
+#[test]
+fn a_writer_that_never_registers_its_actor_under_authors_is_refused() {
+    let c = case();
+    let doc = created(&c);
+    // The hub edits the title with raw Automerge operations, without an `authors` entry.
+    let r = check(&c, TOWN_OP, Some(&doc), |d| {
+        d.put(ROOT, "title", "改过的标题").unwrap();
+        d.commit();
+    });
+    assert_eq!(code(r), "not_your_name");
+    // The same edit through core (which registers the actor) is fine.
+    let r = check(&c, TOWN_OP, Some(&doc), |d| {
+        edit_report(d, &author(TOWN_OP, 2_000), &edit(Some("改过的标题"), None)).unwrap();
+    });
+    assert_eq!(code(r), "ok");
+}

@@ -231,6 +231,14 @@ fn forks(d: &mut AutoCommit, by: &Device, n: usize) {
         }
         d.put(&o, "at", 1i64).unwrap();
     }
+    // A forger registers its actor like any writer (an unregistered writer is refused outright).
+    let authors = d.get(ROOT, "authors").unwrap().unwrap().1;
+    let me = by.actor.to_hex_string();
+    if d.get(&authors, &me).unwrap().is_none() {
+        let e = d.put_object(&authors, &me, ObjType::Map).unwrap();
+        d.put(&e, "user", by.user.as_str()).unwrap();
+        d.put(&e, "role", by.role.as_str()).unwrap();
+    }
     d.commit();
 }
 
