@@ -59,6 +59,12 @@ pub enum Refusal {
         "the position is not inside the county's bounds (or not a position on Earth); check the latitude and longitude"
     )]
     OutsideCounty,
+    /// A time a device wrote is more than a day ahead of the server's clock. The value is not
+    /// repeated.
+    #[error(
+        "{field} carries a time more than a day ahead of the server's clock; check the device's date and time"
+    )]
+    ImplausibleTime { field: String },
 }
 
 impl Refusal {
@@ -83,6 +89,7 @@ impl Refusal {
             Refusal::TooLong { .. } => "too_long",
             Refusal::BadContact => "bad_contact",
             Refusal::OutsideCounty => "outside_county",
+            Refusal::ImplausibleTime { .. } => "implausible_time",
         }
     }
 }
@@ -114,6 +121,31 @@ pub use limits::*;
 
 /// Most people a report's head count may name.
 pub const MAX_HEAD_COUNT: i64 = 100_000;
+
+/// How far ahead of the server's clock a device's time may be (clock drift, time zones set wrong).
+pub const MAX_AHEAD_MS: i64 = 86_400_000;
+
+/// Refuses device-written times that are new in `after` and more than a day ahead of the server's
+/// clock `now` (a phone set to next month). Times in the past are accepted, however old: a device
+/// offline for months writes old times, and deadlines and indicators count from the server's
+/// receive times, so a wrong past time misleads no one; the view keeps what the device said.
+pub fn check_times(before: Option<&ReportView>, after: &ReportView, now: i64) -> Result<(), Refusal> {
+    let bad = |t: i64| t > now.saturating_add(MAX_AHEAD_MS);
+    if before.is_none() && bad(after.created_at) {
+        return Err(Refusal::ImplausibleTime { field: "created_at".into() });
+    }
+    let known_notes: BTreeSet<&str> =
+        before.map(|b| b.notes.iter().map(|n| n.id.as_str()).collect()).unwrap_or_default();
+    if after.notes.iter().any(|n| !known_notes.contains(n.id.as_str()) && bad(n.at)) {
+        return Err(Refusal::ImplausibleTime { field: "a note's time".into() });
+    }
+    let known: BTreeSet<&str> =
+        before.map(|b| b.transitions.iter().map(|t| t.id.as_str()).collect()).unwrap_or_default();
+    if after.transitions.iter().any(|t| !known.contains(t.id.as_str()) && bad(t.at)) {
+        return Err(Refusal::ImplausibleTime { field: "a transition's time".into() });
+    }
+    Ok(())
+}
 
 /// Refuses `value` when it has more than `max_chars` characters. The refusal names `field` and the
 /// limit, never the value.

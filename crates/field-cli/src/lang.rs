@@ -192,6 +192,10 @@ pub fn refusal(code: &str) -> Option<&'static str> {
         "too_long" => pick("内容太长，超过了字数上限", "the text is longer than allowed"),
         "bad_contact" => pick("联系电话格式不对", "the contact number is not a valid phone number"),
         "outside_county" => pick("位置不在本县范围内", "the position is outside the county"),
+        "implausible_time" => pick(
+            "设备时间比服务器快了一天以上；请校正手机的日期和时间后重新记录",
+            "the device's clock is more than a day ahead of the server's; set the date and time, then record it again",
+        ),
         "claimed" => pick("另一位工作人员正在办理（已认领）", "another operator holds a claim on it"),
         "report_finished" => {
             pick("事件已办结，只能追加备注", "the report is finished; only notes can be added")

@@ -84,6 +84,8 @@ struct DocCtx<'a> {
     device: &'a str,
     /// The cursor the device sent with this push.
     cursor: u64,
+    /// The server's clock for this push: device times more than a day ahead of it are refused.
+    now: i64,
     /// Ids of the report's transitions the device had acknowledged holding (its cursor), once
     /// asked.
     served: Option<HashSet<String>>,
@@ -477,6 +479,13 @@ fn try_apply(
         }
     }
     check(ctx.org, ctx.writer, ctx.doc_id, before, &after).map_err(forbid)?;
+    if let View::Report(a) = &after {
+        let b = match before {
+            Some(View::Report(b)) => Some(&**b),
+            _ => None,
+        };
+        gridsync_core::validate::check_times(b, a, ctx.now).map_err(forbid)?;
+    }
     check_parents(ctx, &back, before, &after, changes).map_err(forbid)?;
     Ok(DocState { doc: back, view: Some(after), snapshot })
 }
@@ -928,6 +937,7 @@ impl WriterLoop {
             store: store.as_ref(),
             device,
             cursor,
+            now,
             served: None,
         };
         // Fast path: the whole batch at once, on the copy `lookup` made. Otherwise bisection: a bad

@@ -1056,3 +1056,23 @@ fn a_writer_that_never_registers_its_actor_under_authors_is_refused() {
     });
     assert_eq!(code(r), "ok");
 }
+
+#[test]
+fn device_times_more_than_a_day_ahead_of_the_server_are_refused_old_ones_are_not() {
+    use gridsync_core::validate::check_times;
+    let c = case();
+    let now = 1_800_000_000_000;
+    let doc = created(&c);
+    let v = view(&doc);
+    // The creation was written at 1,000 ms: long ago, but possible (an old, offline device).
+    assert_eq!(code(check_times(None, &v, now)), "ok");
+    assert_eq!(code(check_times(None, &v, 0)), "ok", "a day of slack");
+    assert_eq!(code(check_times(None, &v, 1_000 - 2 * 86_400_000)), "implausible_time");
+    // A note written "next month" is refused; the same note a minute ahead is fine.
+    let mut later = doc.clone();
+    add_note(&mut later, &author(WORKER, now + 30 * 86_400_000), "下个月的备注").unwrap();
+    assert_eq!(code(check_times(Some(&v), &view(&later), now)), "implausible_time");
+    let mut soon = doc.clone();
+    add_note(&mut soon, &author(WORKER, now + 60_000), "一分钟后").unwrap();
+    assert_eq!(code(check_times(Some(&v), &view(&soon), now)), "ok");
+}
