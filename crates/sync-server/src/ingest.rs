@@ -378,6 +378,10 @@ struct WriterLoop {
     docs_today: DayCounts,
     /// Refusals stored for each device today.
     refusals_today: DayCounts,
+    /// A document the gate just found missing from the store, so `process_doc`'s lookup of it does
+    /// not ask again. Set and cleared by the gate, consumed by `ensure_cached`; never outlives the
+    /// batch it was found for (the store only changes at commit).
+    absent: Option<String>,
     /// Documents changed by the group being processed: not committed yet, so not in `cache`.
     staged: BTreeMap<String, Staged>,
     max_group: usize,
@@ -565,6 +569,7 @@ impl WriterLoop {
             quotas: config.quotas,
             docs_today: DayCounts::default(),
             refusals_today: DayCounts::default(),
+            absent: None,
             staged: BTreeMap::new(),
             max_group: config.max_group.max(1),
             trials,
@@ -591,6 +596,7 @@ impl WriterLoop {
     }
 
     fn group(&mut self, jobs: Vec<PushJob>) {
+        self.absent = None;
         let org = self.org.clone();
         let org = org.read().unwrap_or_else(|p| p.into_inner());
         let mut results = Vec::with_capacity(jobs.len());
@@ -722,6 +728,10 @@ impl WriterLoop {
     fn ensure_cached(&mut self, id: &str) -> Result<bool, Unreadable> {
         if self.cache.contains(id) {
             return Ok(true);
+        }
+        if self.absent.as_deref() == Some(id) {
+            self.absent = None;
+            return Ok(false);
         }
         let rec = self.store.load_doc(id).map_err(|e: StoreError| {
             tracing::error!(error = %e, "loading a document failed");
@@ -1024,11 +1034,15 @@ impl WriterLoop {
         batch: &DocBatch,
         at: i64,
     ) -> Gate {
+        self.absent = None;
         let held = match self.staged.get_mut(doc_id) {
             Some(s) => Some(&mut s.cached),
             None => match self.ensure_cached(doc_id) {
                 Ok(true) => self.cache.get_mut(doc_id),
-                Ok(false) => None,
+                Ok(false) => {
+                    self.absent = Some(doc_id.to_string());
+                    None
+                }
                 // Unreadable: process_doc answers for it.
                 Err(_) => return Gate::Known,
             },
