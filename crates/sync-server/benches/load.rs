@@ -186,10 +186,17 @@ fn pushed(doc: &str, kind: DocKind, d: &mut AutoCommit) -> Vec<PushedChange> {
         .collect()
 }
 
+/// When the simulated work starts: an hour before now, so the server (which refuses device times
+/// far ahead of its clock) takes every change.
+fn work_start() -> i64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    now as i64 - 3_600_000
+}
+
 /// A day of work: 5 reports with 10 edits each, and a patrol with 200 track points.
 fn day_of_work(d: &Device, n: u64) -> Vec<PushedChange> {
     let mut out = Vec::new();
-    let t0 = 1_800_000_000_000i64;
+    let t0 = work_start();
     for r in 0..5u64 {
         let id = uuid::Uuid::from_u64_pair(n, r);
         let mut doc = create_report(
@@ -522,7 +529,7 @@ async fn main() {
             let id = uuid::Uuid::from_u64_pair(1_000_000 + k as u64, r as u64);
             let mut doc = create_report(
                 d.actor.clone(),
-                &author(d, 1_800_000_000_000),
+                &author(d, work_start()),
                 &NewReport {
                     id,
                     grid: d.grid.clone(),
