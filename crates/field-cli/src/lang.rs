@@ -196,6 +196,18 @@ pub fn refusal(code: &str) -> Option<&'static str> {
             "设备时间比服务器快了一天以上；请校正手机的日期和时间后重新记录",
             "the device's clock is more than a day ahead of the server's; set the date and time, then record it again",
         ),
+        "too_large" => pick(
+            "这次修改太大（超过 256 KB），请分成几次较小的修改",
+            "the change is too large; make it as several smaller edits",
+        ),
+        "quota_exceeded" => pick(
+            "今天新建的文档已达上限，请明天再同步",
+            "today's limit of new documents is reached; sync again tomorrow",
+        ),
+        "document_unreadable" => pick(
+            "服务器暂时读不到这份文档，下次同步再试",
+            "the server cannot read this document now; the next sync tries again",
+        ),
         "claimed" => pick("另一位工作人员正在办理（已认领）", "another operator holds a claim on it"),
         "report_finished" => {
             pick("事件已办结，只能追加备注", "the report is finished; only notes can be added")

@@ -354,6 +354,26 @@ impl Client {
                 .into(),
             }));
         }
+        // Too slow a body (408) or too large a push (413) is the link's or the size's fault: the
+        // sync loop halves the next request. A busy server (503) and a rate limit (429 but for a
+        // quota) are worth a later try.
+        if matches!(status.as_u16(), 408 | 413) {
+            return Err(CallError::Retry {
+                why: tr!("服务器回答 {status}", "the server answered {status}"),
+                server: false,
+            });
+        }
+        if code == "quota_exceeded" {
+            return Err(CallError::Final(CallFailure::Refused {
+                status: status.as_u16(),
+                code,
+                message: lang::pick(
+                    "今天的次数已达上限（每天限额），请明天再试；你的工作仍保存在本机",
+                    "today's limit is reached; try again tomorrow. Your work stays saved on this device",
+                )
+                .into(),
+            }));
+        }
         if status.is_server_error() || status.as_u16() == 429 {
             return Err(CallError::Retry {
                 why: tr!("服务器回答 {status}", "the server answered {status}"),
@@ -712,6 +732,7 @@ fn apply_response(
         let mut refused_by_doc: BTreeMap<String, HashSet<ChangeHash>> = BTreeMap::new();
         for (v, hash) in resp.verdicts.iter().zip(sent) {
             if matches!(v.outcome, Outcome::Forbidden | Outcome::Malformed)
+                && !retry_later(v)
                 && let Some(h) = doc::parse_hash(hash)
             {
                 refused_by_doc.entry(v.doc.clone().unwrap_or_default()).or_default().insert(h);
@@ -784,6 +805,11 @@ fn apply_response(
                 Outcome::Accepted => summary.accepted += 1,
                 Outcome::Duplicate => summary.duplicate += 1,
                 Outcome::MissingDeps => {
+                    summary.waiting += 1;
+                    continue;
+                }
+                // Refused for today only: the change stays in the outbox for a later sync.
+                _ if retry_later(v) => {
                     summary.waiting += 1;
                     continue;
                 }
@@ -880,6 +906,11 @@ fn apply_response(
         Ok(())
     })?;
     Ok(())
+}
+
+/// A refusal that passes with time (a daily quota): keep the change and send it again later.
+fn retry_later(v: &gridsync_core::protocol::Verdict) -> bool {
+    v.code.as_deref() == Some("quota_exceeded")
 }
 
 /// A document as it came in a page, before it is stored.

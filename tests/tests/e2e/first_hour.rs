@@ -627,3 +627,16 @@ fn a_long_outbox_pushes_before_it_pulls_so_an_offline_step_is_judged_against_wha
     assert_eq!(v["status"], "escalated");
     assert_eq!(v["transitions"].as_array().unwrap().len(), 2);
 }
+
+#[test]
+fn a_daily_quota_keeps_the_work_for_tomorrow_instead_of_dropping_it() {
+    let server = Server::start();
+    let worker = server.device("worker");
+    gridsync_e2e::offline_work(&worker, 501, 0, "配额");
+    let s = worker.sync();
+    assert_eq!((s["accepted"].as_u64(), s["refused"].as_u64()), (Some(500), Some(0)), "{s}");
+    assert_eq!(s["waiting"], 1, "{s}");
+    let st = worker.json(&["status", "--json"]);
+    assert_eq!(st["pending_changes"], 1, "the 501st report waits on the device: {st}");
+    assert_eq!(worker.json(&["report", "list", "--json"]).as_array().unwrap().len(), 501);
+}
