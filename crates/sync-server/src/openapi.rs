@@ -66,6 +66,8 @@ pub fn document() -> Value {
                     { "name": "to", "in": "query", "schema": { "type": "integer" } } ],
                 "responses": { "200": ok("indicators", "indicators"), "401": err, "403": revoked } } },
             "/healthz": { "get": { "summary": "Liveness", "security": [], "responses": { "200": { "description": "ok" } } } },
+            "/readyz": { "get": { "summary": "Readiness: a write can land now (free disk, a writable database)", "security": [],
+                "responses": { "200": { "description": "ready" }, "503": err } } },
             "/metrics": { "get": { "summary": "Prometheus metrics", "security": [], "responses": { "200": { "description": "text exposition" } } } }
         }
     });
