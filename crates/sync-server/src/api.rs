@@ -233,6 +233,21 @@ async fn small_body(s: &AppState, body: Body) -> ApiResult<crate::transport::Bod
     crate::transport::read_body(&s.intake, body, s.intake.limits().small_body_bytes).await
 }
 
+/// A body must be declared JSON (`content-type: application/json`, parameters allowed): anything
+/// else is answered 415 before the body is read.
+fn require_json(headers: &HeaderMap) -> ApiResult<()> {
+    let declared = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let mime = declared.split(';').next().unwrap_or("").trim();
+    if mime.eq_ignore_ascii_case("application/json") {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        "send the body as JSON, with content-type: application/json",
+    ))
+}
+
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
     serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request("bad_json", format!("the request body is not valid: {e}")))
@@ -266,6 +281,7 @@ async fn register_device(
     if user.revoked {
         return Err(revoked());
     }
+    require_json(&headers)?;
     let reg: DeviceRegistration = parse_json(&small_body(&s, body).await?)?;
     if reg.actor.len() != 32 || !reg.actor.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
         return Err(ApiError::bad_request("bad_actor", "the actor id must be 32 lowercase hex digits"));
@@ -334,6 +350,7 @@ async fn whoami(State(s): State<Arc<AppState>>, headers: HeaderMap) -> ApiResult
 async fn sync(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> ApiResult<Response> {
     let started = Instant::now();
     let device = device_auth(&s, &headers).await?;
+    require_json(&headers)?;
     let body = crate::transport::read_body(&s.intake, body, s.intake.limits().sync_body_bytes).await?;
     let req: SyncRequest = parse_json(&body)?;
     if req.changes.len() > MAX_CHANGES_PER_SYNC {
@@ -478,6 +495,7 @@ async fn admin_add_user(
     body: Body,
 ) -> ApiResult<Response> {
     admin_auth(&s, &headers).await?;
+    require_json(&headers)?;
     let req: NewUser = parse_json(&small_body(&s, body).await?)?;
     let created = crate::add_user(&s, &req.name, req.role, &req.scope, None)
         .map_err(|e| ApiError::bad_request("bad_user", e.to_string()))?;

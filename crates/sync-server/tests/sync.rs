@@ -1381,3 +1381,29 @@ fn futures_body(resp: axum::response::Response) -> serde_json::Value {
     let bytes = rt.block_on(http_body_util::BodyExt::collect(resp.into_body())).unwrap().to_bytes();
     serde_json::from_slice(&bytes).unwrap()
 }
+
+#[tokio::test]
+async fn a_body_not_declared_json_is_answered_415_after_the_token_is_checked() {
+    let h = harness();
+    let w = h.device("worker", 1).await;
+    let send = |content_type: Option<&'static str>, token: Option<String>| {
+        let mut req = Request::builder().method("POST").uri("/v1/sync");
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        app(h.state.clone()).oneshot(req.body(Body::from(r#"{"cursor":0}"#)).unwrap())
+    };
+    let resp = send(Some("text/plain"), Some(w.token.clone())).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let body: Value = serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(body["code"], "unsupported_media_type");
+    assert_eq!(send(None, Some(w.token.clone())).await.unwrap().status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    // A stranger is told to authenticate first, whatever the body.
+    assert_eq!(send(Some("text/plain"), None).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    // Parameters are fine.
+    let ok = send(Some("application/json; charset=utf-8"), Some(w.token.clone())).await.unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+}
