@@ -337,8 +337,14 @@ fn serve(
         let org = match store.org()? {
             Some(org) => {
                 if demo_mode {
+                    // Enrolment tokens are printed once, at first install: a terminal log or a
+                    // screen share of every later start would hand them out again.
                     match demo::read_users(dir) {
-                        Some(users) => eprintln!("{}", demo::describe(&users)),
+                        Some(users) => eprintln!(
+                            "--demo: the demo county is installed; its {} users and their `field init` lines are in {}",
+                            users.len(),
+                            dir.join("demo-users.json").display()
+                        ),
                         None => eprintln!(
                             "--demo: the data directory already holds an organisation; leaving it as it is"
                         ),

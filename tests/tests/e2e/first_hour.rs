@@ -640,3 +640,30 @@ fn a_daily_quota_keeps_the_work_for_tomorrow_instead_of_dropping_it() {
     assert_eq!(st["pending_changes"], 1, "the 501st report waits on the device: {st}");
     assert_eq!(worker.json(&["report", "list", "--json"]).as_array().unwrap().len(), 501);
 }
+
+#[test]
+fn demo_enrolment_tokens_are_printed_at_first_install_only() {
+    let data = tempfile::tempdir().unwrap();
+    let start = || {
+        let mut child = std::process::Command::new(gridsync_e2e::bin_dir().join("gridsync-server"))
+            .args(["serve", "--demo", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data.path())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line)
+            .unwrap();
+        assert!(line.contains("listening on"), "{line}");
+        child.kill().unwrap();
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let first = start();
+    assert!(first.contains("gsu_"), "the first install prints the tokens: {first}");
+    let again = start();
+    assert!(!again.contains("gsu_"), "a later start does not: {again}");
+    assert!(again.contains("demo-users.json"), "{again}");
+}
