@@ -551,14 +551,11 @@ fn sync_inner(
     let result = (|| -> Result<()> {
         let mut failures = 0u32;
         loop {
-            let (hashes, changes) = next_outbox_batch(home, &sent, link.push_bytes)?;
             // While more of the outbox waits after this batch, push only (budget 0): the cursor
             // the server sees stays the one these changes were written against, so a transition
             // written offline is judged against what this device had been served, not against
             // what an earlier page of this same sync brought.
-            let mut probe = sent.clone();
-            probe.extend(hashes.iter().cloned());
-            let more_to_push = !hashes.is_empty() && !next_outbox_batch(home, &probe, 1)?.0.is_empty();
+            let (hashes, changes, more_to_push) = outbox_batch(home, &sent, link.push_bytes)?;
             let page_bytes = if more_to_push { 0 } else { budget.unwrap_or(link.page_bytes) };
             let req = SyncRequest { cursor, changes, budget: Some(page_bytes) };
             let push_raw: u64 = req.changes.iter().map(|c| c.change.len() as u64).sum();
@@ -679,6 +676,16 @@ fn next_outbox_batch(
     sent: &HashSet<String>,
     max_bytes: u64,
 ) -> Result<(Vec<String>, Vec<PushedChange>)> {
+    let (hashes, changes, _) = outbox_batch(home, sent, max_bytes)?;
+    Ok((hashes, changes))
+}
+
+/// The next outbox batch, and whether unsent changes remain after it.
+fn outbox_batch(
+    home: &Home,
+    sent: &HashSet<String>,
+    max_bytes: u64,
+) -> Result<(Vec<String>, Vec<PushedChange>, bool)> {
     let mut st = home.conn.prepare_cached("SELECT hash, doc_id, kind, bytes FROM outbox ORDER BY seq")?;
     let mut rows = st.query([])?;
     let (mut hashes, mut changes, mut bytes) = (Vec::new(), Vec::new(), 0usize);
@@ -688,11 +695,15 @@ fn next_outbox_batch(
         if sent.contains(&hash) {
             continue;
         }
+        // A full batch: this unsent change is for the next one.
+        if changes.len() >= PUSH_CHANGES {
+            return Ok((hashes, changes, true));
+        }
         let kind: String = r.get(2)?;
         let raw: Vec<u8> = r.get(3)?;
         // Always at least one change, so even the smallest push makes progress.
         if !changes.is_empty() && (bytes + raw.len()) as u64 > max_bytes {
-            break;
+            return Ok((hashes, changes, true));
         }
         bytes += raw.len();
         changes.push(PushedChange {
@@ -701,11 +712,8 @@ fn next_outbox_batch(
             change: b64.encode(raw),
         });
         hashes.push(hash);
-        if changes.len() >= PUSH_CHANGES {
-            break;
-        }
     }
-    Ok((hashes, changes))
+    Ok((hashes, changes, false))
 }
 
 /// Applies one response in one transaction: acknowledgements, refusals, documents, then the cursor.
