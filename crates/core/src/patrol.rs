@@ -1,13 +1,14 @@
 //! Patrol documents (巡查 / 走访): layout, local edits, compact track chunks, and `PatrolView`.
 
 use automerge::{
-    ActorId, AutoCommit, ChangeHash, ObjType, ROOT, ReadDoc, ScalarValue, Value, transaction::Transactable,
+    ActorId, AutoCommit, ChangeHash, ObjType, ROOT, ReadDoc, ScalarValue, ScalarValueRef, ValueRef,
+    transaction::Transactable,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::doc::{
-    ActorInfo, Author, DocError, commit, layout, list_at, list_maps, list_strs, opt_f64, opt_int,
+    ActorInfo, Author, DocError, Fields, commit, layout, list_at, list_maps, list_strs, opt_int,
     read_authors, register_author, req_str, text_at,
 };
 use crate::merge::{ResolvedConflict, Resolver};
@@ -269,29 +270,28 @@ pub fn materialize_patrol(doc: &AutoCommit) -> Result<PatrolView, DocError> {
     let checkins = list_maps(doc, &list_at(doc, &ROOT, "checkins")?)?
         .into_iter()
         .map(|c| {
+            let c = Fields::read(doc, &c);
             Ok(CheckIn {
-                place: req_str(doc, &c, "place")?,
-                lat: opt_f64(doc, &c, "lat")?,
-                lon: opt_f64(doc, &c, "lon")?,
-                at: opt_int(doc, &c, "at")?.unwrap_or(0),
+                place: c.req_str("place")?,
+                lat: c.opt_f64("lat")?,
+                lon: c.opt_f64("lon")?,
+                at: c.opt_int("at")?.unwrap_or(0),
             })
         })
         .collect::<Result<Vec<_>, DocError>>()?;
     let visits = list_maps(doc, &list_at(doc, &ROOT, "visits")?)?
         .into_iter()
         .map(|v| {
-            Ok(Visit { household: req_str(doc, &v, "household")?, at: opt_int(doc, &v, "at")?.unwrap_or(0) })
+            let v = Fields::read(doc, &v);
+            Ok(Visit { household: v.req_str("household")?, at: v.opt_int("at")?.unwrap_or(0) })
         })
         .collect::<Result<Vec<_>, DocError>>()?;
     let findings = list_strs(doc, &list_at(doc, &ROOT, "findings")?)?;
     let track_list = list_at(doc, &ROOT, "track")?;
     let mut track = Vec::new();
-    for i in 0..doc.length(&track_list) {
-        match doc.get(&track_list, i)? {
-            Some((Value::Scalar(s), _)) => match s.as_ref() {
-                ScalarValue::Bytes(b) => track.extend(decode_track(b)?),
-                _ => return Err(layout("a track chunk should be bytes")),
-            },
+    for item in doc.list_range(&track_list, ..) {
+        match item.value {
+            ValueRef::Scalar(ScalarValueRef::Bytes(b)) => track.extend(decode_track(&b)?),
             _ => return Err(layout("a track chunk should be bytes")),
         }
     }

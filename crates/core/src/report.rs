@@ -8,7 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::doc::{
-    ActorInfo, Author, DocError, commit, layout, list_at, list_maps, map_at, obj_at, opt_int, opt_str,
+    ActorInfo, Author, DocError, Fields, commit, layout, list_at, list_maps, map_at, obj_at, opt_int,
     read_authors, register_author, req_str, text_at,
 };
 use crate::lifecycle::{Action, Level, Status, Transition, fold, str_enum};
@@ -116,6 +116,22 @@ pub struct Party {
     pub contact: Option<String>,
 }
 
+/// A party as the view lists it: every entry ever recorded, in list order. Entries are never
+/// changed or removed; a correction is a new entry naming the one it `supersedes`, and the view's
+/// `corrected_parties` lists the ids of entries a later one replaced (their data stays in the
+/// history, inside the report's scope).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+pub struct PartyEntry {
+    /// The entry's own id: the Automerge id of its map (`<counter>@<actor hex>`), the same on
+    /// every replica.
+    pub id: String,
+    pub name: String,
+    pub contact: Option<String>,
+    /// The id of the entry this one corrects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supersedes: Option<String>,
+}
+
 /// A note: append-only, every device's notes are kept.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Note {
@@ -162,6 +178,8 @@ pub struct ReportEdit {
     pub lon: Option<f64>,
     pub address: Option<String>,
     pub add_parties: Vec<Party>,
+    /// Corrections: (id of the entry corrected, the corrected party).
+    pub correct_parties: Vec<(String, Party)>,
     pub head_count: Option<i64>,
 }
 
@@ -180,7 +198,10 @@ pub struct ReportView {
     pub description: String,
     pub urgency: Urgency,
     pub location: Location,
-    pub parties: Vec<Party>,
+    pub parties: Vec<PartyEntry>,
+    /// Ids of party entries a later entry corrects (see [`PartyEntry`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub corrected_parties: Vec<String>,
     pub head_count: Option<i64>,
     pub notes: Vec<Note>,
     pub attachments: Vec<Attachment>,
@@ -240,7 +261,7 @@ pub fn create_report(actor: ActorId, author: &Author, new: &NewReport) -> Result
     let parties = doc.put_object(ROOT, "parties", ObjType::Map)?;
     let people = doc.put_object(&parties, "people", ObjType::List)?;
     for p in &new.parties {
-        push_party(&mut doc, &people, p)?;
+        push_party(&mut doc, &people, p, None)?;
     }
     if !new.parties.is_empty() {
         doc.put(&parties, "head_count", new.parties.len() as i64)?;
@@ -254,14 +275,64 @@ pub fn create_report(actor: ActorId, author: &Author, new: &NewReport) -> Result
     Ok(doc)
 }
 
-fn push_party(doc: &mut AutoCommit, people: &automerge::ObjId, p: &Party) -> Result<(), DocError> {
+fn push_party(
+    doc: &mut AutoCommit,
+    people: &automerge::ObjId,
+    p: &Party,
+    supersedes: Option<&str>,
+) -> Result<(), DocError> {
     let at = doc.length(people);
     let obj = doc.insert_object(people, at, ObjType::Map)?;
     doc.put(&obj, "name", p.name.as_str())?;
     if let Some(c) = &p.contact {
         doc.put(&obj, "contact", c.as_str())?;
     }
+    if let Some(old) = supersedes {
+        doc.put(&obj, "supersedes", old)?;
+    }
     Ok(())
+}
+
+/// The id a party entry is known by: its map's Automerge id.
+fn entry_id(obj: &automerge::ObjId) -> String {
+    match obj {
+        automerge::ObjId::Id(counter, actor, _) => format!("{counter}@{actor}"),
+        automerge::ObjId::Root => String::new(),
+    }
+}
+
+impl ReportView {
+    /// The parties no later entry corrects, in list order.
+    pub fn current_parties(&self) -> Vec<&PartyEntry> {
+        self.parties.iter().filter(|p| !self.corrected_parties.contains(&p.id)).collect()
+    }
+}
+
+impl From<&PartyEntry> for Party {
+    fn from(p: &PartyEntry) -> Party {
+        Party { name: p.name.clone(), contact: p.contact.clone() }
+    }
+}
+
+/// How many party entries no later entry corrects.
+fn current_party_count(doc: &AutoCommit, people: &automerge::ObjId) -> Result<i64, DocError> {
+    let mut ids = Vec::new();
+    let mut replaced = Vec::new();
+    for obj in list_maps(doc, people)? {
+        ids.push(entry_id(&obj));
+        if let Some(old) = Fields::read(doc, &obj).opt_str("supersedes")? {
+            replaced.push(old);
+        }
+    }
+    Ok(ids.iter().filter(|id| !replaced.contains(id)).count() as i64)
+}
+
+/// The ids of entries a later entry supersedes.
+pub fn corrected_parties(parties: &[PartyEntry]) -> Vec<String> {
+    let mut out: Vec<String> = parties.iter().filter_map(|p| p.supersedes.clone()).collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// Applies a field edit as one change. `Ok(None)` when nothing actually changed.
@@ -304,15 +375,24 @@ pub fn edit_report(
     let parties = map_at(doc, &ROOT, "parties")?;
     let people = list_at(doc, &parties, "people")?;
     // The head count follows the parties list until someone sets it to something else.
-    let listed = doc.length(&people) as i64;
+    let listed = current_party_count(doc, &people)?;
     let following = opt_int(doc, &parties, "head_count")?.is_none_or(|n| n == listed);
     for p in &edit.add_parties {
-        push_party(doc, &people, p)?;
+        push_party(doc, &people, p, None)?;
+    }
+    if !edit.correct_parties.is_empty() {
+        let ids: Vec<String> = list_maps(doc, &people)?.iter().map(entry_id).collect();
+        for (old, p) in &edit.correct_parties {
+            if !ids.contains(old) {
+                return Err(DocError::BadInput("there is no such party to correct".into()));
+            }
+            push_party(doc, &people, p, Some(old))?;
+        }
     }
     match edit.head_count {
         Some(n) => doc.put(&parties, "head_count", n)?,
-        None if following && !edit.add_parties.is_empty() => {
-            doc.put(&parties, "head_count", listed + edit.add_parties.len() as i64)?
+        None if following && !(edit.add_parties.is_empty() && edit.correct_parties.is_empty()) => {
+            doc.put(&parties, "head_count", current_party_count(doc, &people)?)?
         }
         None => {}
     }
@@ -413,19 +493,20 @@ fn read_transitions(doc: &AutoCommit) -> Result<Vec<Transition>, DocError> {
     list_maps(doc, &list)?
         .into_iter()
         .map(|t| {
+            let t = Fields::read(doc, &t);
             Ok(Transition {
-                id: req_str(doc, &t, "id")?,
-                parent: req_str(doc, &t, "parent")?,
-                action: parse_field(req_str(doc, &t, "action")?, "action", Action::parse)?,
-                author: req_str(doc, &t, "author")?,
-                role: parse_field(req_str(doc, &t, "role")?, "role", Role::parse)?,
-                from: parse_field(req_str(doc, &t, "from")?, "status", Status::parse)?,
-                from_level: parse_field(req_str(doc, &t, "from_level")?, "level", Level::parse)?,
-                to: parse_field(req_str(doc, &t, "to")?, "status", Status::parse)?,
-                to_level: parse_field(req_str(doc, &t, "to_level")?, "level", Level::parse)?,
-                reason: opt_str(doc, &t, "reason")?.unwrap_or_default(),
-                dept: opt_str(doc, &t, "dept")?,
-                at: opt_int(doc, &t, "at")?.unwrap_or(0),
+                id: t.req_str("id")?,
+                parent: t.req_str("parent")?,
+                action: parse_field(t.req_str("action")?, "action", Action::parse)?,
+                author: t.req_str("author")?,
+                role: parse_field(t.req_str("role")?, "role", Role::parse)?,
+                from: parse_field(t.req_str("from")?, "status", Status::parse)?,
+                from_level: parse_field(t.req_str("from_level")?, "level", Level::parse)?,
+                to: parse_field(t.req_str("to")?, "status", Status::parse)?,
+                to_level: parse_field(t.req_str("to_level")?, "level", Level::parse)?,
+                reason: t.opt_str("reason")?.unwrap_or_default(),
+                dept: t.opt_str("dept")?,
+                at: t.opt_int("at")?.unwrap_or(0),
                 applied: false,
             })
         })
@@ -461,7 +542,16 @@ pub fn materialize_report(doc: &AutoCommit) -> Result<ReportView, DocError> {
     let people = list_at(doc, &parties_obj, "people")?;
     let parties = list_maps(doc, &people)?
         .into_iter()
-        .map(|p| Ok(Party { name: req_str(doc, &p, "name")?, contact: opt_str(doc, &p, "contact")? }))
+        .map(|p| {
+            let id = entry_id(&p);
+            let p = Fields::read(doc, &p);
+            Ok(PartyEntry {
+                id,
+                name: p.req_str("name")?,
+                contact: p.opt_str("contact")?,
+                supersedes: p.opt_str("supersedes")?,
+            })
+        })
         .collect::<Result<Vec<_>, DocError>>()?;
     let head_count = r.int(&parties_obj, "head_count", "parties.head_count")?;
     let mut conflicts = r.conflicts;
@@ -469,12 +559,13 @@ pub fn materialize_report(doc: &AutoCommit) -> Result<ReportView, DocError> {
     let notes = list_maps(doc, &notes_obj)?
         .into_iter()
         .map(|n| {
+            let n = Fields::read(doc, &n);
             Ok(Note {
-                id: req_str(doc, &n, "id")?,
-                author: req_str(doc, &n, "author")?,
-                role: parse_field(req_str(doc, &n, "role")?, "role", Role::parse)?,
-                at: opt_int(doc, &n, "at")?.unwrap_or(0),
-                text: req_str(doc, &n, "text")?,
+                id: n.req_str("id")?,
+                author: n.req_str("author")?,
+                role: parse_field(n.req_str("role")?, "role", Role::parse)?,
+                at: n.opt_int("at")?.unwrap_or(0),
+                text: n.req_str("text")?,
             })
         })
         .collect::<Result<Vec<_>, DocError>>()?;
@@ -482,11 +573,12 @@ pub fn materialize_report(doc: &AutoCommit) -> Result<ReportView, DocError> {
     let attachments = list_maps(doc, &att_obj)?
         .into_iter()
         .map(|a| {
+            let a = Fields::read(doc, &a);
             Ok(Attachment {
-                sha256: req_str(doc, &a, "sha256")?,
-                mime: req_str(doc, &a, "mime")?,
-                size: opt_int(doc, &a, "size")?.unwrap_or(0).max(0) as u64,
-                name: opt_str(doc, &a, "name")?.unwrap_or_default(),
+                sha256: a.req_str("sha256")?,
+                mime: a.req_str("mime")?,
+                size: a.opt_int("size")?.unwrap_or(0).max(0) as u64,
+                name: a.opt_str("name")?.unwrap_or_default(),
             })
         })
         .collect::<Result<Vec<_>, DocError>>()?;
@@ -508,6 +600,7 @@ pub fn materialize_report(doc: &AutoCommit) -> Result<ReportView, DocError> {
         description: text_at(doc, &ROOT, "description")?,
         urgency,
         location,
+        corrected_parties: corrected_parties(&parties),
         parties,
         head_count,
         notes,
@@ -552,6 +645,7 @@ mod tests {
             lon: None,
             address: None,
             add_parties: parties.iter().map(|p| party(p)).collect(),
+            correct_parties: Vec::new(),
             head_count,
         }
     }

@@ -269,6 +269,15 @@ fn check_report_values(org: &Org, before: Option<&ReportView>, after: &ReportVie
     let no_parties = Vec::new();
     for p in added(before.map_or(&no_parties, |b| &b.parties), &after.parties, |p| p.clone()) {
         check_text("a party's name", &p.name, MAX_NAME_CHARS)?;
+        // A correction names an entry recorded before it, never itself or a later one.
+        if let Some(old) = &p.supersedes {
+            let earlier = after.parties.iter().take_while(|e| e.id != p.id).any(|e| &e.id == old);
+            if !earlier {
+                return Err(Refusal::Malformed {
+                    message: "a party correction must name an earlier party entry".into(),
+                });
+            }
+        }
         if let Some(c) = &p.contact {
             check_contact(c)?;
         }

@@ -154,6 +154,7 @@ mod tests {
             urgency: Urgency::Normal,
             location: Location::default(),
             parties: vec![],
+            corrected_parties: vec![],
             head_count: None,
             notes: vec![],
             attachments: vec![],

@@ -147,6 +147,10 @@ pub struct EditArgs {
     /// Add a party: NAME or NAME:CONTACT (repeat for several). Parties are never removed.
     #[arg(long)]
     party: Vec<String>,
+    /// Correct a party: N=NAME or N=NAME:CONTACT, N as numbered by `field report show`. The old
+    /// entry stays in the history, marked as corrected.
+    #[arg(long, value_name = "N=NAME[:CONTACT]")]
+    correct_party: Vec<String>,
     /// How many people are involved, when it differs from the parties listed.
     #[arg(long)]
     head_count: Option<i64>,
@@ -585,7 +589,24 @@ pub fn run(home: &mut Home, c: ReportCommand) -> Result<()> {
             for p in &add_parties {
                 check_party(p)?;
             }
-            let edit = ReportEdit {
+            let mut corrections = Vec::new();
+            for c in &a.correct_party {
+                let bad = || {
+                    anyhow::anyhow!(
+                        "{}",
+                        tr!(
+                            "--correct-party 要写成 序号=姓名 或 序号=姓名:电话，序号见 field report show",
+                            "--correct-party takes N=NAME or N=NAME:CONTACT, N as numbered by field report show"
+                        )
+                    )
+                };
+                let (n, p) = c.split_once('=').ok_or_else(bad)?;
+                let n: usize = n.trim().parse().map_err(|_| bad())?;
+                let p = parse_party(p)?;
+                check_party(&p)?;
+                corrections.push((n, p));
+            }
+            let mut edit = ReportEdit {
                 title: a.title,
                 description,
                 category: a.category.map(|c| parse_category(&c)).transpose()?,
@@ -594,6 +615,7 @@ pub fn run(home: &mut Home, c: ReportCommand) -> Result<()> {
                 lon: a.lon,
                 address: a.address,
                 add_parties,
+                correct_parties: Vec::new(),
                 head_count: a.head_count,
             };
             let (id, changed) = with_report(home, &a.id, |d, view| {
@@ -606,6 +628,20 @@ pub fn run(home: &mut Home, c: ReportCommand) -> Result<()> {
                             lang::status(view.status)
                         )
                     );
+                }
+                let current = view.current_parties();
+                for (n, p) in &corrections {
+                    let Some(old) = n.checked_sub(1).and_then(|i| current.get(i)) else {
+                        bail!(
+                            "{}",
+                            tr!(
+                                "没有第 {n} 位当事人（现有 {} 位，见 field report show）",
+                                "there is no party {n} (there are {}; see field report show)",
+                                current.len()
+                            )
+                        );
+                    };
+                    edit.correct_parties.push((old.id.clone(), p.clone()));
                 }
                 Ok(edit_report(d, &author(&profile), &edit).map_err(|e| anyhow!("{e}"))?.is_some())
             })?;

@@ -361,15 +361,26 @@ pub fn report(v: &ReportView, refusals: &[Refusal], as_json: bool) -> Result<()>
     }
     if !v.parties.is_empty() {
         let people: Vec<String> = v
-            .parties
+            .current_parties()
             .iter()
-            .map(|p| match &p.contact {
-                Some(c) => format!("{}（{}）", lang::clean(&p.name), lang::clean(c)),
-                None => lang::clean(&p.name),
+            .enumerate()
+            .map(|(i, p)| match &p.contact {
+                Some(c) => format!("{}. {}（{}）", i + 1, lang::clean(&p.name), lang::clean(c)),
+                None => format!("{}. {}", i + 1, lang::clean(&p.name)),
             })
             .collect();
         let count = v.head_count.map(|n| tr!("；涉及 {n} 人", "; people involved: {n}")).unwrap_or_default();
         println!("{}", tr!("当事人：{}{count}", "parties: {}{count}", people.join("，")));
+        if !v.corrected_parties.is_empty() {
+            let n = v.corrected_parties.len();
+            println!(
+                "{}",
+                tr!(
+                    "（另有 {n} 条当事人记录已更正，旧记录留在历史中）",
+                    "({n} party entries were corrected; the old entries stay in the history)"
+                )
+            );
+        }
     }
     if !v.description.is_empty() {
         println!("\n{}", lang::clean(&v.description));

@@ -22,7 +22,7 @@ use base64::Engine;
 use gridsync_core::doc::{self, Author, DocKind};
 use gridsync_core::patrol::{PatrolEdit, PatrolView, edit_patrol, start_patrol};
 use gridsync_core::protocol::{Outcome, UNSENT_FORMAT, UnsentDocument, UnsentExport};
-use gridsync_core::report::{NewReport, ReportView, add_note, create_report};
+use gridsync_core::report::{NewReport, Party, ReportView, add_note, create_report};
 
 use crate::AppState;
 use crate::ingest::{Decoded, View, materialize};
@@ -299,7 +299,7 @@ fn new_report(
         description: v.description.clone(),
         urgency: v.urgency,
         location: v.location.clone(),
-        parties: v.parties.clone(),
+        parties: v.current_parties().into_iter().map(Party::from).collect(),
     };
     let created = Author { at: at_or(v.created_at, who.at), ..who.clone() };
     let mut d = create_report(actor.clone(), &created, &new).map_err(|e| e.to_string())?;

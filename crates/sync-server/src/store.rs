@@ -420,8 +420,10 @@ impl Store for SqliteStore {
 
     fn org(&self) -> StoreResult<Option<Org>> {
         self.read(|c| {
-            let json: Option<String> =
-                c.query_row("SELECT json FROM org WHERE id = 1", [], |r| r.get(0)).optional()?;
+            let json: Option<String> = c
+                .prepare_cached("SELECT json FROM org WHERE id = 1")?
+                .query_row([], |r| r.get(0))
+                .optional()?;
             json.map(|j| serde_json::from_str(&j).map_err(|e| StoreError::Corrupt(format!("org: {e}"))))
                 .transpose()
         })
@@ -503,7 +505,10 @@ impl Store for SqliteStore {
     }
 
     fn server_id(&self) -> StoreResult<String> {
-        self.read(|c| Ok(c.query_row("SELECT value FROM meta WHERE key = 'server_id'", [], |r| r.get(0))?))
+        self.read(|c| {
+            Ok(c.prepare_cached("SELECT value FROM meta WHERE key = 'server_id'")?
+                .query_row([], |r| r.get(0))?)
+        })
     }
 
     fn users(&self) -> StoreResult<Vec<UserRecord>> {
@@ -516,14 +521,11 @@ impl Store for SqliteStore {
 
     fn user_by_token(&self, token_hash: &[u8]) -> StoreResult<Option<UserRecord>> {
         self.read(|c| {
-            c.query_row(
-                "SELECT id, name, role, scope, revoked FROM users WHERE token_hash = ?1",
-                [token_hash],
-                user_from_row,
-            )
-            .optional()?
-            .map(to_user)
-            .transpose()
+            c.prepare_cached("SELECT id, name, role, scope, revoked FROM users WHERE token_hash = ?1")?
+                .query_row([token_hash], user_from_row)
+                .optional()?
+                .map(to_user)
+                .transpose()
         })
     }
 
@@ -538,7 +540,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<()> {
         self.write(|c| {
             let taken: bool =
-                c.query_row("SELECT EXISTS(SELECT 1 FROM devices WHERE actor = ?1)", [actor], |r| r.get(0))?;
+                c.prepare_cached("SELECT EXISTS(SELECT 1 FROM devices WHERE actor = ?1)")?.query_row( [actor], |r| r.get(0))?;
             if taken {
                 return Err(StoreError::Conflict(
                     "that actor id is already registered; a device must make a fresh one".into(),
@@ -555,18 +557,17 @@ impl Store for SqliteStore {
     fn device_by_token(&self, token_hash: &[u8]) -> StoreResult<Option<DeviceRecord>> {
         self.read(|c| {
             let row = c
-                .query_row(
+                .prepare_cached(
                     "SELECT d.id, d.actor, u.id, u.name, u.role, u.scope, u.revoked
                      FROM devices d JOIN users u ON u.id = d.user_id WHERE d.token_hash = ?1",
-                    [token_hash],
-                    |r| {
-                        Ok((
-                            r.get::<_, String>(0)?,
-                            r.get::<_, String>(1)?,
-                            (r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get::<_, i64>(6)? != 0),
-                        ))
-                    },
-                )
+                )?
+                .query_row([token_hash], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        (r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get::<_, i64>(6)? != 0),
+                    ))
+                })
                 .optional()?;
             row.map(|(id, actor, u)| Ok(DeviceRecord { id, actor, user: to_user(u)? })).transpose()
         })
@@ -575,9 +576,8 @@ impl Store for SqliteStore {
     fn load_doc(&self, id: &str) -> StoreResult<Option<DocRecord>> {
         self.read(|c| {
             let row: Option<(String, Vec<u8>)> = c
-                .query_row("SELECT kind, snapshot FROM docs WHERE id = ?1", [id], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })
+                .prepare_cached("SELECT kind, snapshot FROM docs WHERE id = ?1")?
+                .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()?;
             row.map(|(kind, snapshot)| Ok(DocRecord { kind: kind_of(&kind)?, snapshot })).transpose()
         })
@@ -633,7 +633,8 @@ impl Store for SqliteStore {
                         d.changes[0].2,
                     ])?;
                     if last != first {
-                        tx.execute("UPDATE docs SET updated_seq = ?2 WHERE id = ?1", params![d.id, last])?;
+                        tx.prepare_cached("UPDATE docs SET updated_seq = ?2 WHERE id = ?1")?
+                            .execute(params![d.id, last])?;
                     }
                     // The first time the server sees a transition is when it received it.
                     if d.kind == DocKind::Report
@@ -695,7 +696,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<Page> {
         self.read(|c| {
             let tx = c.unchecked_transaction()?;
-            let head: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) FROM changes", [], |r| r.get(0))?;
+            let head: i64 = tx.prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM changes")?.query_row( [], |r| r.get(0))?;
             let cur = cursor as i64;
             // Documents in scope with changes after the cursor, ordered by their *first* change after
             // the cursor. Cutting the list anywhere then leaves out only documents whose pending
@@ -767,7 +768,8 @@ impl Store for SqliteStore {
 
     fn head_seq(&self) -> StoreResult<u64> {
         self.read(|c| {
-            Ok(c.query_row("SELECT COALESCE(MAX(seq), 0) FROM changes", [], |r| r.get::<_, i64>(0))? as u64)
+            Ok(c.prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM changes")?
+                .query_row([], |r| r.get::<_, i64>(0))? as u64)
         })
     }
 
@@ -918,7 +920,8 @@ impl Store for SqliteStore {
     fn server_actor(&self, fresh: &str) -> StoreResult<String> {
         self.write(|c| {
             c.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('server_actor', ?1)", [fresh])?;
-            Ok(c.query_row("SELECT value FROM meta WHERE key = 'server_actor'", [], |r| r.get(0))?)
+            Ok(c.prepare_cached("SELECT value FROM meta WHERE key = 'server_actor'")?
+                .query_row([], |r| r.get(0))?)
         })
     }
 
@@ -932,11 +935,11 @@ impl Store for SqliteStore {
                  WHERE claims.expires_at <= ?5 OR claims.user_id = excluded.user_id",
                 params![doc, user, name, now + lease_ms, now],
             )?;
-            let claim = tx.query_row(
-                "SELECT doc_id, user_id, name, expires_at FROM claims WHERE doc_id = ?1",
-                [doc],
-                |r| Ok(Claim { doc: r.get(0)?, user: r.get(1)?, name: r.get(2)?, expires_at: r.get(3)? }),
-            )?;
+            let claim = tx
+                .prepare_cached("SELECT doc_id, user_id, name, expires_at FROM claims WHERE doc_id = ?1")?
+                .query_row([doc], |r| {
+                    Ok(Claim { doc: r.get(0)?, user: r.get(1)?, name: r.get(2)?, expires_at: r.get(3)? })
+                })?;
             tx.commit()?;
             Ok(claim)
         })
@@ -950,19 +953,22 @@ impl Store for SqliteStore {
 
     fn claim_on(&self, doc: &str, now: i64) -> StoreResult<Option<Claim>> {
         self.read(|c| {
-            Ok(c.query_row(
+            Ok(c.prepare_cached(
                 "SELECT doc_id, user_id, name, expires_at FROM claims WHERE doc_id = ?1 AND expires_at > ?2",
-                params![doc, now],
-                |r| Ok(Claim { doc: r.get(0)?, user: r.get(1)?, name: r.get(2)?, expires_at: r.get(3)? }),
-            )
+            )?
+            .query_row(params![doc, now], |r| {
+                Ok(Claim { doc: r.get(0)?, user: r.get(1)?, name: r.get(2)?, expires_at: r.get(3)? })
+            })
             .optional()?)
         })
     }
 
     fn acknowledged_changes(&self, doc: &str, device: &str, cursor: u64) -> StoreResult<(u64, Vec<Vec<u8>>)> {
         self.read(|c| {
-            let stored: Option<i64> =
-                c.query_row("SELECT cursor FROM devices WHERE id = ?1", [device], |r| r.get(0)).optional()?;
+            let stored: Option<i64> = c
+                .prepare_cached("SELECT cursor FROM devices WHERE id = ?1")?
+                .query_row([device], |r| r.get(0))
+                .optional()?;
             let upto = cursor.max(stored.unwrap_or(0).max(0) as u64);
             let mut st = c.prepare_cached("SELECT hash FROM changes WHERE doc_id = ?1 AND seq <= ?2")?;
             let hashes = st
@@ -974,31 +980,22 @@ impl Store for SqliteStore {
 
     fn docs_created_since(&self, device: &str, since: i64) -> StoreResult<u32> {
         self.read(|c| {
-            Ok(c.query_row(
-                "SELECT COUNT(*) FROM docs WHERE created_by = ?1 AND created_at >= ?2",
-                params![device, since],
-                |r| r.get(0),
-            )?)
+            Ok(c.prepare_cached("SELECT COUNT(*) FROM docs WHERE created_by = ?1 AND created_at >= ?2")?
+                .query_row(params![device, since], |r| r.get(0))?)
         })
     }
 
     fn refusals_since(&self, device: &str, since: i64) -> StoreResult<u32> {
         self.read(|c| {
-            Ok(c.query_row(
-                "SELECT COUNT(*) FROM refusals WHERE device_id = ?1 AND at >= ?2",
-                params![device, since],
-                |r| r.get(0),
-            )?)
+            Ok(c.prepare_cached("SELECT COUNT(*) FROM refusals WHERE device_id = ?1 AND at >= ?2")?
+                .query_row(params![device, since], |r| r.get(0))?)
         })
     }
 
     fn devices_registered_since(&self, user: &str, since: i64) -> StoreResult<u32> {
         self.read(|c| {
-            Ok(c.query_row(
-                "SELECT COUNT(*) FROM devices WHERE user_id = ?1 AND registered_at >= ?2",
-                params![user, since],
-                |r| r.get(0),
-            )?)
+            Ok(c.prepare_cached("SELECT COUNT(*) FROM devices WHERE user_id = ?1 AND registered_at >= ?2")?
+                .query_row(params![user, since], |r| r.get(0))?)
         })
     }
 

@@ -246,3 +246,28 @@ fn an_edit_refused_by_the_server_is_reported_set_aside_and_later_work_still_sync
     let notes = hub.json(&["report", "show", &id, "--json"])["notes"].as_array().unwrap().clone();
     assert_eq!(notes.last().unwrap()["text"], "回访完成");
 }
+
+#[test]
+fn a_party_correction_is_a_new_entry_that_the_hub_sees_and_the_old_one_stays_in_history() {
+    let server = Server::start();
+    let worker = server.device("worker");
+    let hub = server.device("townop");
+    let id = new_report(&worker, "电话记错了");
+    let err = worker.fails(&["report", "edit", &id, "--correct-party", "2=张三:13900000000"]);
+    assert!(err.contains("没有第 2 位当事人"), "{err}");
+    let err = worker.fails(&["report", "edit", &id, "--correct-party", "张三"]);
+    assert!(err.contains("序号=姓名"), "{err}");
+    worker.ok(&["report", "edit", &id, "--correct-party", "1=张三:13900000000"]);
+    worker.sync();
+    hub.sync();
+    let v = show(&hub, &id);
+    let parties = v["parties"].as_array().unwrap();
+    assert_eq!(parties.len(), 2, "the old entry is kept: {v}");
+    assert_eq!(parties[1]["supersedes"], parties[0]["id"]);
+    assert_eq!(v["corrected_parties"], serde_json::json!([parties[0]["id"]]));
+    assert_eq!(v["head_count"], 1, "a correction is not another person");
+    let text = hub.ok(&["report", "show", &id]);
+    assert!(text.contains("1. 张三（13900000000）"), "{text}");
+    assert!(!text.contains("13800000000"), "the corrected number is not shown as current: {text}");
+    assert!(text.contains("1 条当事人记录已更正"), "{text}");
+}

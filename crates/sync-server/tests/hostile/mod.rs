@@ -409,16 +409,34 @@ async fn item9_parties_and_attachments_are_append_only_and_corrections_are_new_e
         let r = h.sync(&w, 0, pushed(1, &since(&mut x, &heads))).await;
         assert_eq!(codes(&r), ["history_rewritten"], "{what}");
     }
-    // A correction is a new entry; the old one stays in the history.
+    // A correction is a new entry naming the one it supersedes; the old one stays in the history.
     let heads = d.get_heads();
+    let first = h.stored(1).await.parties[0].id.clone();
     let fix = Party { name: "张三".into(), contact: Some("13900000000".into()) };
-    edit_report(&mut d, &author(&w, 3_000), &ReportEdit { add_parties: vec![fix], ..Default::default() })
-        .unwrap();
+    let edit = ReportEdit { correct_parties: vec![(first.clone(), fix)], ..Default::default() };
+    edit_report(&mut d, &author(&w, 3_000), &edit).unwrap();
     let r = h.sync(&w, 0, pushed(1, &since(&mut d, &heads))).await;
     assert_eq!(outcomes(&r), [Outcome::Accepted]);
     let v = h.stored(1).await;
-    assert_eq!(v.parties.len(), 2);
+    assert_eq!(v.parties.len(), 2, "both entries are kept");
+    assert_eq!(v.parties[1].supersedes.as_deref(), Some(first.as_str()));
+    assert_eq!(v.corrected_parties, vec![first]);
+    let current = v.current_parties();
+    assert_eq!(current.len(), 1);
+    assert_eq!(current[0].contact.as_deref(), Some("13900000000"));
+    assert_eq!(v.head_count, Some(1), "a correction does not count as another person");
     assert_eq!(v.attachments.len(), 1);
+    // A correction must name an earlier entry: not a made-up id, not itself.
+    let mut x = replica(&mut d, &w);
+    let heads = x.get_heads();
+    let people_obj = people(&x);
+    let entry = x.insert_object(&people_obj, 2, automerge::ObjType::Map).unwrap();
+    x.put(&entry, "name", "李四").unwrap();
+    x.put(&entry, "supersedes", "99@abcdef").unwrap();
+    x.commit();
+    let r = h.sync(&w, 0, pushed(1, &since(&mut x, &heads))).await;
+    assert_eq!(codes(&r), ["malformed"]);
+    assert_eq!(h.stored(1).await.parties.len(), 2);
 }
 
 // ---------------------------------------------------------------- 10: hub blocked for good
