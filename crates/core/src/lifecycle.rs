@@ -195,9 +195,14 @@ pub struct Transition {
     pub to: Status,
     pub to_level: Level,
     pub reason: String,
-    /// Department, for dispatches.
+    /// Department, for dispatches: the handling units' names as people read them (older reports
+    /// hold a free-text department here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dept: Option<String>,
+    /// Handling units of a dispatch, by id: the lead unit (牵头) first, then the assisting units
+    /// (协办). Empty for free-text dispatches and every other action.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub units: Vec<String>,
     /// Milliseconds since the epoch on the author's clock (advisory).
     pub at: i64,
     /// Whether the fold applied it (false: lost to a concurrent transition, see conflicts).
@@ -352,6 +357,7 @@ mod tests {
             to_level,
             reason: String::new(),
             dept: None,
+            units: Vec::new(),
             at,
             applied: false,
         }

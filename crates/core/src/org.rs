@@ -42,6 +42,50 @@ pub struct Grid {
     pub kind: GridKind,
 }
 
+/// The tier a handling unit works at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UnitLevel {
+    County,
+    Town,
+}
+
+/// What a handling unit is: 县直部门 (a county department), 派驻机构 (a county body stationed in a
+/// town, e.g. 派出所, 司法所), 站所 (a town station, e.g. 卫生院), 公共企业 (a public utility).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UnitKind {
+    CountyDepartment,
+    Stationed,
+    Station,
+    PublicEnterprise,
+}
+
+impl UnitKind {
+    pub fn label_zh(self) -> &'static str {
+        match self {
+            UnitKind::CountyDepartment => "县直部门",
+            UnitKind::Stationed => "派驻机构",
+            UnitKind::Station => "站所",
+            UnitKind::PublicEnterprise => "公共企业",
+        }
+    }
+}
+
+/// A handling unit (承办单位) the hub dispatches to (乡呼县应): a county department, or a unit
+/// working in one town.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Unit {
+    pub id: String,
+    pub name: String,
+    pub level: UnitLevel,
+    pub kind: UnitKind,
+    /// The town a town-level unit works in; absent for county-level units.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub town: Option<String>,
+}
+
 /// The org file: one county and everything below it. Shape: `schemas/org.schema.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -50,6 +94,9 @@ pub struct Org {
     pub towns: Vec<Town>,
     pub villages: Vec<Village>,
     pub grids: Vec<Grid>,
+    /// Handling units; an org file without them dispatches by free-text department only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub units: Vec<Unit>,
 }
 
 /// The county (县) at the top of the organisation.
@@ -134,6 +181,8 @@ pub enum OrgError {
     BadBBox,
     #[error("the county's utc_offset_minutes must be between -720 and 840")]
     BadUtcOffset,
+    #[error("unit {unit:?}: a town-level unit names its town, a county-level unit names none")]
+    UnitTown { unit: String },
 }
 
 impl Org {
@@ -176,7 +225,8 @@ impl Org {
         let ids = std::iter::once(&self.county.id)
             .chain(self.towns.iter().map(|t| &t.id))
             .chain(self.villages.iter().map(|v| &v.id))
-            .chain(self.grids.iter().map(|g| &g.id));
+            .chain(self.grids.iter().map(|g| &g.id))
+            .chain(self.units.iter().map(|u| &u.id));
         for id in ids {
             if !valid_id(id) {
                 return Err(OrgError::BadId(id.clone()));
@@ -214,7 +264,52 @@ impl Org {
                 });
             }
         }
+        for u in &self.units {
+            match (u.level, &u.town) {
+                (UnitLevel::County, None) => {}
+                (UnitLevel::Town, Some(t)) if towns.contains(t.as_str()) => {}
+                (UnitLevel::Town, Some(t)) => {
+                    return Err(OrgError::DanglingReference {
+                        what: "unit",
+                        id: u.id.clone(),
+                        target: t.clone(),
+                    });
+                }
+                (UnitLevel::Town, None) | (UnitLevel::County, Some(_)) => {
+                    return Err(OrgError::UnitTown { unit: u.id.clone() });
+                }
+            }
+        }
         Ok(())
+    }
+
+    pub fn unit(&self, id: &str) -> Option<&Unit> {
+        self.units.iter().find(|u| u.id == id)
+    }
+
+    /// Whether a hub may dispatch a report of `town` to `unit`: county departments serve every
+    /// town; a town-level unit only its own town.
+    pub fn unit_serves(&self, unit: &Unit, town: &str) -> bool {
+        match unit.level {
+            UnitLevel::County => true,
+            UnitLevel::Town => unit.town.as_deref() == Some(town),
+        }
+    }
+
+    /// Finds the unit a person means for a report of `town`: its id, its full name, or its short
+    /// name (派出所) among the units serving that town. `None` when nothing or several match.
+    pub fn find_unit(&self, text: &str, town: &str) -> Option<&Unit> {
+        let text = text.trim();
+        if let Some(u) = self.unit(text) {
+            return Some(u);
+        }
+        let serving: Vec<&Unit> = self.units.iter().filter(|u| self.unit_serves(u, town)).collect();
+        let exact: Vec<&&Unit> = serving.iter().filter(|u| u.name == text).collect();
+        if exact.len() == 1 {
+            return Some(exact[0]);
+        }
+        let ending: Vec<&&Unit> = serving.iter().filter(|u| u.name.ends_with(text)).collect();
+        (ending.len() == 1).then(|| *ending[0])
     }
 
     /// The county's offset from UTC in milliseconds (fixed: China has no daylight saving time).
@@ -553,6 +648,46 @@ pub fn demo_county(seed: u64) -> Org {
         let label = format!("{}专属网格", rng.pick(&PLACES));
         add_grid(&mut grids, v, GridKind::Specialised, Some(label));
     }
+    let county_units = [
+        ("GA", "公安局", UnitKind::CountyDepartment),
+        ("ZF", "综合执法局", UnitKind::CountyDepartment),
+        ("ZR", "自然资源局", UnitKind::CountyDepartment),
+        ("ZJ", "住建局", UnitKind::CountyDepartment),
+        ("HB", "生态环境分局", UnitKind::CountyDepartment),
+        ("SJ", "市场监管局", UnitKind::CountyDepartment),
+        ("WJ", "卫健局", UnitKind::CountyDepartment),
+        ("MZ", "民政局", UnitKind::CountyDepartment),
+        ("SF", "司法局", UnitKind::CountyDepartment),
+        ("SL", "水利局", UnitKind::CountyDepartment),
+        ("JT", "交通运输局", UnitKind::CountyDepartment),
+        ("GD", "供电公司", UnitKind::PublicEnterprise),
+    ];
+    let town_units = [
+        ("PCS", "派出所", UnitKind::Stationed),
+        ("SFS", "司法所", UnitKind::Stationed),
+        ("ZFZD", "综合执法中队", UnitKind::Stationed),
+        ("GDS", "供电所", UnitKind::PublicEnterprise),
+        ("WSY", "卫生院", UnitKind::Station),
+    ];
+    let mut units: Vec<Unit> = county_units
+        .iter()
+        .map(|(code, name, kind)| Unit {
+            id: format!("C01-{code}"),
+            name: format!("县{name}"),
+            level: UnitLevel::County,
+            kind: *kind,
+            town: None,
+        })
+        .collect();
+    for t in &towns {
+        units.extend(town_units.iter().map(|(code, name, kind)| Unit {
+            id: format!("{}-{code}", t.id),
+            name: format!("{}{name}", t.name),
+            level: UnitLevel::Town,
+            kind: *kind,
+            town: Some(t.id.clone()),
+        }));
+    }
     Org {
         county: County {
             id: "C01".into(),
@@ -564,6 +699,7 @@ pub fn demo_county(seed: u64) -> Org {
         towns,
         villages,
         grids,
+        units,
     }
 }
 
@@ -587,6 +723,37 @@ mod scope_wire_tests {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_demo_county_has_handling_units_and_units_are_checked() {
+        let org = demo_county(7);
+        assert_eq!(org.units.iter().filter(|u| u.level == UnitLevel::County).count(), 12);
+        assert_eq!(org.units.len(), 12 + 5 * org.towns.len());
+        let town = &org.towns[0].id;
+        // A short name finds this town's unit, not another town's; a county name finds its department.
+        assert_eq!(org.find_unit("派出所", town).unwrap().id, format!("{town}-PCS"));
+        assert_eq!(org.find_unit("县公安局", town).unwrap().id, "C01-GA");
+        assert_eq!(org.find_unit("公安局", town).unwrap().id, "C01-GA");
+        assert!(org.find_unit("城管办", town).is_none());
+        let other = org.unit(&format!("{}-PCS", org.towns[1].id)).unwrap();
+        assert!(!org.unit_serves(other, town));
+        assert!(org.unit_serves(org.unit("C01-GA").unwrap(), town));
+
+        let mut bad = org.clone();
+        bad.units[0].town = Some(town.clone());
+        assert!(matches!(bad.check(), Err(OrgError::UnitTown { .. })));
+        let mut bad = org.clone();
+        let last = bad.units.len() - 1;
+        bad.units[last].town = Some("T99".into());
+        assert!(matches!(bad.check(), Err(OrgError::DanglingReference { what: "unit", .. })));
+        let mut bad = org.clone();
+        bad.units[1].id = bad.units[0].id.clone();
+        assert!(matches!(bad.check(), Err(OrgError::DuplicateId(_))));
+        // An org file without units still reads.
+        let mut json = serde_json::to_value(&org).unwrap();
+        json.as_object_mut().unwrap().remove("units");
+        assert!(Org::from_json(&json.to_string()).unwrap().units.is_empty());
+    }
 
     #[test]
     fn demo_county_has_the_surveys_shape() {

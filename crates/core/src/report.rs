@@ -452,6 +452,35 @@ pub fn add_transition(
     reason: &str,
     dept: Option<&str>,
 ) -> Result<ChangeHash, DocError> {
+    write_transition(doc, author, action, reason, dept, &[])
+}
+
+/// Dispatches a report to handling units (乡呼县应): `units` are unit ids, the lead unit first,
+/// then the assisting ones; `names` is how people read them (kept as the transition's `dept`).
+pub fn dispatch_to_units(
+    doc: &mut AutoCommit,
+    author: &Author,
+    reason: &str,
+    units: &[String],
+    names: &str,
+) -> Result<ChangeHash, DocError> {
+    if units.is_empty() {
+        return Err(DocError::BadInput("name the lead unit".into()));
+    }
+    if units.iter().any(|u| u.is_empty() || u.contains(',')) {
+        return Err(DocError::BadInput("a unit id is empty or holds a comma".into()));
+    }
+    write_transition(doc, author, Action::Dispatch, reason, Some(names), units)
+}
+
+fn write_transition(
+    doc: &mut AutoCommit,
+    author: &Author,
+    action: Action,
+    reason: &str,
+    dept: Option<&str>,
+    units: &[String],
+) -> Result<ChangeHash, DocError> {
     if action == Action::Dispatch && dept.is_none_or(|d| d.trim().is_empty()) {
         return Err(DocError::BadInput("say which department it goes to: --to DEPT (e.g. 城管办)".into()));
     }
@@ -480,6 +509,9 @@ pub fn add_transition(
     if let Some(d) = dept {
         doc.put(&obj, "dept", d)?;
     }
+    if !units.is_empty() {
+        doc.put(&obj, "units", units.join(","))?;
+    }
     doc.put(&obj, "at", author.at)?;
     finish(doc, author, action.as_str())?.ok_or_else(|| layout("the transition made no change"))
 }
@@ -506,6 +538,10 @@ fn read_transitions(doc: &AutoCommit) -> Result<Vec<Transition>, DocError> {
                 to_level: parse_field(t.req_str("to_level")?, "level", Level::parse)?,
                 reason: t.opt_str("reason")?.unwrap_or_default(),
                 dept: t.opt_str("dept")?,
+                units: t
+                    .opt_str("units")?
+                    .map(|u| u.split(',').filter(|x| !x.is_empty()).map(str::to_string).collect())
+                    .unwrap_or_default(),
                 at: t.opt_int("at")?.unwrap_or(0),
                 applied: false,
             })

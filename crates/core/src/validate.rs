@@ -40,6 +40,12 @@ pub enum Refusal {
     TransitionNotFromLatest { id: String },
     #[error("a dispatch must name the department it goes to")]
     NoDepartment,
+    #[error("the dispatch names a handling unit the organisation does not have")]
+    UnknownUnit,
+    #[error("the dispatch names a handling unit that does not serve this report's town")]
+    UnitOutOfReach,
+    #[error("the dispatch names the same handling unit twice")]
+    DuplicateUnit,
     #[error("a report holds at most {max} {what}")]
     TooMany { what: String, max: usize },
     #[error("{name} holds this item in the queue; ask them, or wait until their claim runs out")]
@@ -82,6 +88,9 @@ impl Refusal {
             Refusal::TransitionOutOfOrder { .. } => "transition_out_of_order",
             Refusal::TransitionNotFromLatest { .. } => "transition_not_from_latest",
             Refusal::NoDepartment => "no_department",
+            Refusal::UnknownUnit => "unknown_unit",
+            Refusal::UnitOutOfReach => "unit_out_of_reach",
+            Refusal::DuplicateUnit => "duplicate_unit",
             Refusal::TooMany { .. } => "too_many",
             Refusal::ClaimedByAnother { .. } => "claimed",
             Refusal::ReportFinished { .. } => "report_finished",
@@ -118,6 +127,9 @@ pub mod limits {
 }
 
 pub use limits::*;
+
+/// Most handling units (lead plus assisting) one dispatch may name.
+pub const MAX_DISPATCH_UNITS: usize = 10;
 
 /// Most people a report's head count may name.
 pub const MAX_HEAD_COUNT: i64 = 100_000;
@@ -501,8 +513,33 @@ fn check_report_rules(
     }
     for t in new_ts {
         check_transition(who, t, &after_ts)?;
+        check_units(org, &after.town, t)?;
     }
     check_report_values(org, before, after)
+}
+
+/// The handling units a dispatch names exist, serve the report's town, and appear once each.
+fn check_units(org: &Org, town: &str, t: &Transition) -> Result<(), Refusal> {
+    if !t.units.is_empty() && t.action != Action::Dispatch {
+        return Err(Refusal::Malformed { message: "only a dispatch names handling units".into() });
+    }
+    if t.units.len() > MAX_DISPATCH_UNITS {
+        return Err(Refusal::TooMany {
+            what: "handling units in one dispatch".into(),
+            max: MAX_DISPATCH_UNITS,
+        });
+    }
+    let mut seen = BTreeSet::new();
+    for id in &t.units {
+        let unit = org.unit(id).ok_or(Refusal::UnknownUnit)?;
+        if !org.unit_serves(unit, town) {
+            return Err(Refusal::UnitOutOfReach);
+        }
+        if !seen.insert(id.as_str()) {
+            return Err(Refusal::DuplicateUnit);
+        }
+    }
+    Ok(())
 }
 
 fn check_transition(who: &Principal, t: &Transition, all: &[Transition]) -> Result<(), Refusal> {

@@ -187,6 +187,7 @@ mod tests {
             to_level: to.1,
             reason: String::new(),
             dept: None,
+            units: Vec::new(),
             at: 0,
             applied,
         }

@@ -188,6 +188,14 @@ pub fn refusal(code: &str) -> Option<&'static str> {
             "someone acted on the report first; your step was based on an older state",
         ),
         "no_department" => pick("派遣时必须写明承办部门", "a dispatch must name the department"),
+        "unknown_unit" => {
+            pick("派遣的承办单位不在组织名单中", "the dispatch names a unit the organisation does not have")
+        }
+        "unit_out_of_reach" => pick(
+            "派遣的承办单位不服务这份事件所在的镇（街道）",
+            "the dispatch names a unit that does not serve this report's town",
+        ),
+        "duplicate_unit" => pick("同一个承办单位写了两次", "the dispatch names the same unit twice"),
         "too_many" => pick("这份事件的记录条数已达上限", "the report holds as many entries as it may"),
         "too_long" => pick("内容太长，超过了字数上限", "the text is longer than allowed"),
         "bad_contact" => pick("联系电话格式不对", "the contact number is not a valid phone number"),

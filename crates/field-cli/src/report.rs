@@ -4,12 +4,12 @@ use anyhow::{Result, anyhow, bail};
 use clap::{Args, Subcommand};
 use gridsync_core::doc::DocKind;
 use gridsync_core::lifecycle::{Action, Level, Status};
-use gridsync_core::org::{Principal, Role};
+use gridsync_core::org::{Org, Principal, Role};
 use gridsync_core::policy::pending_step;
 use gridsync_core::protocol::QueueEntry;
 use gridsync_core::report::{
     Category, Location, NewReport, ReportEdit, ReportView, Urgency, add_note, add_transition, create_report,
-    edit_report,
+    dispatch_to_units, edit_report,
 };
 use gridsync_core::validate::check_action;
 
@@ -198,13 +198,19 @@ pub enum QueueCommand {
         #[arg(long)]
         reason: String,
     },
-    /// Send it to a department (派遣).
+    /// Send it to handling units (派遣, 乡呼县应): a lead unit and any assisting units.
     Dispatch {
         /// The report's id (or part of it).
         id: String,
-        /// The department that handles it, e.g. 城管办 or 派出所.
-        #[arg(long)]
-        to: String,
+        /// The lead unit (牵头单位), by id or name, e.g. 派出所 (this town's) or 县公安局.
+        #[arg(long, required_unless_present = "to")]
+        lead: Option<String>,
+        /// An assisting unit (协办单位), by id or name (repeat for several).
+        #[arg(long, requires = "lead")]
+        assist: Vec<String>,
+        /// A department written out in words, for an organisation without a unit list.
+        #[arg(long, conflicts_with = "lead")]
+        to: Option<String>,
     },
     /// The department hands back a wrong dispatch (退办).
     HandBack {
@@ -359,9 +365,53 @@ fn with_report<T>(
 }
 
 /// Takes a lifecycle action after checking, offline, that the server will allow it.
-fn act(home: &mut Home, given: &str, action: Action, reason: &str, dept: Option<&str>) -> Result<()> {
+/// Where a dispatch goes.
+enum Routing<'a> {
+    /// Not a dispatch, or a department in words.
+    Free(Option<&'a str>),
+    /// Handling units of the organisation, as the person named them: the lead, then assisting.
+    Units(Vec<&'a str>),
+}
+
+/// The unit ids and the words people read for a dispatch to `named` units of a `town` report.
+fn resolve_units(org: &Org, town: &str, named: &[&str]) -> Result<(Vec<String>, String)> {
+    let mut ids: Vec<String> = Vec::new();
+    let mut words = Vec::new();
+    for (i, text) in named.iter().enumerate() {
+        let Some(unit) = org.find_unit(text, town) else {
+            let known: Vec<&str> =
+                org.units.iter().filter(|u| org.unit_serves(u, town)).map(|u| u.name.as_str()).collect();
+            bail!(
+                "{}",
+                tr!(
+                    "找不到承办单位“{}”。本镇可派遣的单位：{}",
+                    "no handling unit \"{}\" here. Units serving this town: {}",
+                    lang::clean(text),
+                    if known.is_empty() {
+                        lang::pick(
+                            "（组织中没有单位名单，请用 --to 写明部门）",
+                            "(the organisation lists none; use --to)",
+                        )
+                        .to_string()
+                    } else {
+                        known.join("、")
+                    }
+                )
+            );
+        };
+        if ids.contains(&unit.id) {
+            bail!("{}", tr!("“{}”写了两次", "\"{}\" is named twice", unit.name));
+        }
+        ids.push(unit.id.clone());
+        let role = if i == 0 { lang::pick("牵头", "lead") } else { lang::pick("协办", "assisting") };
+        words.push(format!("{}（{role}）", unit.name));
+    }
+    Ok((ids, words.join("、")))
+}
+
+fn act(home: &mut Home, given: &str, action: Action, reason: &str, routing: Routing<'_>) -> Result<()> {
     check_len("理由", "the reason", reason, validate::MAX_REASON_CHARS)?;
-    if let Some(d) = dept {
+    if let Routing::Free(Some(d)) = routing {
         check_len("承办部门", "the department", d, validate::MAX_DEPT_CHARS)?;
     }
     let profile = home.profile()?;
@@ -376,7 +426,17 @@ fn act(home: &mut Home, given: &str, action: Action, reason: &str, dept: Option<
                     lang::refusal_text(r.code(), &r.to_string())
                 ))
             })?;
-            add_transition(d, &author(&profile), action, reason, dept).map_err(|e| anyhow!("{e}"))?;
+            match &routing {
+                Routing::Free(dept) => {
+                    add_transition(d, &author(&profile), action, reason, *dept)
+                        .map_err(|e| anyhow!("{e}"))?;
+                }
+                Routing::Units(named) => {
+                    let (ids, words) = resolve_units(&org, &view.town, named)?;
+                    dispatch_to_units(d, &author(&profile), reason, &ids, &words)
+                        .map_err(|e| anyhow!("{e}"))?;
+                }
+            }
             Ok(((view.status, view.level), (to, to_level)))
         } else {
             let finished = if matches!(view.status, Status::Closed | Status::Cancelled) {
@@ -675,9 +735,13 @@ pub fn run(home: &mut Home, c: ReportCommand) -> Result<()> {
             println!("{}", tr!("已给 {} 添加备注（已保存）", "note added to {} (saved)", short(&id)));
             Ok(())
         }
-        ReportCommand::Resolve { id, note } => act(home, &id, Action::SelfResolve, &note, None),
-        ReportCommand::Escalate { id, reason } => act(home, &id, Action::Escalate, &reason, None),
-        ReportCommand::Cancel { id, reason } => act(home, &id, Action::Cancel, &reason, None),
+        ReportCommand::Resolve { id, note } => {
+            act(home, &id, Action::SelfResolve, &note, Routing::Free(None))
+        }
+        ReportCommand::Escalate { id, reason } => {
+            act(home, &id, Action::Escalate, &reason, Routing::Free(None))
+        }
+        ReportCommand::Cancel { id, reason } => act(home, &id, Action::Cancel, &reason, Routing::Free(None)),
     }
 }
 
@@ -777,13 +841,25 @@ pub fn run_queue(home: &mut Home, c: QueueCommand) -> Result<()> {
             println!("{}", tr!("已放弃认领 {}", "released {}", short(&id)));
             Ok(())
         }
-        QueueCommand::Accept { id, note } => act(home, &id, Action::Accept, &note, None),
-        QueueCommand::Reject { id, reason } => act(home, &id, Action::Reject, &reason, None),
-        QueueCommand::Dispatch { id, to } => act(home, &id, Action::Dispatch, "", Some(&to)),
-        QueueCommand::HandBack { id, reason } => act(home, &id, Action::HandBack, &reason, None),
-        QueueCommand::Resolve { id, note } => act(home, &id, Action::Resolve, &note, None),
-        QueueCommand::Rework { id, reason } => act(home, &id, Action::Rework, &reason, None),
-        QueueCommand::Escalate { id, reason } => act(home, &id, Action::Escalate, &reason, None),
-        QueueCommand::Close { id, note } => act(home, &id, Action::Close, &note, None),
+        QueueCommand::Accept { id, note } => act(home, &id, Action::Accept, &note, Routing::Free(None)),
+        QueueCommand::Reject { id, reason } => act(home, &id, Action::Reject, &reason, Routing::Free(None)),
+        QueueCommand::Dispatch { id, lead, assist, to } => {
+            let routing = match &lead {
+                Some(l) => Routing::Units(
+                    std::iter::once(l.as_str()).chain(assist.iter().map(String::as_str)).collect(),
+                ),
+                None => Routing::Free(to.as_deref()),
+            };
+            act(home, &id, Action::Dispatch, "", routing)
+        }
+        QueueCommand::HandBack { id, reason } => {
+            act(home, &id, Action::HandBack, &reason, Routing::Free(None))
+        }
+        QueueCommand::Resolve { id, note } => act(home, &id, Action::Resolve, &note, Routing::Free(None)),
+        QueueCommand::Rework { id, reason } => act(home, &id, Action::Rework, &reason, Routing::Free(None)),
+        QueueCommand::Escalate { id, reason } => {
+            act(home, &id, Action::Escalate, &reason, Routing::Free(None))
+        }
+        QueueCommand::Close { id, note } => act(home, &id, Action::Close, &note, Routing::Free(None)),
     }
 }

@@ -257,8 +257,16 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
 pub fn org_for_scope(org: &Org, scope: &Scope) -> Org {
     let grids: Vec<_> = org.grids.iter().filter(|g| scope.covers(&g.id, &g.town)).cloned().collect();
     let villages = org.villages.iter().filter(|v| grids.iter().any(|g| g.village == v.id)).cloned().collect();
-    let towns = org.towns.iter().filter(|t| grids.iter().any(|g| g.town == t.id)).cloned().collect();
-    Org { county: org.county.clone(), towns, villages, grids }
+    let towns: Vec<_> = org.towns.iter().filter(|t| grids.iter().any(|g| g.town == t.id)).cloned().collect();
+    let units = org
+        .units
+        .iter()
+        .filter(|u| {
+            u.town.as_ref().is_none_or(|t| towns.iter().any(|x: &gridsync_core::org::Town| &x.id == t))
+        })
+        .cloned()
+        .collect();
+    Org { county: org.county.clone(), towns, villages, grids, units }
 }
 
 fn whoami_of(u: &UserRecord, device: Option<String>) -> WhoAmI {

@@ -1409,3 +1409,43 @@ async fn a_body_not_declared_json_is_answered_415_after_the_token_is_checked() {
     let ok = send(Some("application/json; charset=utf-8"), Some(w.token.clone())).await.unwrap();
     assert_eq!(ok.status(), StatusCode::OK);
 }
+
+/// Issue 11: a dispatch names real handling units of the organisation.
+#[tokio::test]
+async fn a_dispatch_names_known_units_serving_the_town_each_once() {
+    let h = harness();
+    let w = h.device("worker", 1).await;
+    let op = h.device("townop", 3).await;
+    let mut d = new_report(&w, 1, "围墙纠纷");
+    add_transition(&mut d, &author(&w, 2_000), Action::Escalate, "需要镇里协调", None).unwrap();
+    assert_eq!(outcomes(&h.sync(&w, 0, push_all(1, &mut d)).await), [Outcome::Accepted; 2]);
+    let mut hub = doc::load(&d.save(), op.actor.clone()).unwrap();
+    add_transition(&mut hub, &author(&op, 3_000), Action::Accept, "", None).unwrap();
+    let heads = hub.get_heads();
+    assert_eq!(outcomes(&h.sync(&op, 0, push_all(1, &mut hub)).await)[2..], [Outcome::Accepted]);
+    let town = w.town.clone();
+    let other_town = h.org.towns.iter().find(|t| t.id != town).unwrap().id.clone();
+    let attempts: [(Vec<String>, &str); 3] = [
+        (vec!["C01-NOPE".into()], "unknown_unit"),
+        (vec![format!("{other_town}-PCS")], "unit_out_of_reach"),
+        (vec![format!("{town}-PCS"), format!("{town}-PCS")], "duplicate_unit"),
+    ];
+    for (units, code) in attempts {
+        let mut x = hub.fork();
+        x.set_actor(op.actor.clone());
+        dispatch_to_units(&mut x, &author(&op, 4_000), "", &units, "派出所").unwrap();
+        let r = h.sync(&op, 0, push_one(1, &x.get_changes(&heads)[0])).await;
+        assert_eq!(r.verdicts[0].code.as_deref(), Some(code), "{units:?}: {:?}", r.verdicts);
+    }
+    // The town's police station leads, the county's law enforcement bureau assists.
+    let units = vec![format!("{town}-PCS"), "C01-ZF".to_string()];
+    dispatch_to_units(&mut hub, &author(&op, 4_000), "", &units, "派出所（牵头）、县综合执法局（协办）")
+        .unwrap();
+    let r = h.sync(&op, 0, push_one(1, &hub.get_changes(&heads)[0])).await;
+    assert_eq!(outcomes(&r), [Outcome::Accepted], "{:?}", r.verdicts);
+    let v = stored_report(&h, 1);
+    assert_eq!(v.status, Status::Dispatched);
+    let t = v.transitions.last().unwrap();
+    assert_eq!(t.units, units);
+    assert_eq!(t.dept.as_deref(), Some("派出所（牵头）、县综合执法局（协办）"));
+}

@@ -60,7 +60,12 @@ fn report_to_closure_through_the_town_hub() {
     let claimed = hub.ok(&["queue", "claim", &id[..8]]);
     assert!(claimed.contains("你已认领"), "{claimed}");
     hub.ok(&["queue", "accept", &id[..8]]);
-    hub.ok(&["queue", "dispatch", &id[..8], "--to", "城管办"]);
+    // Handling units of the organisation, by the names people use (乡呼县应).
+    let err = hub.fails(&["queue", "dispatch", &id[..8], "--lead", "城管办"]);
+    assert!(err.contains("找不到承办单位") && err.contains("派出所"), "{err}");
+    let err = hub.fails(&["queue", "dispatch", &id[..8], "--lead", "派出所", "--assist", "派出所"]);
+    assert!(err.contains("写了两次"), "{err}");
+    hub.ok(&["queue", "dispatch", &id[..8], "--lead", "派出所", "--assist", "县综合执法局"]);
     hub.ok(&["queue", "resolve", &id[..8], "--note", "已更换灯泡"]);
     // A worker cannot close it; the local check says so before anything is written.
     worker.sync();
@@ -75,7 +80,11 @@ fn report_to_closure_through_the_town_hub() {
         v["transitions"].as_array().unwrap().iter().map(|t| t["action"].as_str().unwrap()).collect();
     assert_eq!(actions, ["escalate", "accept", "dispatch", "resolve"]);
     assert_eq!(v["transitions"][1]["dept"], serde_json::Value::Null);
-    assert_eq!(v["transitions"][2]["dept"], "城管办");
+    let dept = v["transitions"][2]["dept"].as_str().unwrap();
+    assert!(dept.ends_with("派出所（牵头）、县综合执法局（协办）"), "{dept}");
+    let units = &v["transitions"][2]["units"];
+    assert_eq!(units[1], "C01-ZF", "{units}");
+    assert!(units[0].as_str().unwrap().ends_with("-PCS"), "{units}");
     let err = worker.fails(&["queue", "close", &id]);
     assert!(err.contains("你不能办理这一步") && err.contains("你的角色不能做这项操作"), "{err}");
 

@@ -295,6 +295,7 @@ fn a_transition_id_must_name_the_actor_of_its_change() {
         to_level: Level::Town,
         reason: String::new(),
         dept: None,
+        units: Vec::new(),
         at: 0,
         applied: false,
     };
