@@ -160,6 +160,9 @@ impl Action {
             Role::CountyOperator | Role::Admin => self != Action::Cancel,
             // The server only auto-escalates.
             Role::System => self == Action::Escalate,
+            // A handling unit returns a misrouted order (退办); only while the order is its own,
+            // which validation checks against the live dispatch.
+            Role::UnitHandler => self == Action::HandBack && level != Level::Grid,
         }
     }
 

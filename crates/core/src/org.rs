@@ -355,12 +355,17 @@ impl Org {
                 None => Err(format!("town {t:?} does not exist in the org")),
             },
             (Role::CountyOperator | Role::Admin | Role::System, Scope::County) => Ok(()),
+            (Role::UnitHandler, Scope::Unit(u)) => match self.unit(u) {
+                Some(_) => Ok(()),
+                None => Err(format!("unit {u:?} does not exist in the org")),
+            },
             (role, _) => Err(format!(
                 "role {} needs a scope of {}",
                 role.as_str(),
                 match role {
                     Role::GridWorker | Role::GridAssistant => "grids",
                     Role::TownOperator => "one town",
+                    Role::UnitHandler => "one handling unit",
                     _ => "the county",
                 }
             )),
@@ -374,6 +379,7 @@ impl Org {
                 Scope::Grids(text.split(',').map(|s| s.trim().to_string()).collect())
             }
             Role::TownOperator => Scope::Town(text.trim().to_string()),
+            Role::UnitHandler => Scope::Unit(text.trim().to_string()),
             _ if text.trim().is_empty() || text.trim().eq_ignore_ascii_case("county") => Scope::County,
             _ => {
                 return Err(format!(
@@ -409,16 +415,20 @@ pub enum Role {
     Admin,
     /// The server itself (auto-escalation).
     System,
+    /// Staff of a handling unit (承办单位: a county department, a stationed unit, a station):
+    /// sees the reports dispatched to the unit.
+    UnitHandler,
 }
 
 impl Role {
-    pub const ALL: [Role; 6] = [
+    pub const ALL: [Role; 7] = [
         Role::GridWorker,
         Role::GridAssistant,
         Role::TownOperator,
         Role::CountyOperator,
         Role::Admin,
         Role::System,
+        Role::UnitHandler,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -429,6 +439,7 @@ impl Role {
             Role::CountyOperator => "county_operator",
             Role::Admin => "admin",
             Role::System => "system",
+            Role::UnitHandler => "unit_handler",
         }
     }
 
@@ -440,7 +451,7 @@ impl Role {
     pub fn authority(self) -> u8 {
         match self {
             Role::GridAssistant => 1,
-            Role::GridWorker => 2,
+            Role::GridWorker | Role::UnitHandler => 2,
             Role::TownOperator => 3,
             Role::CountyOperator => 4,
             Role::Admin => 5,
@@ -465,6 +476,8 @@ pub enum Scope {
     Town(String),
     /// County operators and admins: everything.
     County,
+    /// Unit handlers: the reports dispatched to one handling unit.
+    Unit(String),
 }
 
 /// A scope as written on the wire.
@@ -477,6 +490,8 @@ enum ScopeObject {
     Town(String),
     /// County operators and admins: everything.
     County {},
+    /// Unit handlers: the reports dispatched to one handling unit.
+    Unit(String),
 }
 
 /// What is read: the object, or the older bare `"county"`.
@@ -493,6 +508,7 @@ impl From<Scope> for ScopeObject {
             Scope::Grids(g) => ScopeObject::Grids(g),
             Scope::Town(t) => ScopeObject::Town(t),
             Scope::County => ScopeObject::County {},
+            Scope::Unit(u) => ScopeObject::Unit(u),
         }
     }
 }
@@ -504,6 +520,7 @@ impl TryFrom<ScopeWire> for Scope {
             ScopeWire::Object(ScopeObject::Grids(g)) => Ok(Scope::Grids(g)),
             ScopeWire::Object(ScopeObject::Town(t)) => Ok(Scope::Town(t)),
             ScopeWire::Object(ScopeObject::County {}) => Ok(Scope::County),
+            ScopeWire::Object(ScopeObject::Unit(u)) => Ok(Scope::Unit(u)),
             ScopeWire::Bare(b) if b == "county" => Ok(Scope::County),
             ScopeWire::Bare(_) => {
                 Err("a scope is {\"grids\": [...]}, {\"town\": ID} or {\"county\": {}}".into())
@@ -523,12 +540,22 @@ impl JsonSchema for Scope {
 }
 
 impl Scope {
-    /// Whether a document of `grid` in `town` is visible in this scope.
+    /// Whether a document of `grid` in `town` is visible in this scope by place. A unit's scope
+    /// covers no place: its documents are the ones dispatched to it (see [`Scope::unit`]).
     pub fn covers(&self, grid: &str, town: &str) -> bool {
         match self {
             Scope::Grids(grids) => grids.iter().any(|g| g == grid),
             Scope::Town(t) => t == town,
             Scope::County => true,
+            Scope::Unit(_) => false,
+        }
+    }
+
+    /// The handling unit of a unit handler's scope.
+    pub fn unit(&self) -> Option<&str> {
+        match self {
+            Scope::Unit(u) => Some(u),
+            _ => None,
         }
     }
 
@@ -538,6 +565,7 @@ impl Scope {
             Scope::Grids(g) => g.join(","),
             Scope::Town(t) => t.clone(),
             Scope::County => "county".into(),
+            Scope::Unit(u) => u.clone(),
         }
     }
 }

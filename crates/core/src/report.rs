@@ -302,6 +302,33 @@ fn entry_id(obj: &automerge::ObjId) -> String {
 }
 
 impl ReportView {
+    /// The handling units of the live order: the units of the last applied dispatch while the
+    /// report is dispatched, else none. Only these may write into the report (notes, a return).
+    pub fn live_units(&self) -> &[String] {
+        if self.status != Status::Dispatched {
+            return &[];
+        }
+        self.transitions
+            .iter()
+            .rev()
+            .find(|t| t.applied && t.action == Action::Dispatch)
+            .map_or(&[], |t| t.units.as_slice())
+    }
+
+    /// Every handling unit an applied dispatch ever named: the units that may read the report
+    /// (its whole history; a unit keeps what it was sent).
+    pub fn units_ever(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = self
+            .transitions
+            .iter()
+            .filter(|t| t.applied && t.action == Action::Dispatch)
+            .flat_map(|t| t.units.iter().map(String::as_str))
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
     /// The parties no later entry corrects, in list order.
     pub fn current_parties(&self) -> Vec<&PartyEntry> {
         self.parties.iter().filter(|p| !self.corrected_parties.contains(&p.id)).collect()

@@ -40,6 +40,8 @@ pub enum Refusal {
     TransitionNotFromLatest { id: String },
     #[error("a dispatch must name the department it goes to")]
     NoDepartment,
+    #[error("this report's live order is not your unit's (it was never sent to you, or it has ended)")]
+    NotYourOrder,
     #[error("the dispatch names a handling unit the organisation does not have")]
     UnknownUnit,
     #[error("the dispatch names a handling unit that does not serve this report's town")]
@@ -89,6 +91,7 @@ impl Refusal {
             Refusal::TransitionNotFromLatest { .. } => "transition_not_from_latest",
             Refusal::NoDepartment => "no_department",
             Refusal::UnknownUnit => "unknown_unit",
+            Refusal::NotYourOrder => "not_your_order",
             Refusal::UnitOutOfReach => "unit_out_of_reach",
             Refusal::DuplicateUnit => "duplicate_unit",
             Refusal::TooMany { .. } => "too_many",
@@ -454,7 +457,16 @@ fn check_report_rules(
     if who.role == Role::System && before.is_none() {
         return Err(role_cannot(who.role, "create reports"));
     }
-    check_place(org, who, &after.grid, &after.town)?;
+    match who.scope.unit() {
+        // A handling unit writes only into a report whose live order is its own; it never
+        // creates one.
+        Some(unit) => {
+            if !before.is_some_and(|b| b.live_units().iter().any(|u| u == unit)) {
+                return Err(Refusal::NotYourOrder);
+            }
+        }
+        None => check_place(org, who, &after.grid, &after.town)?,
+    }
     check_authors(before.map(|b| &b.authors), &after.authors, w)?;
     match before {
         None => {
@@ -482,7 +494,7 @@ fn check_report_rules(
                 || b.head_count != after.head_count
                 || b.attachments != after.attachments;
             if fields_changed {
-                if who.role == Role::System {
+                if matches!(who.role, Role::System | Role::UnitHandler) {
                     return Err(role_cannot(who.role, "edit report fields"));
                 }
                 if matches!(b.status, Status::Closed | Status::Cancelled) {
@@ -642,7 +654,10 @@ pub fn check_action(
     grid: &str,
     town: &str,
 ) -> Result<(), Refusal> {
-    check_place(org, who, grid, town)?;
+    // A unit's reach is the live order, which the caller checks on the report itself.
+    if who.scope.unit().is_none() {
+        check_place(org, who, grid, town)?;
+    }
     if !action.allowed_for(who.role, level) {
         return Err(role_cannot(who.role, &format!("{action} a report at {level} level")));
     }

@@ -503,6 +503,8 @@ pub struct Materialized {
     pub id: String,
     pub grid: String,
     pub town: String,
+    /// Handling units an applied dispatch of the report named (empty for patrols).
+    pub units: Vec<String>,
 }
 
 /// The view of a document.
@@ -511,6 +513,7 @@ pub fn materialize(kind: DocKind, d: &AutoCommit) -> Result<Materialized> {
         DocKind::Report => {
             let v: ReportView = materialize_report(d).map_err(|e| anyhow!("{e}"))?;
             Materialized {
+                units: v.units_ever().into_iter().map(str::to_string).collect(),
                 json: serde_json::to_string(&v)?,
                 sort_key: v.created_at,
                 id: v.id,
@@ -521,6 +524,7 @@ pub fn materialize(kind: DocKind, d: &AutoCommit) -> Result<Materialized> {
         DocKind::Patrol => {
             let v: PatrolView = materialize_patrol(d).map_err(|e| anyhow!("{e}"))?;
             Materialized {
+                units: Vec::new(),
                 json: serde_json::to_string(&v)?,
                 sort_key: v.started_at,
                 id: v.id,

@@ -143,6 +143,7 @@ pub fn role(r: Role) -> &'static str {
         Role::CountyOperator => pick("县综治中心", "county operator"),
         Role::Admin => pick("系统管理员", "administrator"),
         Role::System => pick("系统", "the system"),
+        Role::UnitHandler => pick("承办单位", "handling unit"),
     }
 }
 
@@ -194,6 +195,10 @@ pub fn refusal(code: &str) -> Option<&'static str> {
         "unit_out_of_reach" => pick(
             "派遣的承办单位不服务这份事件所在的镇（街道）",
             "the dispatch names a unit that does not serve this report's town",
+        ),
+        "not_your_order" => pick(
+            "这份事件现在不是派给你单位办理的（没派给你，或已办结、已退回）",
+            "this report's live order is not your unit's (never sent to you, or it has ended)",
         ),
         "duplicate_unit" => pick("同一个承办单位写了两次", "the dispatch names the same unit twice"),
         "too_many" => pick("这份事件的记录条数已达上限", "the report holds as many entries as it may"),

@@ -212,7 +212,8 @@ pub enum QueueCommand {
         #[arg(long, conflicts_with = "lead")]
         to: Option<String>,
     },
-    /// The department hands back a wrong dispatch (退办).
+    /// The handling unit returns a misrouted order to the hub, with its reasons (退办 / 回退).
+    #[command(alias = "return")]
     HandBack {
         /// The report's id (or part of it).
         id: String,

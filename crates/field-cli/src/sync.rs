@@ -985,7 +985,8 @@ fn check_received(scope: &gridsync_core::org::Scope, id: &str, m: &Materialized)
             "the server sent document {id} whose content names another id; refused (nothing of the page stored); tell your administrator"
         ));
     }
-    if !scope.covers(&m.grid, &m.town) {
+    let dispatched_to_me = scope.unit().is_some_and(|u| m.units.iter().any(|x| x == u));
+    if !scope.covers(&m.grid, &m.town) && !dispatched_to_me {
         bail!(tr!(
             "服务器发来了不在你管辖范围内的文档 {id}，已拒收（本页没有保存）；请联系管理员",
             "the server sent document {id}, outside your scope; refused (nothing of the page stored); tell your administrator"

@@ -29,13 +29,16 @@ pub fn install(store: &dyn Store, now_ms: i64, server_url: &str) -> Result<(Org,
     store.set_org(&org)?;
     let grid = &org.grids[0];
     let other = org.grids.iter().find(|g| g.town == grid.town && g.id != grid.id).unwrap_or(grid);
-    let people: [(&str, &str, Role, &str); 6] = [
+    let police = format!("{}-PCS", grid.town);
+    let people: [(&str, &str, Role, &str); 8] = [
         ("worker", "王芳", Role::GridWorker, &grid.id),
         ("assistant", "李强", Role::GridAssistant, &grid.id),
         ("worker2", "赵敏", Role::GridWorker, &other.id),
         ("townop", "陈静", Role::TownOperator, &grid.town),
         ("countyop", "刘洋", Role::CountyOperator, "county"),
         ("admin", "系统管理员", Role::Admin, "county"),
+        ("police", "周涛", Role::UnitHandler, &police),
+        ("enforcer", "吴刚", Role::UnitHandler, "C01-ZF"),
     ];
     let mut users = Vec::new();
     for (id, name, role, scope) in people {

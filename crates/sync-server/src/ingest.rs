@@ -545,6 +545,17 @@ fn settle(
     }
 }
 
+/// Whether a scope reads a document: by its place, or, for a handling unit, because the report
+/// was dispatched to the unit.
+pub fn readable(scope: &gridsync_core::org::Scope, view: &View) -> bool {
+    let (grid, town) = view.place();
+    scope.covers(grid, town)
+        || match (scope.unit(), view) {
+            (Some(unit), View::Report(r)) => r.units_ever().contains(&unit),
+            _ => false,
+        }
+}
+
 /// Why a document could not be looked up.
 enum Unreadable {
     /// The store failed: the push is answered with an error and retried.
@@ -1051,7 +1062,7 @@ impl WriterLoop {
         // device that holds a foreign document's changes learns nothing new from the answer.
         let mut present: HashSet<ChangeHash> = batch.items.iter().map(|(_, c)| c.hash()).collect();
         let place = match held {
-            Some(c) if writer.who.scope.covers(c.view.place().0, c.view.place().1) => return Gate::Known,
+            Some(c) if readable(&writer.who.scope, &c.view) => return Gate::Known,
             Some(c) => {
                 for (_, ch) in &batch.items {
                     for d in ch.deps() {

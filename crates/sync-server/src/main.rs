@@ -173,7 +173,13 @@ fn open_store(dir: &std::path::Path) -> Result<SqliteStore> {
 
 fn load_org(store: &dyn Store, org: &Org) -> Result<()> {
     store.set_org(org)?;
-    println!("loaded {} towns, {} villages, {} grids", org.towns.len(), org.villages.len(), org.grids.len());
+    println!(
+        "loaded {} towns, {} villages, {} grids, {} handling units",
+        org.towns.len(),
+        org.villages.len(),
+        org.grids.len(),
+        org.units.len()
+    );
     println!("a running server reads the organisation at start: restart it to use this one");
     Ok(())
 }

@@ -111,6 +111,12 @@ struct TransitionIds {
 #[derive(serde::Deserialize)]
 struct IdOnly {
     id: String,
+    #[serde(default)]
+    action: String,
+    #[serde(default)]
+    applied: bool,
+    #[serde(default)]
+    units: Vec<String>,
 }
 
 /// A report as the queue and auto-escalation see it.
@@ -280,6 +286,11 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE received (
         doc_id TEXT NOT NULL, transition TEXT NOT NULL, at INTEGER NOT NULL,
         PRIMARY KEY (doc_id, transition)) WITHOUT ROWID;",
+    // 6: the reports dispatched to each handling unit, and the sequence number from which the
+    // unit reads each (before it, the unit's devices never held the report: they get it whole).
+    "CREATE TABLE unit_docs (
+        unit TEXT NOT NULL, doc_id TEXT NOT NULL, since_seq INTEGER NOT NULL,
+        PRIMARY KEY (unit, doc_id)) WITHOUT ROWID;",
 ];
 
 /// The embedded SQLite store in a data directory.
@@ -387,6 +398,10 @@ fn scope_filter(scope: &Scope, first: usize) -> (String, Vec<rusqlite::types::Va
     match scope {
         Scope::County => (String::new(), vec![]),
         Scope::Town(t) => (format!("AND town = ?{first}"), vec![t.clone().into()]),
+        Scope::Unit(u) => (
+            format!("AND id IN (SELECT doc_id FROM unit_docs WHERE unit = ?{first})"),
+            vec![u.clone().into()],
+        ),
         Scope::Grids(grids) => (
             format!(
                 "AND grid IN ({})",
@@ -643,8 +658,16 @@ impl Store for SqliteStore {
                         let mut rec = tx.prepare_cached(
                             "INSERT OR IGNORE INTO received (doc_id, transition, at) VALUES (?1, ?2, ?3)",
                         )?;
+                        let mut unit_doc = tx.prepare_cached(
+                            "INSERT OR IGNORE INTO unit_docs (unit, doc_id, since_seq) VALUES (?1, ?2, ?3)",
+                        )?;
                         for t in ids.transitions {
                             rec.execute(params![d.id, t.id, d.at])?;
+                            if t.applied && t.action == "dispatch" {
+                                for unit in &t.units {
+                                    unit_doc.execute(params![unit, d.id, first])?;
+                                }
+                            }
                         }
                     }
                 }
@@ -725,6 +748,7 @@ impl Store for SqliteStore {
                 "SELECT bytes FROM changes WHERE doc_id = ?1 AND seq > ?2 AND (device_id IS NULL OR device_id != ?3) ORDER BY seq",
             )?;
             let mut snapshot_st = tx.prepare_cached("SELECT snapshot FROM docs WHERE id = ?1")?;
+            let mut since_st = tx.prepare_cached("SELECT since_seq FROM unit_docs WHERE unit = ?1 AND doc_id = ?2")?;
             let mut entries = Vec::new();
             let mut used = 0u64;
             let mut first_left_out = None;
@@ -741,7 +765,12 @@ impl Store for SqliteStore {
                 }
                 // A document new to the device comes whole; so does one whose missing changes
                 // would weigh more than its compacted snapshot.
-                let snap = created_seq > cur || changes_size >= snapshot_len;
+                // A report dispatched to a unit after the cursor is new to the unit's device too.
+                let entered = match scope {
+                    Scope::Unit(u) => since_st.query_row(params![u, id], |r| r.get::<_, i64>(0))? > cur,
+                    _ => false,
+                };
+                let snap = created_seq > cur || entered || changes_size >= snapshot_len;
                 let size = if snap { snapshot_len } else { changes_size } as u64;
                 if !entries.is_empty() && used + size > budget {
                     first_left_out = Some(first);

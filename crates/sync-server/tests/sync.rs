@@ -94,7 +94,13 @@ impl Harness {
             self.call("POST", "/v1/devices", Some(&self.token(user)), body.to_string().into_bytes()).await;
         assert_eq!(status, StatusCode::CREATED, "{json}");
         let reg: DeviceRegistered = serde_json::from_value(json).unwrap();
-        let grid = self.org.grids.iter().find(|g| reg.whoami.scope.covers(&g.id, &g.town)).unwrap();
+        // A unit handler covers no place; its device is given the first grid for test reports.
+        let grid = self
+            .org
+            .grids
+            .iter()
+            .find(|g| reg.whoami.scope.covers(&g.id, &g.town))
+            .unwrap_or(&self.org.grids[0]);
         Device {
             token: reg.token,
             actor,
@@ -1088,7 +1094,7 @@ async fn a_revoked_device_is_told_so_every_attempt_is_counted_and_the_user_stays
     let (s, users) = h.call("GET", "/v1/admin/users", Some(&admin), vec![]).await;
     assert_eq!(s, StatusCode::OK);
     let users: Vec<UserRow> = serde_json::from_value(users).unwrap();
-    assert_eq!(users.len(), 6, "revoked users are listed too");
+    assert_eq!(users.len(), 8, "revoked users are listed too");
     let worker = users.iter().find(|u| u.user == "worker").unwrap();
     assert_eq!(worker.revoked_at, Some(now));
     assert!(users.iter().filter(|u| u.user != "worker").all(|u| u.revoked_at.is_none()));
@@ -1448,4 +1454,88 @@ async fn a_dispatch_names_known_units_serving_the_town_each_once() {
     let t = v.transitions.last().unwrap();
     assert_eq!(t.units, units);
     assert_eq!(t.dept.as_deref(), Some("派出所（牵头）、县综合执法局（协办）"));
+}
+
+/// Issue 11 item 2: a unit handler's devices receive exactly the reports dispatched to the unit,
+/// whole, and write into one only while its order is live.
+#[tokio::test]
+async fn a_unit_receives_only_what_is_dispatched_to_it_and_writes_only_while_the_order_is_live() {
+    let h = harness();
+    let w = h.device("worker", 1).await;
+    let op = h.device("townop", 3).await;
+    let police = h.device("police", 7).await;
+    let enforcer = h.device("enforcer", 8).await;
+    assert_eq!(police.role, Role::UnitHandler);
+    // Two reports escalated and accepted; only the first is dispatched, to the town's police.
+    let mut docs = Vec::new();
+    for id in [1u128, 2] {
+        let mut d = new_report(&w, id, "围墙纠纷");
+        add_transition(&mut d, &author(&w, 2_000), Action::Escalate, "需要镇里协调", None).unwrap();
+        h.sync(&w, 0, push_all(id, &mut d)).await;
+        let mut hub = doc::load(&d.save(), op.actor.clone()).unwrap();
+        add_transition(&mut hub, &author(&op, 3_000), Action::Accept, "", None).unwrap();
+        h.sync(&op, 0, push_all(id, &mut hub)).await;
+        docs.push(hub);
+    }
+    let before = h.sync(&police, 0, vec![]).await;
+    assert!(before.docs.is_empty(), "nothing is the unit's yet");
+    let cursor = before.cursor;
+    let heads = docs[0].get_heads();
+    let units = vec![format!("{}-PCS", w.town)];
+    dispatch_to_units(&mut docs[0], &author(&op, 4_000), "", &units, "派出所（牵头）").unwrap();
+    let r = h.sync(&op, 0, push_one(1, &docs[0].get_changes(&heads)[0])).await;
+    assert_eq!(outcomes(&r), [Outcome::Accepted], "{:?}", r.verdicts);
+
+    // The police device, already past the report's creation, gets it whole; the county
+    // enforcement bureau's device gets nothing.
+    let page = h.sync(&police, cursor, vec![]).await;
+    assert_eq!(page.docs.len(), 1, "exactly the dispatched report");
+    assert_eq!(
+        page.docs[0].encoding,
+        Encoding::Snapshot,
+        "a report new to the unit comes whole, with its history"
+    );
+    let mut held = doc::load(
+        &base64::engine::general_purpose::STANDARD.decode(&page.docs[0].data).unwrap(),
+        police.actor.clone(),
+    )
+    .unwrap();
+    assert_eq!(materialize_report(&held).unwrap().status, Status::Dispatched);
+    assert!(h.sync(&enforcer, 0, vec![]).await.docs.is_empty());
+
+    // While the order is live: a note is accepted, a field edit is not.
+    let heads = held.get_heads();
+    add_note(&mut held, &author(&police, 5_000), "已签收，明日上门").unwrap();
+    let r = h.sync(&police, page.cursor, push_one(1, &held.get_changes(&heads)[0])).await;
+    assert_eq!(outcomes(&r), [Outcome::Accepted], "{:?}", r.verdicts);
+    let mut edit = held.fork();
+    edit.set_actor(police.actor.clone());
+    let eh = edit.get_heads();
+    edit_report(
+        &mut edit,
+        &author(&police, 5_100),
+        &ReportEdit { title: Some("改标题".into()), ..Default::default() },
+    )
+    .unwrap();
+    let r = h.sync(&police, page.cursor, push_one(1, &edit.get_changes(&eh)[0])).await;
+    assert_eq!(r.verdicts[0].code.as_deref(), Some("role_cannot"), "{:?}", r.verdicts);
+    // A report never dispatched to the unit is out of its scope.
+    let mut other = doc::load(&docs[1].save(), police.actor.clone()).unwrap();
+    let oh = other.get_heads();
+    add_note(&mut other, &author(&police, 5_200), "x").unwrap();
+    let r = h.sync(&police, page.cursor, push_one(2, &other.get_changes(&oh)[0])).await;
+    assert_eq!(r.verdicts[0].code.as_deref(), Some("out_of_scope"), "{:?}", r.verdicts);
+
+    // The unit returns the misrouted order (退办): back at the hub's dispatch step.
+    let heads = held.get_heads();
+    add_transition(&mut held, &author(&police, 6_000), Action::HandBack, "不属于治安案件", None).unwrap();
+    let r = h.sync(&police, page.cursor, push_one(1, &held.get_changes(&heads)[0])).await;
+    assert_eq!(outcomes(&r), [Outcome::Accepted], "{:?}", r.verdicts);
+    let v = stored_report(&h, 1);
+    assert_eq!((v.status, v.level), (Status::Accepted, Level::Town));
+    // The order has ended: the unit keeps what it was sent but writes no more.
+    let heads = held.get_heads();
+    add_note(&mut held, &author(&police, 7_000), "补充").unwrap();
+    let r = h.sync(&police, page.cursor, push_one(1, &held.get_changes(&heads)[0])).await;
+    assert_eq!(r.verdicts[0].code.as_deref(), Some("not_your_order"), "{:?}", r.verdicts);
 }

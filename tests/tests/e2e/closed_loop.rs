@@ -174,3 +174,52 @@ fn the_servers_policy_file_sets_the_deadlines_devices_show_offline() {
     let sq = hub.json(&["queue", "list", "--server", "--json"]);
     assert_eq!(sq[0]["due"].as_i64().unwrap() - sq[0]["since"].as_i64().unwrap(), 120 * 60_000);
 }
+
+/// Issue 11: the town calls, the unit answers (乡呼县应) — a unit handler's device receives
+/// exactly the reports dispatched to its unit and returns a misrouted one to the hub.
+#[test]
+fn a_unit_device_receives_only_its_orders_and_returns_a_misrouted_one() {
+    let server = Server::start();
+    let worker = server.device("worker");
+    let hub = server.device("townop");
+    let police = server.device("police");
+    let enforcer = server.device("enforcer");
+    let mut ids = Vec::new();
+    for title in ["邻里噪音", "占道经营"] {
+        let id = worker.ok(&["report", "new", "--category", "dispute", "--title", title]).trim().to_string();
+        worker.ok(&["report", "escalate", &id, "--reason", "需要镇里协调"]);
+        ids.push(id);
+    }
+    worker.sync();
+    hub.sync();
+    for id in &ids {
+        hub.ok(&["queue", "accept", id]);
+    }
+    hub.ok(&["queue", "dispatch", &ids[0], "--lead", "派出所"]);
+    hub.sync();
+
+    police.sync();
+    let list = police.json(&["report", "list", "--json"]);
+    let got: Vec<&str> = list.as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(got, [ids[0].as_str()], "only the report dispatched to the police station");
+    let v = police.json(&["report", "show", &ids[0], "--json"]);
+    assert_eq!(v["status"], "dispatched");
+    assert_eq!(v["transitions"].as_array().unwrap().len(), 3, "whole, with its history: {v}");
+    enforcer.sync();
+    assert_eq!(enforcer.json(&["report", "list", "--json"]).as_array().unwrap().len(), 0);
+
+    police.ok(&["report", "note", &ids[0], "已联系双方"]);
+    police.ok(&["queue", "return", &ids[0], "--reason", "属于城管职责，请改派"]);
+    police.sync();
+    hub.sync();
+    let v = hub.json(&["report", "show", &ids[0], "--json"]);
+    assert_eq!(v["status"], "accepted", "back at the hub, to dispatch again: {v}");
+    assert_eq!(v["notes"].as_array().unwrap().len(), 1);
+    let q = hub.json(&["queue", "list", "--all", "--json"]);
+    let item = q.as_array().unwrap().iter().find(|e| e["doc"] == ids[0].as_str()).unwrap();
+    assert_eq!(item["step"], "dispatch", "{item}");
+    // The order has ended: the unit's next note is refused by the server and set aside.
+    police.ok(&["report", "note", &ids[0], "补充说明"]);
+    let out = police.sync();
+    assert_eq!(out["refused"], 1, "{out}");
+}
