@@ -755,21 +755,29 @@ fn ids(grids: &[&gridsync_core::org::Grid]) -> String {
 pub fn queue_items(home: &Home, all: bool, now: i64) -> Result<Vec<QueueEntry>> {
     let profile = home.profile()?;
     let role = profile.whoami.role;
+    // A handling unit's queue is its live orders; a hub's, what waits at its level.
+    let unit = profile.whoami.scope.unit().map(str::to_string);
     let levels: &[Level] = match role {
         Role::TownOperator => &[Level::Town],
         Role::CountyOperator => &[Level::County],
         Role::Admin => &[Level::Town, Level::County],
+        Role::UnitHandler => &[],
         _ => bail!(
             "{}",
-            tr!("队列是给镇、县综治中心工作人员用的", "the queue is for town and county operators")
+            tr!(
+                "队列是给镇、县综治中心和承办单位工作人员用的",
+                "the queue is for town and county operators and handling units"
+            )
         ),
     };
     let policy = &profile.policy;
     let mut items: Vec<QueueEntry> = home
         .report_views()?
         .into_iter()
-        .filter(|v| levels.contains(&v.level))
-        .filter(|v| all || v.status == Status::Escalated)
+        .filter(|v| match &unit {
+            Some(u) => v.live_units().contains(u),
+            None => levels.contains(&v.level) && (all || v.status == Status::Escalated),
+        })
         .filter_map(|v| {
             let step = pending_step(v.status)?;
             // Server receive times when the pages carried them (a device's clock may be far off),

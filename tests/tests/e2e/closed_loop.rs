@@ -208,6 +208,10 @@ fn a_unit_device_receives_only_its_orders_and_returns_a_misrouted_one() {
     enforcer.sync();
     assert_eq!(enforcer.json(&["report", "list", "--json"]).as_array().unwrap().len(), 0);
 
+    // Its queue is its live order, waiting for the unit's result, with the deadline.
+    let q = police.json(&["queue", "list", "--json"]);
+    assert_eq!(q.as_array().unwrap().len(), 1, "{q}");
+    assert_eq!((q[0]["doc"].as_str(), q[0]["step"].as_str()), (Some(ids[0].as_str()), Some("resolve")));
     police.ok(&["report", "note", &ids[0], "已联系双方"]);
     police.ok(&["queue", "return", &ids[0], "--reason", "属于城管职责，请改派"]);
     police.sync();
@@ -222,4 +226,5 @@ fn a_unit_device_receives_only_its_orders_and_returns_a_misrouted_one() {
     police.ok(&["report", "note", &ids[0], "补充说明"]);
     let out = police.sync();
     assert_eq!(out["refused"], 1, "{out}");
+    assert_eq!(police.json(&["queue", "list", "--json"]).as_array().unwrap().len(), 0, "no live order");
 }
