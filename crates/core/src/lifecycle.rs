@@ -147,9 +147,12 @@ impl Action {
     /// Whether `role` may take this action on a report at `level` (scope is checked elsewhere).
     pub fn allowed_for(self, role: Role, level: Level) -> bool {
         match role {
+            // A worker's own failed check sends a result reached above the grid back (返工);
+            // validation asks for the check.
             Role::GridWorker => {
-                matches!(self, Action::SelfResolve | Action::Escalate | Action::Cancel)
-                    && level == Level::Grid
+                (matches!(self, Action::SelfResolve | Action::Escalate | Action::Cancel)
+                    && level == Level::Grid)
+                    || (self == Action::Rework && level != Level::Grid)
             }
             Role::GridAssistant => {
                 matches!(self, Action::SelfResolve | Action::Escalate) && level == Level::Grid
@@ -242,6 +245,18 @@ pub struct Fork {
 /// level, then the earlier wall clock, author and id as final tie-breaks. Losing branches are
 /// recorded as forks.
 pub fn fold(transitions: &[Transition]) -> Folded {
+    fold_with(transitions, &BTreeSet::new(), &BTreeSet::new())
+}
+
+/// [`fold`], knowing the closed loop's records: an order (a dispatch or rework) in `settled` —
+/// every unit it named has replied — leaves the report `resolved` rather than `dispatched`; a
+/// `close` on an order in `failed` — the grid's check failed — is never applied, whatever its
+/// precedence, so a close concurrent with a failed check cannot win on any replica.
+pub fn fold_with(
+    transitions: &[Transition],
+    settled: &BTreeSet<String>,
+    failed: &BTreeSet<String>,
+) -> Folded {
     let mut children: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, t) in transitions.iter().enumerate() {
         children.entry(t.parent.as_str()).or_default().push(i);
@@ -263,6 +278,7 @@ pub fn fold(transitions: &[Transition]) -> Folded {
                     && t.from_level == level
                     && t.action.target(status, level) == Some((t.to, t.to_level))
                     && !visited.contains(&t.id)
+                    && !(t.action == Action::Close && failed.contains(&t.parent))
             })
             .collect();
         let Some(&winner) = legal.iter().max_by(|&&a, &&b| {
@@ -295,7 +311,7 @@ pub fn fold(transitions: &[Transition]) -> Folded {
             forks.push(Fork { winner: w.id.clone(), discarded });
         }
         visited.insert(w.id.clone());
-        status = w.to;
+        status = if w.to == Status::Dispatched && settled.contains(&w.id) { Status::Resolved } else { w.to };
         level = w.to_level;
         tip = w.id.clone();
         applied.push(w.id.clone());

@@ -1,7 +1,7 @@
 //! Report documents (网格事件): the Automerge layout, the local edits a device makes, and the
 //! materialized `ReportView` every replica computes identically from the same changes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use automerge::{ActorId, AutoCommit, ChangeHash, ObjType, ROOT, ReadDoc, transaction::Transactable};
 use schemars::JsonSchema;
@@ -11,7 +11,7 @@ use crate::doc::{
     ActorInfo, Author, DocError, Fields, commit, layout, list_at, list_maps, map_at, obj_at, opt_int,
     read_authors, register_author, req_str, text_at,
 };
-use crate::lifecycle::{Action, Level, Status, Transition, fold, str_enum};
+use crate::lifecycle::{Action, Level, Status, Transition, fold_with, str_enum};
 use crate::merge::{ResolvedConflict, Resolver, Rule, lifecycle_conflicts, object_conflict};
 use crate::org::Role;
 
@@ -140,7 +140,40 @@ pub struct Note {
     pub role: Role,
     pub at: i64,
     pub text: String,
+    /// A closed-loop record rather than a plain note: a unit's signing or reply, the grid's
+    /// check, the hub's return visit. Kept in the notes list, append-only like every note.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<Record>,
+    /// The handling unit a sign or reply is from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    /// The order the record is about: the id of the transition that was the report's tip.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<String>,
+    /// A check's `pass`/`fail`; a visit's `satisfied`, `basically_satisfied`, `unsatisfied` or
+    /// `unreachable`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
 }
+
+/// The closed-loop records (闭环): 签收, 办理反馈, 核查, 回访.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Record {
+    /// 签收: a handling unit signs for its order.
+    Sign,
+    /// 办理反馈: a handling unit replies with its result.
+    Reply,
+    /// 核查: the grid checks the result on site (`pass` or `fail`).
+    Verify,
+    /// 回访: the hub calls the resident back.
+    Visit,
+}
+
+str_enum!(Record { Sign = "sign", Reply = "reply", Verify = "verify", Visit = "visit" });
+
+/// The results a return visit may record.
+pub const VISIT_RESULTS: [&str; 4] = ["satisfied", "basically_satisfied", "unsatisfied", "unreachable"];
 
 /// A file attached to a report; the bytes travel separately, addressed by their hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -341,6 +374,83 @@ impl From<&PartyEntry> for Party {
     }
 }
 
+/// The orders every unit they named has replied to (see [`fold_with`]). An order is a transition
+/// that left the report `dispatched`: a dispatch (its units) or a rework (the units of the
+/// nearest dispatch above it).
+pub fn settled_orders(transitions: &[Transition], notes: &[Note]) -> BTreeSet<String> {
+    transitions
+        .iter()
+        .filter(|t| t.to == Status::Dispatched)
+        .filter(|t| {
+            let units = order_units(t, transitions);
+            !units.is_empty()
+                && units.iter().all(|u| {
+                    notes.iter().any(|n| {
+                        n.record == Some(Record::Reply)
+                            && n.order.as_deref() == Some(t.id.as_str())
+                            && n.unit.as_deref() == Some(u.as_str())
+                    })
+                })
+        })
+        .map(|t| t.id.clone())
+        .collect()
+}
+
+/// The units an order named: its own for a dispatch, else those of the nearest dispatch above it
+/// (bounded walk: a forged cycle ends it).
+pub fn order_units<'a>(t: &'a Transition, all: &'a [Transition]) -> &'a [String] {
+    let mut cur = t;
+    for _ in 0..=all.len() {
+        if cur.action == Action::Dispatch {
+            return &cur.units;
+        }
+        match all.iter().find(|p| p.id == cur.parent) {
+            Some(p) => cur = p,
+            None => break,
+        }
+    }
+    &[]
+}
+
+/// The orders a failed check (核查不通过) sent back: a close on them never applies.
+pub fn failed_orders(notes: &[Note]) -> BTreeSet<String> {
+    notes
+        .iter()
+        .filter(|n| n.record == Some(Record::Verify) && n.result.as_deref() == Some("fail"))
+        .filter_map(|n| n.order.clone())
+        .collect()
+}
+
+/// Records a closed-loop step (sign, reply, check, visit) about the report's current order.
+pub fn add_record(
+    doc: &mut AutoCommit,
+    author: &Author,
+    record: Record,
+    text: &str,
+    unit: Option<&str>,
+    result: Option<&str>,
+) -> Result<Option<ChangeHash>, DocError> {
+    let v = materialize_report(doc)?;
+    let notes = list_at(doc, &ROOT, "notes")?;
+    let n = doc.length(&notes);
+    let id = format!("{}/{}", doc.get_actor().to_hex_string(), n);
+    let obj = doc.insert_object(&notes, n, ObjType::Map)?;
+    doc.put(&obj, "id", id)?;
+    doc.put(&obj, "author", author.user.as_str())?;
+    doc.put(&obj, "role", author.role.as_str())?;
+    doc.put(&obj, "at", author.at)?;
+    doc.put(&obj, "text", text)?;
+    doc.put(&obj, "record", record.as_str())?;
+    doc.put(&obj, "order", v.tip.as_str())?;
+    if let Some(u) = unit {
+        doc.put(&obj, "unit", u)?;
+    }
+    if let Some(r) = result {
+        doc.put(&obj, "result", r)?;
+    }
+    finish(doc, author, record.as_str())
+}
+
 /// How many party entries no later entry corrects.
 fn current_party_count(doc: &AutoCommit, people: &automerge::ObjId) -> Result<i64, DocError> {
     let mut ids = Vec::new();
@@ -511,8 +621,7 @@ fn write_transition(
     if action == Action::Dispatch && dept.is_none_or(|d| d.trim().is_empty()) {
         return Err(DocError::BadInput("say which department it goes to: --to DEPT (e.g. 城管办)".into()));
     }
-    let transitions = read_transitions(doc)?;
-    let state = fold(&transitions);
+    let state = materialize_report(doc)?;
     let Some((to, to_level)) = action.target(state.status, state.level) else {
         return Err(DocError::IllegalTransition {
             action: action.to_string(),
@@ -629,6 +738,10 @@ pub fn materialize_report(doc: &AutoCommit) -> Result<ReportView, DocError> {
                 role: parse_field(n.req_str("role")?, "role", Role::parse)?,
                 at: n.opt_int("at")?.unwrap_or(0),
                 text: n.req_str("text")?,
+                record: n.opt_str("record")?.map(|r| parse_field(r, "record", Record::parse)).transpose()?,
+                unit: n.opt_str("unit")?,
+                order: n.opt_str("order")?,
+                result: n.opt_str("result")?,
             })
         })
         .collect::<Result<Vec<_>, DocError>>()?;
@@ -646,7 +759,8 @@ pub fn materialize_report(doc: &AutoCommit) -> Result<ReportView, DocError> {
         })
         .collect::<Result<Vec<_>, DocError>>()?;
     let mut transitions = read_transitions(doc)?;
-    let folded = fold(&transitions);
+    let settled = settled_orders(&transitions, &notes);
+    let folded = fold_with(&transitions, &settled, &failed_orders(&notes));
     for t in &mut transitions {
         t.applied = folded.applied.contains(&t.id);
     }

@@ -11,7 +11,7 @@ use crate::doc::Authors;
 use crate::lifecycle::{Action, Level, Status, Transition};
 use crate::org::{Org, Principal, Role};
 use crate::patrol::PatrolView;
-use crate::report::ReportView;
+use crate::report::{Note, Record, ReportView, VISIT_RESULTS};
 
 /// Why a write was refused. `code()` is the stable name on the wire.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize, JsonSchema)]
@@ -40,6 +40,10 @@ pub enum Refusal {
     TransitionNotFromLatest { id: String },
     #[error("a dispatch must name the department it goes to")]
     NoDepartment,
+    #[error("{record} is not allowed here: {why}")]
+    RecordNotAllowed { record: String, why: String },
+    #[error("the report cannot be closed yet; missing: {missing}")]
+    CloseRequirementsUnmet { missing: String },
     #[error("this report's live order is not your unit's (it was never sent to you, or it has ended)")]
     NotYourOrder,
     #[error("the dispatch names a handling unit the organisation does not have")]
@@ -92,6 +96,8 @@ impl Refusal {
             Refusal::NoDepartment => "no_department",
             Refusal::UnknownUnit => "unknown_unit",
             Refusal::NotYourOrder => "not_your_order",
+            Refusal::RecordNotAllowed { .. } => "record_not_allowed",
+            Refusal::CloseRequirementsUnmet { .. } => "close_requirements_unmet",
             Refusal::UnitOutOfReach => "unit_out_of_reach",
             Refusal::DuplicateUnit => "duplicate_unit",
             Refusal::TooMany { .. } => "too_many",
@@ -515,6 +521,9 @@ fn check_report_rules(
         if n.author != who.user || n.role != who.role {
             return Err(Refusal::NotYourName { what: "a note".into(), user: who.user.clone() });
         }
+        if let Some(record) = n.record {
+            check_record(who, before, n, record)?;
+        }
     }
     let before_ts = before.map(|b| recorded(&b.transitions)).unwrap_or_default();
     let after_ts = recorded(&after.transitions);
@@ -523,11 +532,112 @@ fn check_report_rules(
     if ids.len() != after_ts.len() {
         return Err(Refusal::HistoryRewritten { what: "transition ids".into() });
     }
+    // Orders every named unit has replied to left the report resolved (see `fold_with`).
+    let settled = crate::report::settled_orders(&after.transitions, &after.notes);
     for t in new_ts {
-        check_transition(who, t, &after_ts)?;
+        check_transition(who, t, &after_ts, &settled)?;
         check_units(org, &after.town, t)?;
+        check_loop(who, t, after)?;
     }
     check_report_values(org, before, after)
+}
+
+/// A closed-loop record is written by the right person about the report's current order: a unit
+/// signs for and replies to its live order; the grid's worker checks a result reached above the
+/// grid; an operator records the return visit.
+fn check_record(
+    who: &Principal,
+    before: Option<&ReportView>,
+    n: &Note,
+    record: Record,
+) -> Result<(), Refusal> {
+    let no = |why: &str| Refusal::RecordNotAllowed { record: record.as_str().into(), why: why.into() };
+    let Some(b) = before else { return Err(no("the report does not exist yet")) };
+    if n.order.as_deref() != Some(b.tip.as_str()) {
+        return Err(no("it is not about the report's current step (sync, then record it again)"));
+    }
+    match record {
+        Record::Sign | Record::Reply => {
+            if who.role != Role::UnitHandler || n.unit.as_deref() != who.scope.unit() {
+                return Err(no("only the handling unit of the order signs and replies, in its own name"));
+            }
+            if record == Record::Reply && n.text.trim().is_empty() {
+                return Err(no("a reply states the result"));
+            }
+        }
+        Record::Verify => {
+            if who.role != Role::GridWorker {
+                return Err(no("the grid's worker checks the result"));
+            }
+            if b.status != Status::Resolved || b.level == Level::Grid {
+                return Err(no("only a result reached above the grid is checked"));
+            }
+            if !matches!(n.result.as_deref(), Some("pass" | "fail")) {
+                return Err(no("a check is pass or fail"));
+            }
+        }
+        Record::Visit => {
+            if !matches!(who.role, Role::TownOperator | Role::CountyOperator | Role::Admin) {
+                return Err(no("the hub records return visits"));
+            }
+            if b.status != Status::Resolved {
+                return Err(no("a return visit follows the result"));
+            }
+            if !n.result.as_deref().is_some_and(|r| VISIT_RESULTS.contains(&r)) {
+                return Err(no(
+                    "a visit's result is satisfied, basically_satisfied, unsatisfied or unreachable",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The closed loop's gates on transitions: a result reached above the grid closes only after the
+/// grid's check passed and the resident was called back (an unsatisfied visit needs the close's
+/// written explanation); a grid worker's rework follows their own failed check.
+fn check_loop(who: &Principal, t: &Transition, after: &ReportView) -> Result<(), Refusal> {
+    if t.action == Action::Close {
+        check_close(after, &t.parent, t.from_level, &t.reason)?;
+    }
+    if t.action == Action::Rework
+        && who.role == Role::GridWorker
+        && !records_on(after, &t.parent, Record::Verify)
+            .any(|n| n.result.as_deref() == Some("fail") && n.author == who.user)
+    {
+        return Err(role_cannot(who.role, "send a result back without a failed check"));
+    }
+    Ok(())
+}
+
+fn records_on<'a>(v: &'a ReportView, order: &'a str, record: Record) -> impl Iterator<Item = &'a Note> {
+    v.notes.iter().filter(move |n| n.record == Some(record) && n.order.as_deref() == Some(order))
+}
+
+/// Whether a report resolved by `order` at `level` may close with `reason` (the client's
+/// pre-check and the server's rule): above the grid, the grid's check passed and a return visit is
+/// recorded, and an unsatisfied visit needs a written explanation.
+pub fn check_close(v: &ReportView, order: &str, level: Level, reason: &str) -> Result<(), Refusal> {
+    if level == Level::Grid {
+        return Ok(());
+    }
+    let mut missing = Vec::new();
+    if records_on(v, order, Record::Verify).any(|n| n.result.as_deref() == Some("fail")) {
+        missing.push("a passing check (the grid's check failed: rework first)");
+    } else if !records_on(v, order, Record::Verify).any(|n| n.result.as_deref() == Some("pass")) {
+        missing.push("the grid's check (field report verify)");
+    }
+    let visits: Vec<&Note> = records_on(v, order, Record::Visit).collect();
+    if visits.is_empty() {
+        missing.push("a return visit (field queue visit)");
+    } else if visits.iter().all(|n| n.result.as_deref() == Some("unsatisfied")) && reason.trim().is_empty() {
+        missing.push("a written explanation for closing over an unsatisfied visit (--note)");
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(Refusal::CloseRequirementsUnmet { missing: missing.join("; ") })
+    }
 }
 
 /// The handling units a dispatch names exist, serve the report's town, and appear once each.
@@ -554,7 +664,12 @@ fn check_units(org: &Org, town: &str, t: &Transition) -> Result<(), Refusal> {
     Ok(())
 }
 
-fn check_transition(who: &Principal, t: &Transition, all: &[Transition]) -> Result<(), Refusal> {
+fn check_transition(
+    who: &Principal,
+    t: &Transition,
+    all: &[Transition],
+    settled: &BTreeSet<String>,
+) -> Result<(), Refusal> {
     if t.author != who.user || t.role != who.role {
         return Err(Refusal::NotYourName { what: "a transition".into(), user: who.user.clone() });
     }
@@ -575,7 +690,10 @@ fn check_transition(who: &Principal, t: &Transition, all: &[Transition]) -> Resu
     let parent_state = if t.parent.is_empty() {
         Some((Status::Open, Level::Grid))
     } else {
-        all.iter().find(|p| p.id == t.parent).map(|p| (p.to, p.to_level))
+        all.iter().find(|p| p.id == t.parent).map(|p| match settled.contains(&p.id) {
+            true => (Status::Resolved, p.to_level),
+            false => (p.to, p.to_level),
+        })
     };
     if parent_state != Some((t.from, t.from_level)) {
         return Err(Refusal::TransitionOutOfOrder { id: t.id.clone() });

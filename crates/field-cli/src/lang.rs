@@ -147,6 +147,16 @@ pub fn role(r: Role) -> &'static str {
     }
 }
 
+pub fn record(r: gridsync_core::report::Record) -> &'static str {
+    use gridsync_core::report::Record;
+    match r {
+        Record::Sign => pick("签收", "sign"),
+        Record::Reply => pick("办理反馈", "reply"),
+        Record::Verify => pick("核查", "check"),
+        Record::Visit => pick("回访", "return visit"),
+    }
+}
+
 pub fn category(c: gridsync_core::report::Category) -> &'static str {
     if en() { c.label_en() } else { c.label_zh() }
 }
@@ -200,6 +210,11 @@ pub fn refusal(code: &str) -> Option<&'static str> {
             "这份事件现在不是派给你单位办理的（没派给你，或已办结、已退回）",
             "this report's live order is not your unit's (never sent to you, or it has ended)",
         ),
+        "close_requirements_unmet" => pick(
+            "结案条件未满足：需要网格员核查通过并完成回访（回访不满意时要写明结案说明）",
+            "closing needs the grid's passing check and a return visit (an explanation after an unsatisfied visit)",
+        ),
+        "record_not_allowed" => pick("这一步现在不能由你记录", "you cannot record this step now"),
         "duplicate_unit" => pick("同一个承办单位写了两次", "the dispatch names the same unit twice"),
         "too_many" => pick("这份事件的记录条数已达上限", "the report holds as many entries as it may"),
         "too_long" => pick("内容太长，超过了字数上限", "the text is longer than allowed"),

@@ -8,8 +8,8 @@ use gridsync_core::org::{Org, Principal, Role};
 use gridsync_core::policy::pending_step;
 use gridsync_core::protocol::QueueEntry;
 use gridsync_core::report::{
-    Category, Location, NewReport, ReportEdit, ReportView, Urgency, add_note, add_transition, create_report,
-    dispatch_to_units, edit_report,
+    Category, Location, NewReport, Record, ReportEdit, ReportView, Urgency, VISIT_RESULTS, add_note,
+    add_record, add_transition, create_report, dispatch_to_units, edit_report,
 };
 use gridsync_core::validate::check_action;
 
@@ -95,6 +95,21 @@ pub enum ReportCommand {
         /// The report's id (or part of it).
         id: String,
         /// How it was settled.
+        #[arg(long)]
+        note: String,
+    },
+    /// Check on site a result reached above the grid (核查): --ok, or --fail to send it back to
+    /// the same unit (返工) with your note.
+    Verify {
+        /// The report's id (or part of it).
+        id: String,
+        /// The result holds.
+        #[arg(long, conflicts_with = "fail", required_unless_present = "fail")]
+        ok: bool,
+        /// The result does not hold: it goes back for rework.
+        #[arg(long)]
+        fail: bool,
+        /// What you found.
         #[arg(long)]
         note: String,
     },
@@ -250,6 +265,31 @@ pub enum QueueCommand {
         /// The report's id (or part of it).
         id: String,
         /// A closing remark.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// A handling unit signs for its order (签收).
+    Sign {
+        /// The report's id (or part of it).
+        id: String,
+    },
+    /// A handling unit replies with its result (办理反馈); the report is resolved when the lead
+    /// and every assisting unit have replied.
+    Reply {
+        /// The report's id (or part of it).
+        id: String,
+        /// What was done.
+        #[arg(long)]
+        result: String,
+    },
+    /// Record the return visit (回访): satisfied, basically_satisfied, unsatisfied or unreachable.
+    Visit {
+        /// The report's id (or part of it).
+        id: String,
+        /// satisfied | basically_satisfied | unsatisfied | unreachable (or 满意, 基本满意, 不满意, 联系不上).
+        #[arg(long)]
+        result: String,
+        /// What the resident said.
         #[arg(long, default_value = "")]
         note: String,
     },
@@ -427,6 +467,26 @@ fn act(home: &mut Home, given: &str, action: Action, reason: &str, routing: Rout
                     lang::refusal_text(r.code(), &r.to_string())
                 ))
             })?;
+            if action == Action::Close {
+                validate::check_close(view, &view.tip, view.level, reason).map_err(|r| {
+                    let m = r.to_string();
+                    let zh: Vec<&str> = [
+                        ("check failed", "网格员核查未通过，需先返工"),
+                        ("the grid's check (", "网格员核查（field report verify）"),
+                        ("return visit", "回访（field queue visit）"),
+                        ("explanation", "回访不满意时的结案说明（--note）"),
+                    ]
+                    .iter()
+                    .filter(|(en, _)| m.contains(en))
+                    .map(|(_, zh)| *zh)
+                    .collect();
+                    anyhow!(tr!(
+                        "还不能结案，还缺：{}",
+                        "cannot close yet: {}",
+                        if lang::en() { m } else { zh.join("；") }
+                    ))
+                })?;
+            }
             match &routing {
                 Routing::Free(dept) => {
                     add_transition(d, &author(&profile), action, reason, *dept)
@@ -739,6 +799,13 @@ pub fn run(home: &mut Home, c: ReportCommand) -> Result<()> {
         ReportCommand::Resolve { id, note } => {
             act(home, &id, Action::SelfResolve, &note, Routing::Free(None))
         }
+        ReportCommand::Verify { id, ok, note, .. } => {
+            record(home, &id, Record::Verify, &note, Some(if ok { "pass" } else { "fail" }))?;
+            if !ok {
+                act(home, &id, Action::Rework, &note, Routing::Free(None))?;
+            }
+            Ok(())
+        }
         ReportCommand::Escalate { id, reason } => {
             act(home, &id, Action::Escalate, &reason, Routing::Free(None))
         }
@@ -870,5 +937,71 @@ pub fn run_queue(home: &mut Home, c: QueueCommand) -> Result<()> {
             act(home, &id, Action::Escalate, &reason, Routing::Free(None))
         }
         QueueCommand::Close { id, note } => act(home, &id, Action::Close, &note, Routing::Free(None)),
+        QueueCommand::Sign { id } => record(home, &id, Record::Sign, "已签收", None),
+        QueueCommand::Reply { id, result } => record(home, &id, Record::Reply, &result, None),
+        QueueCommand::Visit { id, result, note } => {
+            let result = match result.trim() {
+                "满意" => "satisfied",
+                "基本满意" => "basically_satisfied",
+                "不满意" => "unsatisfied",
+                "联系不上" | "无法联系" => "unreachable",
+                r => r,
+            }
+            .to_string();
+            if !VISIT_RESULTS.contains(&result.as_str()) {
+                bail!(
+                    "{}",
+                    tr!(
+                        "回访结果要写 满意、基本满意、不满意 或 联系不上",
+                        "the visit's result is satisfied, basically_satisfied, unsatisfied or unreachable"
+                    )
+                );
+            }
+            let text = if note.trim().is_empty() { result.clone() } else { note };
+            record(home, &id, Record::Visit, &text, Some(&result))
+        }
     }
+}
+
+/// Writes a closed-loop record (sign, reply, check, visit) about the report's current order,
+/// checked first as the server will check it.
+fn record(home: &mut Home, given: &str, rec: Record, text: &str, result: Option<&str>) -> Result<()> {
+    check_len("内容", "the text", text, validate::MAX_NOTE_CHARS)?;
+    if text.trim().is_empty() {
+        bail!("{}", tr!("内容不能为空", "the text is empty"));
+    }
+    let profile = home.profile()?;
+    let unit = profile.whoami.scope.unit().map(str::to_string);
+    let (id, _) = with_report(home, given, |d, view| {
+        let mine = unit.as_ref().is_some_and(|u| view.live_units().contains(u));
+        let fits = match rec {
+            Record::Sign | Record::Reply => mine,
+            Record::Verify => view.status == Status::Resolved && view.level != Level::Grid,
+            Record::Visit => view.status == Status::Resolved,
+        };
+        if !fits {
+            bail!(
+                "{}",
+                tr!(
+                    "这份事件现在是“{}”（{}），不能{}",
+                    "this report is {} at {} level; cannot {} now",
+                    lang::status(view.status),
+                    lang::level(view.level),
+                    lang::record(rec)
+                )
+            );
+        }
+        let unit = matches!(rec, Record::Sign | Record::Reply).then_some(unit.as_deref()).flatten();
+        add_record(d, &author(&profile), rec, text, unit, result).map_err(|e| anyhow!("{e}"))
+    })?;
+    println!(
+        "{}",
+        tr!(
+            "已记录{}：{}（已保存，下次 field sync 时发送）",
+            "recorded {}: {} (saved; it is sent at the next 'field sync')",
+            lang::record(rec),
+            short(&id)
+        )
+    );
+    Ok(())
 }

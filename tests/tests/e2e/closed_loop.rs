@@ -88,7 +88,16 @@ fn report_to_closure_through_the_town_hub() {
     let err = worker.fails(&["queue", "close", &id]);
     assert!(err.contains("你不能办理这一步") && err.contains("你的角色不能做这项操作"), "{err}");
 
-    // The hub checks, calls back, closes.
+    // Three checks, two reviews, one call back: not closed before the grid's check and a visit.
+    hub.sync();
+    let err = hub.fails(&["queue", "close", &id[..8]]);
+    assert!(err.contains("还不能结案") && err.contains("网格员核查") && err.contains("回访"), "{err}");
+    worker.ok(&["report", "verify", &id, "--ok", "--note", "路灯已亮"]);
+    worker.sync();
+    hub.sync();
+    let err = hub.fails(&["queue", "close", &id[..8]]);
+    assert!(err.contains("回访") && !err.contains("网格员核查"), "{err}");
+    hub.ok(&["queue", "visit", &id[..8], "--result", "满意", "--note", "居民满意"]);
     hub.ok(&["queue", "close", &id[..8], "--note", "回访满意"]);
     hub.sync();
     worker.sync();
@@ -227,4 +236,67 @@ fn a_unit_device_receives_only_its_orders_and_returns_a_misrouted_one() {
     let out = police.sync();
     assert_eq!(out["refused"], 1, "{out}");
     assert_eq!(police.json(&["queue", "list", "--json"]).as_array().unwrap().len(), 0, "no live order");
+}
+
+/// Issue 11: lead and assisting units both reply before the report is resolved; a failed check
+/// sends it back to the same units; after a passing check and a visit the hub closes it.
+#[test]
+fn units_reply_the_grid_checks_the_hub_calls_back_and_closes() {
+    let server = Server::start();
+    let worker = server.device("worker");
+    let hub = server.device("townop");
+    let police = server.device("police");
+    let enforcer = server.device("enforcer");
+    let id = worker.ok(&["report", "new", "--category", "dispute", "--title", "占道纠纷"]).trim().to_string();
+    worker.ok(&["report", "escalate", &id, "--reason", "需要派出所和执法队"]);
+    worker.sync();
+    hub.sync();
+    hub.ok(&["queue", "accept", &id]);
+    hub.ok(&["queue", "dispatch", &id, "--lead", "派出所", "--assist", "县综合执法局"]);
+    hub.sync();
+    police.sync();
+    enforcer.sync();
+    police.ok(&["queue", "sign", &id]);
+    police.ok(&["queue", "reply", &id, "--result", "已调解，双方签字"]);
+    police.sync();
+    hub.sync();
+    let status =
+        |d: &Device| d.json(&["report", "show", &id, "--json"])["status"].as_str().unwrap().to_string();
+    assert_eq!(status(&hub), "dispatched", "the assisting unit has not replied yet");
+    enforcer.ok(&["queue", "reply", &id, "--result", "已清理占道物品"]);
+    enforcer.sync();
+    hub.sync();
+    assert_eq!(status(&hub), "resolved", "lead and assisting units have replied");
+    let err = enforcer.fails(&["queue", "reply", &id, "--result", "再补一句"]);
+    assert!(err.contains("不能办理反馈"), "the order has ended: {err}");
+
+    // The grid's check fails: back to the same units.
+    worker.sync();
+    worker.ok(&["report", "verify", &id, "--fail", "--note", "摊位又摆回来了"]);
+    worker.sync();
+    hub.sync();
+    assert_eq!(status(&hub), "dispatched");
+    police.sync();
+    enforcer.sync();
+    assert_eq!(police.json(&["queue", "list", "--json"]).as_array().unwrap().len(), 1, "rework");
+    police.ok(&["queue", "reply", &id, "--result", "再次调解"]);
+    enforcer.ok(&["queue", "reply", &id, "--result", "已取缔摊位"]);
+    police.sync();
+    enforcer.sync();
+    worker.sync();
+    assert_eq!(status(&worker), "resolved");
+    worker.ok(&["report", "verify", &id, "--ok", "--note", "已恢复通行"]);
+    worker.sync();
+    hub.sync();
+    hub.ok(&["queue", "visit", &id, "--result", "satisfied"]);
+    hub.ok(&["queue", "close", &id, "--note", "办结"]);
+    hub.sync();
+    worker.sync();
+    let v = worker.json(&["report", "show", &id, "--json"]);
+    assert_eq!(v["status"], "closed", "{v}");
+    let records: Vec<&str> =
+        v["notes"].as_array().unwrap().iter().filter_map(|n| n["record"].as_str()).collect();
+    assert_eq!(records.iter().filter(|r| **r == "reply").count(), 4, "every reply is kept: {records:?}");
+    assert_eq!(records.iter().filter(|r| **r == "verify").count(), 2);
+    assert_eq!(records.iter().filter(|r| **r == "visit").count(), 1);
 }

@@ -1076,3 +1076,52 @@ fn device_times_more_than_a_day_ahead_of_the_server_are_refused_old_ones_are_not
     add_note(&mut soon, &author(WORKER, now + 60_000), "一分钟后").unwrap();
     assert_eq!(code(check_times(Some(&v), &view(&soon), now)), "ok");
 }
+
+/// Issue 11: every unit's reply is kept and resolves the report only when all are in; a close
+/// concurrent with a failed check never wins, in any merge order.
+#[test]
+fn unit_replies_resolve_together_and_a_failed_check_beats_a_concurrent_close() {
+    let (mut w, _) = replicas(&[]);
+    add_transition(&mut w, &author(WORKER, 2_000), Action::Escalate, "", None).unwrap();
+    let mut hub = doc::load(&w.save(), actor(TOWN_OP)).unwrap();
+    add_transition(&mut hub, &author(TOWN_OP, 3_000), Action::Accept, "", None).unwrap();
+    let units = vec!["T1-PCS".to_string(), "C01-ZF".to_string()];
+    dispatch_to_units(&mut hub, &author(TOWN_OP, 4_000), "", &units, "派出所、执法局").unwrap();
+    let order = view(&hub).tip.clone();
+    // Two unit devices reply concurrently.
+    let unit = |n: u8, who: &str| Author {
+        user: who.into(),
+        role: gridsync_core::org::Role::UnitHandler,
+        at: 5_000 + n as i64,
+    };
+    let mut police = doc::load(&hub.save(), actor(7)).unwrap();
+    let mut enforcer = doc::load(&hub.save(), actor(8)).unwrap();
+    add_record(&mut police, &unit(7, "police"), Record::Reply, "已调解", Some("T1-PCS"), None).unwrap();
+    assert_eq!(view(&police).status, Status::Dispatched, "one of two units has replied");
+    add_record(&mut enforcer, &unit(8, "enforcer"), Record::Reply, "已清理", Some("C01-ZF"), None).unwrap();
+    sync(&mut police, &mut enforcer);
+    sync(&mut hub, &mut police);
+    let v = view(&hub);
+    assert_eq!((v.status, v.level, v.tip.as_str()), (Status::Resolved, Level::Town, order.as_str()));
+    assert_eq!(v.notes.iter().filter(|n| n.record == Some(Record::Reply)).count(), 2);
+    assert_eq!(v, view(&police));
+    // The worker checks (pass), the hub visits; then, concurrently, the worker's second device
+    // fails the check and sends it back while the hub closes.
+    sync(&mut w, &mut hub);
+    add_record(&mut w, &author(WORKER, 6_000), Record::Verify, "好了", None, Some("pass")).unwrap();
+    sync(&mut hub, &mut w);
+    add_record(&mut hub, &author(TOWN_OP, 6_500), Record::Visit, "满意", None, Some("satisfied")).unwrap();
+    let mut second = doc::load(&w.save(), actor(9)).unwrap();
+    add_record(&mut second, &author(WORKER, 7_000), Record::Verify, "又坏了", None, Some("fail")).unwrap();
+    add_transition(&mut second, &author(WORKER, 7_001), Action::Rework, "又坏了", None).unwrap();
+    add_transition(&mut hub, &author(TOWN_OP, 7_000), Action::Close, "办结", None).unwrap();
+    assert_eq!(view(&hub).status, Status::Closed, "the hub's copy closes");
+    let mut a = hub.fork();
+    let mut b = second.fork();
+    sync(&mut a, &mut second);
+    sync(&mut b, &mut hub);
+    let (va, vb) = (view(&a), view(&b));
+    assert_eq!(va, vb, "every replica converges");
+    assert_eq!(va.status, Status::Dispatched, "the failed check wins: back to the units");
+    assert_eq!(va.live_units(), units.as_slice());
+}
