@@ -431,15 +431,7 @@ pub fn add_record(
     result: Option<&str>,
 ) -> Result<Option<ChangeHash>, DocError> {
     let v = materialize_report(doc)?;
-    let notes = list_at(doc, &ROOT, "notes")?;
-    let n = doc.length(&notes);
-    let id = format!("{}/{}", doc.get_actor().to_hex_string(), n);
-    let obj = doc.insert_object(&notes, n, ObjType::Map)?;
-    doc.put(&obj, "id", id)?;
-    doc.put(&obj, "author", author.user.as_str())?;
-    doc.put(&obj, "role", author.role.as_str())?;
-    doc.put(&obj, "at", author.at)?;
-    doc.put(&obj, "text", text)?;
+    let obj = push_note(doc, author, text)?;
     doc.put(&obj, "record", record.as_str())?;
     doc.put(&obj, "order", v.tip.as_str())?;
     if let Some(u) = unit {
@@ -550,6 +542,12 @@ pub fn add_note(doc: &mut AutoCommit, author: &Author, text: &str) -> Result<Opt
     if text.trim().is_empty() {
         return Err(DocError::BadInput("a note cannot be empty".into()));
     }
+    push_note(doc, author, text)?;
+    finish(doc, author, "note")
+}
+
+/// Appends a note entry (id, author, role, time, text) and returns its map.
+fn push_note(doc: &mut AutoCommit, author: &Author, text: &str) -> Result<automerge::ObjId, DocError> {
     let notes = list_at(doc, &ROOT, "notes")?;
     let n = doc.length(&notes);
     let id = format!("{}/{}", doc.get_actor().to_hex_string(), n);
@@ -559,7 +557,7 @@ pub fn add_note(doc: &mut AutoCommit, author: &Author, text: &str) -> Result<Opt
     doc.put(&obj, "role", author.role.as_str())?;
     doc.put(&obj, "at", author.at)?;
     doc.put(&obj, "text", text)?;
-    finish(doc, author, "note")
+    Ok(obj)
 }
 
 /// Records an attachment's metadata.
