@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::lifecycle::{Action, Level, Status};
 use crate::policy::Policy;
-use crate::report::{Category, ReportView};
+use crate::report::{Category, Record, ReportView, order_units};
 
 /// The indicators for one period and place. Rates are `None` when their denominator is zero.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -170,4 +170,173 @@ pub fn compute(reports: &[ReportView], policy: &Policy, now: i64, from: i64, to:
     out.median_minutes_to_accept = median(to_accept);
     out.median_minutes_to_close = median(to_close);
     out
+}
+
+/// A handling unit's indicators (乡呼县应 assessment), over the orders (dispatches and reworks)
+/// that named it, in reports created in the period. Rates are `None` when their denominator is 0.
+///
+/// - on-time signing = orders signed within the policy's `sign` limit of the order / orders;
+/// - on-time completion = orders the unit replied to within the `resolve` limit / orders;
+/// - return rate = orders the unit handed back (the lead unit answers for a return) / orders;
+/// - rework rate = orders sent back after the unit's result (a `rework` on them) / orders;
+/// - satisfaction = (satisfied + basically satisfied) / visits that reached the resident
+///   (`unreachable` left out), over visits on its orders;
+/// - verification pass rate = passing checks / checks, on its orders;
+/// - extension rate: no extension (延期) action exists yet, so it is not reported.
+///
+/// Order times are when the server received the transition (as for [`compute`]); sign and reply
+/// times are the records' own `at` (the device's clock, corrected by the server offset it learnt).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct UnitIndicators {
+    pub unit: String,
+    pub orders: u64,
+    pub signed: u64,
+    pub signed_on_time: u64,
+    pub replied: u64,
+    pub replied_on_time: u64,
+    pub returned: u64,
+    pub reworked: u64,
+    pub visits: u64,
+    pub visits_reached: u64,
+    pub satisfied: u64,
+    pub checks: u64,
+    pub checks_passed: u64,
+    /// 按期签收率
+    pub on_time_signing_rate: Option<f64>,
+    /// 按期办结率
+    pub on_time_completion_rate: Option<f64>,
+    /// 退件率
+    pub return_rate: Option<f64>,
+    /// 返工率
+    pub rework_rate: Option<f64>,
+    /// 满意率
+    pub satisfaction_rate: Option<f64>,
+    /// 核查通过率
+    pub verification_pass_rate: Option<f64>,
+}
+
+impl UnitIndicators {
+    fn new(unit: &str) -> Self {
+        UnitIndicators {
+            unit: unit.to_string(),
+            orders: 0,
+            signed: 0,
+            signed_on_time: 0,
+            replied: 0,
+            replied_on_time: 0,
+            returned: 0,
+            reworked: 0,
+            visits: 0,
+            visits_reached: 0,
+            satisfied: 0,
+            checks: 0,
+            checks_passed: 0,
+            on_time_signing_rate: None,
+            on_time_completion_rate: None,
+            return_rate: None,
+            rework_rate: None,
+            satisfaction_rate: None,
+            verification_pass_rate: None,
+        }
+    }
+}
+
+/// Computes every unit's indicators over `reports` created in `[from, to)`, sorted by unit id.
+pub fn by_unit(reports: &[ReportView], policy: &Policy, from: i64, to: i64) -> Vec<UnitIndicators> {
+    let mut out: BTreeMap<String, UnitIndicators> = BTreeMap::new();
+    for r in reports.iter().filter(|r| r.created_at >= from && r.created_at < to) {
+        let u = r.urgency;
+        for order in r.transitions.iter().filter(|t| t.applied && t.to == Status::Dispatched) {
+            let units = order_units(order, &r.transitions);
+            let records = |rec: Record| {
+                r.notes
+                    .iter()
+                    .filter(move |n| n.record == Some(rec) && n.order.as_deref() == Some(order.id.as_str()))
+            };
+            let sign_due = policy.after(u, order.at, minutes(policy.limit_minutes("sign", u)));
+            let reply_due = policy.after(u, order.at, minutes(policy.limit_minutes("resolve", u)));
+            let after =
+                |k: Action| r.transitions.iter().any(|t| t.applied && t.action == k && t.parent == order.id);
+            for (i, unit) in units.iter().enumerate() {
+                let e = out.entry(unit.clone()).or_insert_with(|| UnitIndicators::new(unit));
+                e.orders += 1;
+                let by_unit = |rec: Record| {
+                    records(rec).filter(|n| n.unit.as_deref() == Some(unit.as_str())).map(|n| n.at).min()
+                };
+                if let Some(at) = by_unit(Record::Sign) {
+                    e.signed += 1;
+                    e.signed_on_time += u64::from(at <= sign_due);
+                }
+                if let Some(at) = by_unit(Record::Reply) {
+                    e.replied += 1;
+                    e.replied_on_time += u64::from(at <= reply_due);
+                }
+                // The lead unit answers for a return (牵头负全责).
+                e.returned += u64::from(i == 0 && after(Action::HandBack));
+                e.reworked += u64::from(after(Action::Rework));
+                for v in records(Record::Visit) {
+                    e.visits += 1;
+                    if v.result.as_deref() != Some("unreachable") {
+                        e.visits_reached += 1;
+                    }
+                    if matches!(v.result.as_deref(), Some("satisfied" | "basically_satisfied")) {
+                        e.satisfied += 1;
+                    }
+                }
+                for c in records(Record::Verify) {
+                    e.checks += 1;
+                    e.checks_passed += u64::from(c.result.as_deref() == Some("pass"));
+                }
+            }
+        }
+    }
+    out.into_values()
+        .map(|mut e| {
+            e.on_time_signing_rate = rate(e.signed_on_time, e.orders);
+            e.on_time_completion_rate = rate(e.replied_on_time, e.orders);
+            e.return_rate = rate(e.returned, e.orders);
+            e.rework_rate = rate(e.reworked, e.orders);
+            e.satisfaction_rate = rate(e.satisfied, e.visits_reached);
+            e.verification_pass_rate = rate(e.checks_passed, e.checks);
+            e
+        })
+        .collect()
+}
+
+/// The indicators of each place or person: reports grouped by `key` (town, grid or reporter).
+pub fn grouped(
+    reports: &[ReportView],
+    policy: &Policy,
+    now: i64,
+    from: i64,
+    to: i64,
+    key: impl Fn(&ReportView) -> String,
+) -> Vec<(String, Indicators)> {
+    let mut groups: BTreeMap<String, Vec<ReportView>> = BTreeMap::new();
+    for r in reports {
+        groups.entry(key(r)).or_default().push(r.clone());
+    }
+    groups
+        .into_iter()
+        .map(|(k, rs)| (k, compute(&rs, policy, now, from, to)))
+        .filter(|(_, i)| i.reports + i.cancelled > 0)
+        .collect()
+}
+
+/// Indicators broken down (`GET /v1/admin/stats?by=…`, `field admin stats --by`): `groups` for a
+/// town, grid or worker (reporter) breakdown, `units` for handling units; the other is empty.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct IndicatorsBy {
+    /// `town`, `grid`, `worker` or `unit`.
+    pub by: String,
+    pub groups: Vec<IndicatorsGroup>,
+    pub units: Vec<UnitIndicators>,
+}
+
+/// One place's or person's indicators.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct IndicatorsGroup {
+    /// The town or grid id, or the reporter's user id.
+    pub key: String,
+    pub indicators: Indicators,
 }

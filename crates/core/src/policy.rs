@@ -28,6 +28,10 @@ impl StepLimits {
     }
 }
 
+fn default_sign() -> StepLimits {
+    StepLimits { low: 240, normal: 120, high: 60, critical: 30 }
+}
+
 /// The deadline policy: a limit for each step a hub takes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -36,8 +40,11 @@ pub struct Policy {
     pub accept: StepLimits,
     /// From acceptance to dispatch (派遣).
     pub dispatch: StepLimits,
-    /// From dispatch to resolution (处置).
+    /// From dispatch to resolution (处置); a handling unit's reply (办理反馈) is on time within it.
     pub resolve: StepLimits,
+    /// From dispatch to the handling unit's signing for it (签收).
+    #[serde(default = "default_sign")]
+    pub sign: StepLimits,
     /// From resolution to closure (结案), including the check and the return visit.
     pub close: StepLimits,
     /// What the server escalates on its own.
@@ -183,6 +190,7 @@ impl Default for Policy {
             accept: StepLimits { low: h, normal: h, high: 30, critical: 15 },
             dispatch: StepLimits { low: 4 * h, normal: 2 * h, high: h, critical: 30 },
             resolve: StepLimits { low: 15 * 24 * h, normal: 7 * 24 * h, high: 3 * 24 * h, critical: 24 * h },
+            sign: default_sign(),
             close: StepLimits { low: 5 * 24 * h, normal: 3 * 24 * h, high: 2 * 24 * h, critical: 24 * h },
             auto: AutoRules::default(),
             calendar: None,
@@ -220,6 +228,7 @@ impl Policy {
             "accept" => &self.accept,
             "dispatch" => &self.dispatch,
             "resolve" => &self.resolve,
+            "sign" => &self.sign,
             "close" => &self.close,
             _ => return None,
         };

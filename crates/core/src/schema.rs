@@ -30,6 +30,7 @@ pub fn all() -> Vec<(&'static str, String)> {
         ("claim.schema.json", render::<protocol::Claim>()),
         ("queue.schema.json", render::<Vec<protocol::QueueEntry>>()),
         ("indicators.schema.json", render::<crate::indicators::Indicators>()),
+        ("indicators-by.schema.json", render::<crate::indicators::IndicatorsBy>()),
         ("policy.schema.json", render::<crate::policy::Policy>()),
         ("report-list.schema.json", render::<Vec<report::ReportView>>()),
         ("patrol-list.schema.json", render::<Vec<patrol::PatrolView>>()),

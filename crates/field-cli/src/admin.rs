@@ -53,7 +53,11 @@ pub enum AdminCommand {
         /// Last day, YYYY-MM-DD, included, to local midnight after it.
         #[arg(long)]
         to: Option<String>,
-        /// Print JSON (schemas/indicators.schema.json).
+        /// A row per town, grid, worker or handling unit (unit: 按期签收率, 按期办结率, 退件率, 返工率,
+        /// 满意率, 核查通过率).
+        #[arg(long, value_parser = ["town", "grid", "worker", "unit"])]
+        by: Option<String>,
+        /// Print JSON (schemas/indicators.schema.json; with --by, indicators-by.schema.json).
         #[arg(long)]
         json: bool,
     },
@@ -105,7 +109,7 @@ fn day_start(s: &str) -> Result<i64> {
 
 pub fn run(home: &mut Home, c: AdminCommand) -> Result<()> {
     let p = home.profile()?;
-    if let AdminCommand::Stats { town, from, to, json } = &c {
+    if let AdminCommand::Stats { town, from, to, by, json } = &c {
         if !p.whoami.role.is_operator() {
             bail!("{}", tr!("指标只给综治中心工作人员和管理员看", "indicators are for operators and admins"));
         }
@@ -124,8 +128,15 @@ pub fn run(home: &mut Home, c: AdminCommand) -> Result<()> {
         if let Some(t) = to {
             query.push(format!("to={}", day_start(t)? + 86_400_000));
         }
+        if let Some(b) = by {
+            query.push(format!("by={b}"));
+        }
         let mut client = Client::new(&p.server, &p.token, 2)?;
         let path = format!("/v1/admin/stats{}{}", if query.is_empty() { "" } else { "?" }, query.join("&"));
+        if by.is_some() {
+            let b: gridsync_core::indicators::IndicatorsBy = client.call("GET", &path, None::<&()>)?;
+            return if *json { show::json(&b) } else { show::indicators_by(&b, &p.org) };
+        }
         let i: gridsync_core::indicators::Indicators = client.call("GET", &path, None::<&()>)?;
         return if *json { show::json(&i) } else { show::indicators(&i) };
     }

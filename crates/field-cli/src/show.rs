@@ -658,3 +658,74 @@ pub fn indicators(i: &gridsync_core::indicators::Indicators) -> Result<()> {
     );
     Ok(())
 }
+
+/// A breakdown of the indicators: one row per town, grid, worker or handling unit.
+pub fn indicators_by(
+    b: &gridsync_core::indicators::IndicatorsBy,
+    org: &gridsync_core::org::Org,
+) -> Result<()> {
+    let pct = |r: Option<f64>| r.map(|r| format!("{:.1}%", r * 100.0)).unwrap_or_else(|| "—".into());
+    if b.by == "unit" {
+        let header: &[&str] = if lang::en() {
+            &[
+                "unit",
+                "orders",
+                "signed on time",
+                "done on time",
+                "returned",
+                "reworked",
+                "satisfied",
+                "checks passed",
+            ]
+        } else {
+            &["承办单位", "派单", "按期签收率", "按期办结率", "退件率", "返工率", "满意率", "核查通过率"]
+        };
+        let mut t = table(header);
+        for u in &b.units {
+            let name = org.unit(&u.unit).map_or(u.unit.clone(), |x| x.name.clone());
+            t.add_row(vec![
+                lang::cell(&name, 24),
+                u.orders.to_string(),
+                pct(u.on_time_signing_rate),
+                pct(u.on_time_completion_rate),
+                pct(u.return_rate),
+                pct(u.rework_rate),
+                pct(u.satisfaction_rate),
+                pct(u.verification_pass_rate),
+            ]);
+        }
+        println!("{t}");
+        return Ok(());
+    }
+    let first: &str = match (b.by.as_str(), lang::en()) {
+        ("town", false) => "镇（街道）",
+        ("grid", false) => "网格",
+        (_, false) => "网格员",
+        (by, true) => by,
+    };
+    let header: Vec<&str> = if lang::en() {
+        vec![first, "reports", "self-resolved", "handled on time", "closed", "closed on time", "overdue now"]
+    } else {
+        vec![first, "事件", "自办自结率", "按期处置率", "结案率", "按期结案率", "当前超期"]
+    };
+    let mut t = table(&header);
+    for g in &b.groups {
+        let i = &g.indicators;
+        let name = match b.by.as_str() {
+            "town" => org.town(&g.key).map_or(g.key.clone(), |x| x.name.clone()),
+            "grid" => org.grid(&g.key).map_or(g.key.clone(), |x| x.name.clone()),
+            _ => g.key.clone(),
+        };
+        t.add_row(vec![
+            lang::cell(&name, 24),
+            i.reports.to_string(),
+            pct(i.self_resolved_share),
+            pct(i.on_time_handling_rate),
+            pct(i.closure_rate),
+            pct(i.on_time_closure_rate),
+            i.overdue_now.to_string(),
+        ]);
+    }
+    println!("{t}");
+    Ok(())
+}

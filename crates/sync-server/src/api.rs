@@ -673,6 +673,8 @@ struct StatsQuery {
     from: Option<i64>,
     /// Milliseconds since the epoch, exclusive.
     to: Option<i64>,
+    /// A breakdown: `town`, `grid`, `worker` or `unit`.
+    by: Option<String>,
 }
 
 async fn admin_stats(
@@ -723,13 +725,28 @@ async fn admin_stats(
                 }
             }
         }
-        Ok(indicators::compute(
-            &views,
-            &s.config.policy,
-            now,
-            q.from.unwrap_or(i64::MIN),
-            q.to.unwrap_or(i64::MAX),
-        ))
+        let (from, to) = (q.from.unwrap_or(i64::MIN), q.to.unwrap_or(i64::MAX));
+        let policy = &s.config.policy;
+        let by = |by: &str, groups, units| indicators::IndicatorsBy { by: by.into(), groups, units };
+        let group = |key: fn(&ReportView) -> String| {
+            indicators::grouped(&views, policy, now, from, to, key)
+                .into_iter()
+                .map(|(key, indicators)| indicators::IndicatorsGroup { key, indicators })
+                .collect()
+        };
+        match q.by.as_deref() {
+            None => serde_json::to_value(indicators::compute(&views, policy, now, from, to)),
+            Some("unit") => {
+                serde_json::to_value(by("unit", vec![], indicators::by_unit(&views, policy, from, to)))
+            }
+            Some("town") => serde_json::to_value(by("town", group(|r| r.town.clone()), vec![])),
+            Some("grid") => serde_json::to_value(by("grid", group(|r| r.grid.clone()), vec![])),
+            Some("worker") => serde_json::to_value(by("worker", group(|r| r.reporter.clone()), vec![])),
+            Some(_) => {
+                return Err(ApiError::bad_request("bad_query", "by is one of town, grid, worker, unit"));
+            }
+        }
+        .map_err(|e| ApiError::internal("indicators", e))
     })
     .await?;
     Ok(Json(out).into_response())

@@ -299,4 +299,28 @@ fn units_reply_the_grid_checks_the_hub_calls_back_and_closes() {
     assert_eq!(records.iter().filter(|r| **r == "reply").count(), 4, "every reply is kept: {records:?}");
     assert_eq!(records.iter().filter(|r| **r == "verify").count(), 2);
     assert_eq!(records.iter().filter(|r| **r == "visit").count(), 1);
+
+    // Indicators per unit (item 9): the police station had two orders (the dispatch and the
+    // rework), replied to both, one check failed and one passed, one satisfied visit.
+    let admin = server.device("admin");
+    let by = admin.json(&["admin", "stats", "--by", "unit", "--json"]);
+    let units = by["units"].as_array().unwrap();
+    let pcs = units.iter().find(|u| u["unit"].as_str().unwrap().ends_with("-PCS")).unwrap();
+    assert_eq!(
+        (pcs["orders"].as_u64(), pcs["replied"].as_u64(), pcs["signed"].as_u64()),
+        (Some(2), Some(2), Some(1))
+    );
+    assert_eq!((pcs["checks"].as_u64(), pcs["checks_passed"].as_u64()), (Some(2), Some(1)));
+    assert_eq!(pcs["satisfaction_rate"], 1.0);
+    assert_eq!(pcs["verification_pass_rate"], 0.5);
+    let zf = units.iter().find(|u| u["unit"] == "C01-ZF").unwrap();
+    assert_eq!(zf["orders"], 2);
+    let table = admin.ok(&["admin", "stats", "--by", "unit"]);
+    assert!(
+        table.contains("按期签收率") && table.contains("派出所") && table.contains("县综合执法局"),
+        "{table}"
+    );
+    let towns = admin.json(&["admin", "stats", "--by", "town", "--json"]);
+    assert_eq!(towns["groups"].as_array().unwrap().len(), 1, "{towns}");
+    assert_eq!(towns["groups"][0]["indicators"]["closed"], 1);
 }

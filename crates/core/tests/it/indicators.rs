@@ -87,3 +87,98 @@ fn indicators_match_hand_worked_answers() {
     assert_eq!(empty.reports, 0);
     assert_eq!(empty.closure_rate, None);
 }
+
+/// Issue 11 item 9: per-unit indicators on a hand-worked data set (default policy, no calendar:
+/// signing due 2 h after the order, the reply 7 days after).
+#[test]
+fn unit_indicators_match_hand_worked_answers() {
+    use gridsync_core::indicators::by_unit;
+    let who = |user: &str, role: Role, at: i64| Author { user: user.into(), role, at };
+    let worker = |at| who("w", Role::GridWorker, at);
+    let op = |at| who("op", Role::TownOperator, at);
+    let (p, z) = ("T-PCS".to_string(), "C01-ZF".to_string());
+    let unit = |u: &str, at| who(if u == "T-PCS" { "police" } else { "enforcer" }, Role::UnitHandler, at);
+    let t0 = 1_000 * DAY;
+    let new = |n: u128| {
+        let mut d = create_report(
+            ActorId::from([n as u8; 16]),
+            &worker(t0),
+            &NewReport {
+                id: uuid::Uuid::from_u128(n),
+                grid: "G".into(),
+                town: "T".into(),
+                category: Category::Dispute,
+                title: format!("r{n}"),
+                description: String::new(),
+                urgency: Urgency::Normal,
+                location: Location::default(),
+                parties: vec![],
+            },
+        )
+        .unwrap();
+        add_transition(&mut d, &worker(t0 + MIN), Action::Escalate, "", None).unwrap();
+        add_transition(&mut d, &op(t0 + 2 * MIN), Action::Accept, "", None).unwrap();
+        d
+    };
+    let reply = |d: &mut automerge::AutoCommit, u: &str, at: i64| {
+        add_record(d, &unit(u, at), Record::Reply, "done", Some(u), None).unwrap();
+    };
+    let sign = |d: &mut automerge::AutoCommit, u: &str, at: i64| {
+        add_record(d, &unit(u, at), Record::Sign, "ok", Some(u), None).unwrap();
+    };
+
+    // Report A: P leads, Z assists. P signs in 1 h, Z in 3 h (late); P replies in a day, Z in 8 days
+    // (late). The grid's check fails: rework; both reply again at once; the check passes; visit
+    // satisfied; closed.
+    let mut a = new(1);
+    let d = t0 + HOUR;
+    dispatch_to_units(&mut a, &op(d), "", &[p.clone(), z.clone()], "P、Z").unwrap();
+    sign(&mut a, &p, d + HOUR);
+    sign(&mut a, &z, d + 3 * HOUR);
+    reply(&mut a, &p, d + DAY);
+    reply(&mut a, &z, d + 8 * DAY);
+    assert_eq!(materialize_report(&a).unwrap().status, gridsync_core::lifecycle::Status::Resolved);
+    add_record(&mut a, &worker(d + 9 * DAY), Record::Verify, "no", None, Some("fail")).unwrap();
+    add_transition(&mut a, &worker(d + 9 * DAY), Action::Rework, "no", None).unwrap();
+    let rw = d + 9 * DAY;
+    reply(&mut a, &p, rw + HOUR);
+    reply(&mut a, &z, rw + HOUR);
+    add_record(&mut a, &worker(rw + 2 * HOUR), Record::Verify, "ok", None, Some("pass")).unwrap();
+    add_record(&mut a, &op(rw + 3 * HOUR), Record::Visit, "ok", None, Some("satisfied")).unwrap();
+    add_transition(&mut a, &op(rw + 4 * HOUR), Action::Close, "", None).unwrap();
+
+    // Report B: P alone, returns it; then Z alone signs and replies on time; the check passes; the
+    // resident is unreachable once, then unsatisfied.
+    let mut b = new(2);
+    dispatch_to_units(&mut b, &op(d), "", std::slice::from_ref(&p), "P").unwrap();
+    add_transition(&mut b, &unit(&p, d + HOUR), Action::HandBack, "not ours", None).unwrap();
+    dispatch_to_units(&mut b, &op(d + 2 * HOUR), "", std::slice::from_ref(&z), "Z").unwrap();
+    sign(&mut b, &z, d + 3 * HOUR);
+    reply(&mut b, &z, d + 2 * DAY);
+    add_record(&mut b, &worker(d + 3 * DAY), Record::Verify, "ok", None, Some("pass")).unwrap();
+    add_record(&mut b, &op(d + 4 * DAY), Record::Visit, "-", None, Some("unreachable")).unwrap();
+    add_record(&mut b, &op(d + 5 * DAY), Record::Visit, "no", None, Some("unsatisfied")).unwrap();
+
+    let views = [materialize_report(&a).unwrap(), materialize_report(&b).unwrap()];
+    let got = by_unit(&views, &Policy::default(), 0, i64::MAX);
+    assert_eq!(got.iter().map(|u| u.unit.as_str()).collect::<Vec<_>>(), ["C01-ZF", "T-PCS"]);
+    let (zf, pcs) = (&got[0], &got[1]);
+    // P: orders A-dispatch, A-rework, B-dispatch-1.
+    assert_eq!((pcs.orders, pcs.signed, pcs.signed_on_time), (3, 1, 1));
+    assert_eq!((pcs.replied, pcs.replied_on_time, pcs.returned, pcs.reworked), (2, 2, 1, 1));
+    assert_eq!(
+        (pcs.visits, pcs.visits_reached, pcs.satisfied, pcs.checks, pcs.checks_passed),
+        (1, 1, 1, 2, 1)
+    );
+    assert_eq!(pcs.return_rate, Some(1.0 / 3.0));
+    assert_eq!(pcs.satisfaction_rate, Some(1.0));
+    assert_eq!(pcs.verification_pass_rate, Some(0.5));
+    // Z: orders A-dispatch, A-rework, B-dispatch-2.
+    assert_eq!((zf.orders, zf.signed, zf.signed_on_time), (3, 2, 1));
+    assert_eq!((zf.replied, zf.replied_on_time, zf.returned, zf.reworked), (3, 2, 0, 1));
+    assert_eq!((zf.visits, zf.visits_reached, zf.satisfied, zf.checks, zf.checks_passed), (3, 2, 1, 3, 2));
+    assert_eq!(zf.on_time_signing_rate, Some(1.0 / 3.0));
+    assert_eq!(zf.on_time_completion_rate, Some(2.0 / 3.0));
+    assert_eq!(zf.satisfaction_rate, Some(0.5), "unreachable is left out");
+    assert_eq!(zf.rework_rate, Some(1.0 / 3.0));
+}
