@@ -24,6 +24,10 @@ enum Op {
     Describe(usize, u8),
     Note(usize, u8),
     Transition(usize, u8),
+    /// A dispatch to one or both handling units.
+    Dispatch(usize, u8),
+    /// A closed-loop record: a unit's sign or reply, a check (a failed one with its rework), a visit.
+    Record(usize, u8),
     /// Deliver some of `from`'s changes to `to`: a subset chosen by `mask`, in shuffled order,
     /// some twice.
     Deliver {
@@ -43,6 +47,8 @@ fn op(n: usize) -> impl Strategy<Value = Op> {
         (r.clone(), any::<u8>()).prop_map(|(i, v)| Op::Describe(i, v)),
         (r.clone(), any::<u8>()).prop_map(|(i, v)| Op::Note(i, v)),
         (r.clone(), any::<u8>()).prop_map(|(i, v)| Op::Transition(i, v)),
+        (r.clone(), any::<u8>()).prop_map(|(i, v)| Op::Dispatch(i, v)),
+        (r.clone(), any::<u8>()).prop_map(|(i, v)| Op::Record(i, v)),
         (r.clone(), r, any::<u64>(), any::<bool>()).prop_map(|(from, to, mask, dup)| Op::Deliver {
             from,
             to,
@@ -117,8 +123,74 @@ fn run(docs: &mut [AutoCommit], ops: &[Op]) {
                 let _ = add_note(&mut docs[i], &author(i, clock), &format!("n{v}"));
             }
             Op::Transition(i, v) => {
-                let a = Action::ALL[v as usize % Action::ALL.len()];
-                let _ = add_transition(&mut docs[i], &author(i, clock), a, "", None);
+                // Mostly an action legal from this replica's state, so runs reach the hub's and
+                // the units' steps; sometimes any action (an illegal one is refused locally).
+                let view = materialize_report(&docs[i]).unwrap();
+                let legal: Vec<Action> =
+                    Action::ALL.into_iter().filter(|a| a.target(view.status, view.level).is_some()).collect();
+                // Three times in four the step that moves the loop on (while dispatched: leave it to
+                // the units' records); else any legal action, sometimes any action at all.
+                use gridsync_core::lifecycle::Status as S;
+                let forward = match view.status {
+                    S::Open => Some(Action::Escalate),
+                    S::Escalated => Some(Action::Accept),
+                    S::Accepted => Some(Action::Dispatch),
+                    S::Resolved => Some(if v % 2 == 0 { Action::Close } else { Action::Rework }),
+                    _ => None,
+                };
+                if view.status == S::Dispatched && v % 4 != 0 {
+                    continue;
+                }
+                let a = match (forward, v % 8) {
+                    (Some(f), 1..=5) => f,
+                    (_, 0) => Action::ALL[v as usize % Action::ALL.len()],
+                    _ if legal.is_empty() => Action::ALL[v as usize % Action::ALL.len()],
+                    _ => legal[v as usize % legal.len()],
+                };
+                let _ = match a {
+                    Action::Dispatch => {
+                        let units =
+                            [vec!["U1".to_string()], vec!["U2".into()], vec!["U1".into(), "U2".into()]];
+                        dispatch_to_units(
+                            &mut docs[i],
+                            &author(i, clock),
+                            "",
+                            &units[v as usize % 3],
+                            "units",
+                        )
+                    }
+                    _ => add_transition(&mut docs[i], &author(i, clock), a, "", None),
+                };
+            }
+            Op::Dispatch(i, v) => {
+                let units: Vec<String> = match v % 3 {
+                    0 => vec!["U1".into()],
+                    1 => vec!["U2".into()],
+                    _ => vec!["U1".into(), "U2".into()],
+                };
+                let _ = dispatch_to_units(&mut docs[i], &author(i, clock), "", &units, "units");
+            }
+            Op::Record(i, v) => {
+                // What fits this replica's state: a live unit's reply or sign while dispatched, a
+                // check (a failed one with its rework) or a visit once resolved.
+                let who = author(i, clock);
+                let view = materialize_report(&docs[i]).unwrap();
+                let live = view.live_units().to_vec();
+                let unit = live.get(v as usize % live.len().max(1)).cloned().unwrap_or_else(|| "U1".into());
+                let _ = match (view.status, v % 4) {
+                    (gridsync_core::lifecycle::Status::Dispatched, 3) => {
+                        add_record(&mut docs[i], &who, Record::Sign, "ok", Some(&unit), None)
+                    }
+                    (gridsync_core::lifecycle::Status::Dispatched, _) => {
+                        add_record(&mut docs[i], &who, Record::Reply, "done", Some(&unit), None)
+                    }
+                    (_, 0) => add_record(&mut docs[i], &who, Record::Verify, "ok", None, Some("pass")),
+                    (_, 1) => add_record(&mut docs[i], &who, Record::Verify, "no", None, Some("fail"))
+                        .and_then(|_| {
+                            add_transition(&mut docs[i], &who, Action::Rework, "no", None).map(Some)
+                        }),
+                    _ => add_record(&mut docs[i], &who, Record::Visit, "ok", None, Some("satisfied")),
+                };
             }
             Op::Deliver { from, to, mask, dup } => {
                 if from == to {
@@ -224,6 +296,45 @@ proptest! {
     }
 }
 
+/// Operations of the closed loop only (lifecycle steps, dispatches, records, deliveries), so runs
+/// reach units' replies, settlement, checks, visits and closes often.
+fn loop_op(n: usize) -> impl Strategy<Value = Op> {
+    let r = 0..n;
+    prop_oneof![
+        4 => (r.clone(), any::<u8>()).prop_map(|(i, v)| Op::Transition(i, v)),
+        4 => (r.clone(), any::<u8>()).prop_map(|(i, v)| Op::Record(i, v)),
+        2 => (r.clone(), r, any::<u64>(), any::<bool>())
+            .prop_map(|(from, to, mask, dup)| Op::Deliver { from, to, mask, dup }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Issue 11: units' replies, checks, visits, reworks and closes, delivered in any order and
+    /// subset, fold to the same view everywhere once everyone holds everything.
+    #[test]
+    fn the_closed_loop_converges_in_any_delivery_order(
+        n in 2usize..=3,
+        ops in proptest::collection::vec(loop_op(3), 10..60),
+    ) {
+        let ops: Vec<Op> = ops.into_iter().map(|o| clamp(o, n)).collect();
+        let mut docs = start(n);
+        run(&mut docs, &ops);
+        for _ in 0..2 {
+            for i in 0..n {
+                let j = (i + 1) % n;
+                let changes = docs[i].get_changes(&[]);
+                doc::apply_changes(&mut docs[j], changes).unwrap();
+            }
+        }
+        let first = view_bytes(&docs[0]);
+        for d in &docs[1..] {
+            prop_assert_eq!(&view_bytes(d), &first);
+        }
+    }
+}
+
 fn clamp(o: Op, n: usize) -> Op {
     match o {
         Op::Title(i, v) => Op::Title(i % n, v),
@@ -232,6 +343,8 @@ fn clamp(o: Op, n: usize) -> Op {
         Op::Describe(i, v) => Op::Describe(i % n, v),
         Op::Note(i, v) => Op::Note(i % n, v),
         Op::Transition(i, v) => Op::Transition(i % n, v),
+        Op::Dispatch(i, v) => Op::Dispatch(i % n, v),
+        Op::Record(i, v) => Op::Record(i % n, v),
         Op::Deliver { from, to, mask, dup } => Op::Deliver { from: from % n, to: to % n, mask, dup },
     }
 }
