@@ -182,7 +182,8 @@ pub fn compute(reports: &[ReportView], policy: &Policy, now: i64, from: i64, to:
 /// - satisfaction = (satisfied + basically satisfied) / visits that reached the resident
 ///   (`unreachable` left out), over visits on its orders;
 /// - verification pass rate = passing checks / checks, on its orders;
-/// - extension rate: no extension (延期) action exists yet, so it is not reported.
+/// - extension rate = orders with an approved extension (延期) / orders; an approved extension
+///   moves the reply's deadline to its new date.
 ///
 /// Order times are when the server received the transition (as for [`compute`]); sign and reply
 /// times are the records' own `at` (the device's clock, corrected by the server offset it learnt).
@@ -196,6 +197,8 @@ pub struct UnitIndicators {
     pub replied_on_time: u64,
     pub returned: u64,
     pub reworked: u64,
+    /// Orders with an approved extension (延期).
+    pub extended: u64,
     pub visits: u64,
     pub visits_reached: u64,
     pub satisfied: u64,
@@ -209,6 +212,8 @@ pub struct UnitIndicators {
     pub return_rate: Option<f64>,
     /// 返工率
     pub rework_rate: Option<f64>,
+    /// 延期率
+    pub extension_rate: Option<f64>,
     /// 满意率
     pub satisfaction_rate: Option<f64>,
     /// 核查通过率
@@ -226,6 +231,7 @@ impl UnitIndicators {
             replied_on_time: 0,
             returned: 0,
             reworked: 0,
+            extended: 0,
             visits: 0,
             visits_reached: 0,
             satisfied: 0,
@@ -235,6 +241,7 @@ impl UnitIndicators {
             on_time_completion_rate: None,
             return_rate: None,
             rework_rate: None,
+            extension_rate: None,
             satisfaction_rate: None,
             verification_pass_rate: None,
         }
@@ -254,7 +261,11 @@ pub fn by_unit(reports: &[ReportView], policy: &Policy, from: i64, to: i64) -> V
                     .filter(move |n| n.record == Some(rec) && n.order.as_deref() == Some(order.id.as_str()))
             };
             let sign_due = policy.after(u, order.at, minutes(policy.limit_minutes("sign", u)));
-            let reply_due = policy.after(u, order.at, minutes(policy.limit_minutes("resolve", u)));
+            // An approved extension moves the reply's deadline.
+            let extended = crate::report::extension_state(&r.notes, &order.id).1;
+            let reply_due = policy
+                .after(u, order.at, minutes(policy.limit_minutes("resolve", u)))
+                .max(extended.unwrap_or(i64::MIN));
             let after =
                 |k: Action| r.transitions.iter().any(|t| t.applied && t.action == k && t.parent == order.id);
             for (i, unit) in units.iter().enumerate() {
@@ -274,6 +285,7 @@ pub fn by_unit(reports: &[ReportView], policy: &Policy, from: i64, to: i64) -> V
                 // The lead unit answers for a return (牵头负全责).
                 e.returned += u64::from(i == 0 && after(Action::HandBack));
                 e.reworked += u64::from(after(Action::Rework));
+                e.extended += u64::from(extended.is_some());
                 for v in records(Record::Visit) {
                     e.visits += 1;
                     if v.result.as_deref() != Some("unreachable") {
@@ -296,6 +308,7 @@ pub fn by_unit(reports: &[ReportView], policy: &Policy, from: i64, to: i64) -> V
             e.on_time_completion_rate = rate(e.replied_on_time, e.orders);
             e.return_rate = rate(e.returned, e.orders);
             e.rework_rate = rate(e.reworked, e.orders);
+            e.extension_rate = rate(e.extended, e.orders);
             e.satisfaction_rate = rate(e.satisfied, e.visits_reached);
             e.verification_pass_rate = rate(e.checks_passed, e.checks);
             e

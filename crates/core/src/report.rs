@@ -151,9 +151,12 @@ pub struct Note {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub order: Option<String>,
     /// A check's `pass`/`fail`; a visit's `satisfied`, `basically_satisfied`, `unsatisfied` or
-    /// `unreachable`.
+    /// `unreachable`; an extension decision's `approve`/`deny`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<String>,
+    /// An extension request's new deadline (ms since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<i64>,
 }
 
 /// The closed-loop records (闭环): 签收, 办理反馈, 核查, 回访.
@@ -168,9 +171,20 @@ pub enum Record {
     Verify,
     /// 回访: the hub calls the resident back.
     Visit,
+    /// 延期申请: a handling unit asks for more time on its order (`until`).
+    Extend,
+    /// 延期审批: the dispatcher approves or denies the request (`approve`/`deny`).
+    Extension,
 }
 
-str_enum!(Record { Sign = "sign", Reply = "reply", Verify = "verify", Visit = "visit" });
+str_enum!(Record {
+    Sign = "sign",
+    Reply = "reply",
+    Verify = "verify",
+    Visit = "visit",
+    Extend = "extend",
+    Extension = "extension",
+});
 
 /// The results a return visit may record.
 pub const VISIT_RESULTS: [&str; 4] = ["satisfied", "basically_satisfied", "unsatisfied", "unreachable"];
@@ -334,7 +348,27 @@ fn entry_id(obj: &automerge::ObjId) -> String {
     }
 }
 
+/// The extension requested and not yet decided, and the deadline last approved, on `order`,
+/// reading its records in list order (deterministic on every replica).
+pub fn extension_state(notes: &[Note], order: &str) -> (Option<i64>, Option<i64>) {
+    let (mut pending, mut approved) = (None, None);
+    for n in notes.iter().filter(|n| n.order.as_deref() == Some(order)) {
+        match (n.record, n.result.as_deref()) {
+            (Some(Record::Extend), _) => pending = n.until,
+            (Some(Record::Extension), Some("approve")) if pending.is_some() => approved = pending.take(),
+            (Some(Record::Extension), _) => pending = None,
+            _ => {}
+        }
+    }
+    (pending, approved)
+}
+
 impl ReportView {
+    /// The deadline approved by an extension (延期) of the live order, if any.
+    pub fn extended_until(&self) -> Option<i64> {
+        (self.status == Status::Dispatched).then(|| extension_state(&self.notes, &self.tip).1).flatten()
+    }
+
     /// The handling units of the live order: the units of the last applied dispatch while the
     /// report is dispatched, else none. Only these may write into the report (notes, a return).
     pub fn live_units(&self) -> &[String] {
@@ -430,6 +464,19 @@ pub fn add_record(
     unit: Option<&str>,
     result: Option<&str>,
 ) -> Result<Option<ChangeHash>, DocError> {
+    add_record_until(doc, author, record, text, unit, result, None)
+}
+
+/// [`add_record`] with an extension request's new deadline.
+pub fn add_record_until(
+    doc: &mut AutoCommit,
+    author: &Author,
+    record: Record,
+    text: &str,
+    unit: Option<&str>,
+    result: Option<&str>,
+    until: Option<i64>,
+) -> Result<Option<ChangeHash>, DocError> {
     let v = materialize_report(doc)?;
     let obj = push_note(doc, author, text)?;
     doc.put(&obj, "record", record.as_str())?;
@@ -439,6 +486,9 @@ pub fn add_record(
     }
     if let Some(r) = result {
         doc.put(&obj, "result", r)?;
+    }
+    if let Some(u) = until {
+        doc.put(&obj, "until", u)?;
     }
     finish(doc, author, record.as_str())
 }
@@ -740,6 +790,7 @@ pub fn materialize_report(doc: &AutoCommit) -> Result<ReportView, DocError> {
                 unit: n.opt_str("unit")?,
                 order: n.opt_str("order")?,
                 result: n.opt_str("result")?,
+                until: n.opt_int("until")?,
             })
         })
         .collect::<Result<Vec<_>, DocError>>()?;

@@ -576,6 +576,26 @@ fn check_record(
                 return Err(no("a check is pass or fail"));
             }
         }
+        Record::Extend => {
+            if who.role != Role::UnitHandler || b.status != Status::Dispatched {
+                return Err(no("the handling unit asks for more time on its live order"));
+            }
+            let order_at = b.transitions.iter().find(|t| t.id == b.tip).map_or(0, |t| t.at);
+            if n.until.is_none_or(|u| u <= order_at) || n.text.trim().is_empty() {
+                return Err(no("an extension names a later deadline and the reason"));
+            }
+        }
+        Record::Extension => {
+            if !matches!(who.role, Role::TownOperator | Role::CountyOperator | Role::Admin) {
+                return Err(no("the dispatcher decides extensions"));
+            }
+            if crate::report::extension_state(&b.notes, &b.tip).0.is_none() {
+                return Err(no("no extension is waiting for a decision"));
+            }
+            if !matches!(n.result.as_deref(), Some("approve" | "deny")) {
+                return Err(no("an extension is approved or denied"));
+            }
+        }
         Record::Visit => {
             if !matches!(who.role, Role::TownOperator | Role::CountyOperator | Role::Admin) {
                 return Err(no("the hub records return visits"));

@@ -154,6 +154,8 @@ pub fn record(r: gridsync_core::report::Record) -> &'static str {
         Record::Reply => pick("办理反馈", "reply"),
         Record::Verify => pick("核查", "check"),
         Record::Visit => pick("回访", "return visit"),
+        Record::Extend => pick("延期申请", "extension request"),
+        Record::Extension => pick("延期审批", "extension decision"),
     }
 }
 

@@ -9,7 +9,7 @@ use gridsync_core::policy::pending_step;
 use gridsync_core::protocol::QueueEntry;
 use gridsync_core::report::{
     Category, Location, NewReport, Record, ReportEdit, ReportView, Urgency, VISIT_RESULTS, add_note,
-    add_record, add_transition, create_report, dispatch_to_units, edit_report,
+    add_record_until, add_transition, create_report, dispatch_to_units, edit_report,
 };
 use gridsync_core::validate::check_action;
 
@@ -281,6 +281,31 @@ pub enum QueueCommand {
         /// What was done.
         #[arg(long)]
         result: String,
+    },
+    /// A handling unit asks for more time (延期申请): the dispatcher approves or denies it.
+    Extend {
+        /// The report's id (or part of it).
+        id: String,
+        /// The new deadline: the end of this day (YYYY-MM-DD, local time).
+        #[arg(long)]
+        until: String,
+        /// Why more time is needed.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Approve or deny a unit's extension request (延期审批).
+    Extension {
+        /// The report's id (or part of it).
+        id: String,
+        /// Approve: the new deadline holds.
+        #[arg(long, conflicts_with = "deny", required_unless_present = "deny")]
+        approve: bool,
+        /// Deny: the old deadline stands.
+        #[arg(long)]
+        deny: bool,
+        /// A remark.
+        #[arg(long, default_value = "")]
+        note: String,
     },
     /// Record the return visit (回访): satisfied, basically_satisfied, unsatisfied or unreachable.
     Visit {
@@ -800,7 +825,7 @@ pub fn run(home: &mut Home, c: ReportCommand) -> Result<()> {
             act(home, &id, Action::SelfResolve, &note, Routing::Free(None))
         }
         ReportCommand::Verify { id, ok, note, .. } => {
-            record(home, &id, Record::Verify, &note, Some(if ok { "pass" } else { "fail" }))?;
+            record(home, &id, Record::Verify, &note, Some(if ok { "pass" } else { "fail" }), None)?;
             if !ok {
                 act(home, &id, Action::Rework, &note, Routing::Free(None))?;
             }
@@ -854,7 +879,9 @@ pub fn queue_items(home: &Home, all: bool, now: i64) -> Result<Vec<QueueEntry>> 
                 Some(t) => times.get(&t.id).copied().unwrap_or(t.at),
                 None => times.get("").copied().unwrap_or(v.created_at),
             };
-            let due = policy.deadline(v.status, v.urgency, since)?;
+            // An approved extension (延期) moves the live order's deadline.
+            let due =
+                policy.deadline(v.status, v.urgency, since)?.max(v.extended_until().unwrap_or(i64::MIN));
             Some(QueueEntry {
                 light: policy.light(v.urgency, since, due, now),
                 claim: None,
@@ -937,8 +964,24 @@ pub fn run_queue(home: &mut Home, c: QueueCommand) -> Result<()> {
             act(home, &id, Action::Escalate, &reason, Routing::Free(None))
         }
         QueueCommand::Close { id, note } => act(home, &id, Action::Close, &note, Routing::Free(None)),
-        QueueCommand::Sign { id } => record(home, &id, Record::Sign, "已签收", None),
-        QueueCommand::Reply { id, result } => record(home, &id, Record::Reply, &result, None),
+        QueueCommand::Sign { id } => record(home, &id, Record::Sign, "已签收", None, None),
+        QueueCommand::Reply { id, result } => record(home, &id, Record::Reply, &result, None, None),
+        QueueCommand::Extend { id, until, reason } => {
+            let start = crate::lang::local_day_start(&until).ok_or_else(|| {
+                anyhow!(tr!(
+                    "“{}”不是日期，应写成 2026-12-31",
+                    "{:?} is not a date like 2026-12-31",
+                    lang::cell(&until, 20)
+                ))
+            })?;
+            record(home, &id, Record::Extend, &reason, None, Some(start + 86_400_000 - 1))
+        }
+        QueueCommand::Extension { id, approve, note, .. } => {
+            let (result, words) =
+                if approve { ("approve", "同意延期") } else { ("deny", "不同意延期") };
+            let text = if note.trim().is_empty() { words.to_string() } else { note };
+            record(home, &id, Record::Extension, &text, Some(result), None)
+        }
         QueueCommand::Visit { id, result, note } => {
             let result = match result.trim() {
                 "满意" => "satisfied",
@@ -958,14 +1001,21 @@ pub fn run_queue(home: &mut Home, c: QueueCommand) -> Result<()> {
                 );
             }
             let text = if note.trim().is_empty() { result.clone() } else { note };
-            record(home, &id, Record::Visit, &text, Some(&result))
+            record(home, &id, Record::Visit, &text, Some(&result), None)
         }
     }
 }
 
 /// Writes a closed-loop record (sign, reply, check, visit) about the report's current order,
 /// checked first as the server will check it.
-fn record(home: &mut Home, given: &str, rec: Record, text: &str, result: Option<&str>) -> Result<()> {
+fn record(
+    home: &mut Home,
+    given: &str,
+    rec: Record,
+    text: &str,
+    result: Option<&str>,
+    until: Option<i64>,
+) -> Result<()> {
     check_len("内容", "the text", text, validate::MAX_NOTE_CHARS)?;
     if text.trim().is_empty() {
         bail!("{}", tr!("内容不能为空", "the text is empty"));
@@ -975,7 +1025,11 @@ fn record(home: &mut Home, given: &str, rec: Record, text: &str, result: Option<
     let (id, _) = with_report(home, given, |d, view| {
         let mine = unit.as_ref().is_some_and(|u| view.live_units().contains(u));
         let fits = match rec {
-            Record::Sign | Record::Reply => mine,
+            Record::Sign | Record::Reply | Record::Extend => mine,
+            Record::Extension => {
+                view.status == Status::Dispatched
+                    && gridsync_core::report::extension_state(&view.notes, &view.tip).0.is_some()
+            }
             Record::Verify => view.status == Status::Resolved && view.level != Level::Grid,
             Record::Visit => view.status == Status::Resolved,
         };
@@ -991,8 +1045,9 @@ fn record(home: &mut Home, given: &str, rec: Record, text: &str, result: Option<
                 )
             );
         }
-        let unit = matches!(rec, Record::Sign | Record::Reply).then_some(unit.as_deref()).flatten();
-        add_record(d, &author(&profile), rec, text, unit, result).map_err(|e| anyhow!("{e}"))
+        let unit =
+            matches!(rec, Record::Sign | Record::Reply | Record::Extend).then_some(unit.as_deref()).flatten();
+        add_record_until(d, &author(&profile), rec, text, unit, result, until).map_err(|e| anyhow!("{e}"))
     })?;
     println!(
         "{}",

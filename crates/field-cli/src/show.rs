@@ -690,6 +690,7 @@ pub fn indicators_by(
                 pct(u.on_time_completion_rate),
                 pct(u.return_rate),
                 pct(u.rework_rate),
+                pct(u.extension_rate),
                 pct(u.satisfaction_rate),
                 pct(u.verification_pass_rate),
             ]);

@@ -257,6 +257,18 @@ fn units_reply_the_grid_checks_the_hub_calls_back_and_closes() {
     police.sync();
     enforcer.sync();
     police.ok(&["queue", "sign", &id]);
+    // 延期: the unit asks, the dispatcher approves, the unit's deadline moves.
+    let err = hub.fails(&["queue", "extension", &id, "--approve"]);
+    assert!(err.contains("不能延期审批"), "nothing asked yet: {err}");
+    police.ok(&["queue", "extend", &id, "--until", "2099-12-31", "--reason", "需协调多方"]);
+    police.sync();
+    hub.sync();
+    hub.ok(&["queue", "extension", &id, "--approve"]);
+    hub.sync();
+    police.sync();
+    let q = police.json(&["queue", "list", "--json"]);
+    let due = q[0]["due"].as_i64().unwrap();
+    assert!(due > 4_000_000_000_000, "the approved date is the deadline: {q}");
     police.ok(&["queue", "reply", &id, "--result", "已调解，双方签字"]);
     police.sync();
     hub.sync();

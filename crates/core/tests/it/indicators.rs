@@ -154,7 +154,18 @@ fn unit_indicators_match_hand_worked_answers() {
     add_transition(&mut b, &unit(&p, d + HOUR), Action::HandBack, "not ours", None).unwrap();
     dispatch_to_units(&mut b, &op(d + 2 * HOUR), "", std::slice::from_ref(&z), "Z").unwrap();
     sign(&mut b, &z, d + 3 * HOUR);
-    reply(&mut b, &z, d + 2 * DAY);
+    // Z asks for 20 days (denied), then 30 (approved), then replies on day 25: on time.
+    let ask = |b: &mut automerge::AutoCommit, days: i64, at: i64| {
+        add_record_until(b, &unit(&z, at), Record::Extend, "need time", Some(&z), None, Some(d + days * DAY))
+            .unwrap();
+    };
+    ask(&mut b, 20, d + DAY);
+    add_record(&mut b, &op(d + DAY + HOUR), Record::Extension, "no", None, Some("deny")).unwrap();
+    assert_eq!(materialize_report(&b).unwrap().extended_until(), None);
+    ask(&mut b, 30, d + 2 * DAY);
+    add_record(&mut b, &op(d + 2 * DAY + HOUR), Record::Extension, "ok", None, Some("approve")).unwrap();
+    assert_eq!(materialize_report(&b).unwrap().extended_until(), Some(d + 30 * DAY));
+    reply(&mut b, &z, d + 25 * DAY);
     add_record(&mut b, &worker(d + 3 * DAY), Record::Verify, "ok", None, Some("pass")).unwrap();
     add_record(&mut b, &op(d + 4 * DAY), Record::Visit, "-", None, Some("unreachable")).unwrap();
     add_record(&mut b, &op(d + 5 * DAY), Record::Visit, "no", None, Some("unsatisfied")).unwrap();
@@ -181,4 +192,6 @@ fn unit_indicators_match_hand_worked_answers() {
     assert_eq!(zf.on_time_completion_rate, Some(2.0 / 3.0));
     assert_eq!(zf.satisfaction_rate, Some(0.5), "unreachable is left out");
     assert_eq!(zf.rework_rate, Some(1.0 / 3.0));
+    assert_eq!((zf.extended, pcs.extended), (1, 0));
+    assert_eq!(zf.extension_rate, Some(1.0 / 3.0));
 }
