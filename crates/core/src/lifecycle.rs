@@ -139,6 +139,8 @@ impl Action {
             (Action::HandBack, Dispatched, Town | County) => Some((Accepted, level)),
             (Action::Resolve, Accepted | Dispatched, Town | County) => Some((Resolved, level)),
             (Action::Rework, Resolved, Town | County) => Some((Dispatched, level)),
+            // The town's review sends a grid's own settlement back to the grid (reopened there).
+            (Action::Rework, Resolved, Grid) => Some((Open, Grid)),
             (Action::Close, Resolved, _) => Some((Closed, level)),
             _ => None,
         }
@@ -504,7 +506,8 @@ mod tests {
             (HandBack, Status::Dispatched, Level::Town, Some((Status::Accepted, Level::Town))),
             (Resolve, Status::Dispatched, Level::County, Some((Status::Resolved, Level::County))),
             (Rework, Status::Resolved, Level::Town, Some((Status::Dispatched, Level::Town))),
-            (Rework, Status::Resolved, Level::Grid, None),
+            // The town's review returns a grid's own settlement to the grid.
+            (Rework, Status::Resolved, Level::Grid, Some((Status::Open, Level::Grid))),
             (Close, Status::Resolved, Level::Grid, Some((Status::Closed, Level::Grid))),
             (Close, Status::Closed, Level::Grid, None),
             (Cancel, Status::Open, Level::Grid, Some((Status::Cancelled, Level::Grid))),

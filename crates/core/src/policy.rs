@@ -28,6 +28,10 @@ impl StepLimits {
     }
 }
 
+fn default_review() -> StepLimits {
+    StepLimits { low: 3 * 24 * 60, normal: 3 * 24 * 60, high: 24 * 60, critical: 8 * 60 }
+}
+
 fn default_sign() -> StepLimits {
     StepLimits { low: 240, normal: 120, high: 60, critical: 30 }
 }
@@ -45,6 +49,9 @@ pub struct Policy {
     /// From dispatch to the handling unit's signing for it (签收).
     #[serde(default = "default_sign")]
     pub sign: StepLimits,
+    /// From a grid's own settlement (自办自结) to the town's review of it (审核).
+    #[serde(default = "default_review")]
+    pub review: StepLimits,
     /// From resolution to closure (结案), including the check and the return visit.
     pub close: StepLimits,
     /// What the server escalates on its own.
@@ -191,6 +198,7 @@ impl Default for Policy {
             dispatch: StepLimits { low: 4 * h, normal: 2 * h, high: h, critical: 30 },
             resolve: StepLimits { low: 15 * 24 * h, normal: 7 * 24 * h, high: 3 * 24 * h, critical: 24 * h },
             sign: default_sign(),
+            review: default_review(),
             close: StepLimits { low: 5 * 24 * h, normal: 3 * 24 * h, high: 2 * 24 * h, critical: 24 * h },
             auto: AutoRules::default(),
             calendar: None,
@@ -229,6 +237,7 @@ impl Policy {
             "dispatch" => &self.dispatch,
             "resolve" => &self.resolve,
             "sign" => &self.sign,
+            "review" => &self.review,
             "close" => &self.close,
             _ => return None,
         };

@@ -175,6 +175,8 @@ pub enum Record {
     Extend,
     /// 延期审批: the dispatcher approves or denies the request (`approve`/`deny`).
     Extension,
+    /// 审核: the town reviews a grid's own settlement (`confirm`, or `return` with a rework).
+    Review,
 }
 
 str_enum!(Record {
@@ -184,6 +186,7 @@ str_enum!(Record {
     Visit = "visit",
     Extend = "extend",
     Extension = "extension",
+    Review = "review",
 });
 
 /// The results a return visit may record.
@@ -364,6 +367,17 @@ pub fn extension_state(notes: &[Note], order: &str) -> (Option<i64>, Option<i64>
 }
 
 impl ReportView {
+    /// Whether the grid settled this report itself (自办自结) and the town has not reviewed that
+    /// settlement yet: it waits in the town's queue at step `review`.
+    pub fn awaits_review(&self) -> bool {
+        self.status == Status::Resolved
+            && self.level == Level::Grid
+            && !self
+                .notes
+                .iter()
+                .any(|n| n.record == Some(Record::Review) && n.order.as_deref() == Some(self.tip.as_str()))
+    }
+
     /// The deadline approved by an extension (延期) of the live order, if any.
     pub fn extended_until(&self) -> Option<i64> {
         (self.status == Status::Dispatched).then(|| extension_state(&self.notes, &self.tip).1).flatten()

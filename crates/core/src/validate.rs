@@ -596,6 +596,17 @@ fn check_record(
                 return Err(no("an extension is approved or denied"));
             }
         }
+        Record::Review => {
+            if !matches!(who.role, Role::TownOperator | Role::CountyOperator | Role::Admin) {
+                return Err(no("the town reviews a grid's own settlement"));
+            }
+            if b.status != Status::Resolved || b.level != Level::Grid {
+                return Err(no("only a settlement made in the grid is reviewed"));
+            }
+            if !matches!(n.result.as_deref(), Some("confirm" | "return")) {
+                return Err(no("a review confirms or returns"));
+            }
+        }
         Record::Visit => {
             if !matches!(who.role, Role::TownOperator | Role::CountyOperator | Role::Admin) {
                 return Err(no("the hub records return visits"));

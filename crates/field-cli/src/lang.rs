@@ -121,6 +121,7 @@ pub fn step(s: &str) -> String {
         "dispatch" => pick("待派遣", "to dispatch"),
         "resolve" => pick("待处置", "to resolve"),
         "close" => pick("待结案", "to close"),
+        "review" => pick("待审核", "to review"),
         other => return other.replace('_', " "),
     };
     word.to_string()
@@ -156,6 +157,7 @@ pub fn record(r: gridsync_core::report::Record) -> &'static str {
         Record::Visit => pick("回访", "return visit"),
         Record::Extend => pick("延期申请", "extension request"),
         Record::Extension => pick("延期审批", "extension decision"),
+        Record::Review => pick("审核", "review"),
     }
 }
 

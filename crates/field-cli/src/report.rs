@@ -282,6 +282,20 @@ pub enum QueueCommand {
         #[arg(long)]
         result: String,
     },
+    /// Review a grid's own settlement (审核): --confirm, or --return it to the grid with a reason.
+    Review {
+        /// The report's id (or part of it).
+        id: String,
+        /// The settlement stands.
+        #[arg(long, conflicts_with = "send_back", required_unless_present = "send_back")]
+        confirm: bool,
+        /// Send it back to the grid to handle again.
+        #[arg(long = "return")]
+        send_back: bool,
+        /// Why (required with --return).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
     /// A handling unit asks for more time (延期申请): the dispatcher approves or denies it.
     Extend {
         /// The report's id (or part of it).
@@ -868,10 +882,13 @@ pub fn queue_items(home: &Home, all: bool, now: i64) -> Result<Vec<QueueEntry>> 
         .into_iter()
         .filter(|v| match &unit {
             Some(u) => v.live_units().contains(u),
+            // A grid's own settlement waits for the town's review (审核).
+            None if v.awaits_review() => role == Role::TownOperator || role == Role::Admin,
             None => levels.contains(&v.level) && (all || v.status == Status::Escalated),
         })
         .filter_map(|v| {
-            let step = pending_step(v.status)?;
+            let review = v.awaits_review();
+            let step = if review { "review" } else { pending_step(v.status)? };
             // Server receive times when the pages carried them (a device's clock may be far off),
             // else what the writing device said.
             let times = home.server_times(&v.id).unwrap_or_default();
@@ -880,8 +897,12 @@ pub fn queue_items(home: &Home, all: bool, now: i64) -> Result<Vec<QueueEntry>> 
                 None => times.get("").copied().unwrap_or(v.created_at),
             };
             // An approved extension (延期) moves the live order's deadline.
-            let due =
-                policy.deadline(v.status, v.urgency, since)?.max(v.extended_until().unwrap_or(i64::MIN));
+            let due = match review {
+                true => policy.after(v.urgency, since, policy.limit_minutes("review", v.urgency)?),
+                false => {
+                    policy.deadline(v.status, v.urgency, since)?.max(v.extended_until().unwrap_or(i64::MIN))
+                }
+            };
             Some(QueueEntry {
                 light: policy.light(v.urgency, since, due, now),
                 claim: None,
@@ -966,6 +987,17 @@ pub fn run_queue(home: &mut Home, c: QueueCommand) -> Result<()> {
         QueueCommand::Close { id, note } => act(home, &id, Action::Close, &note, Routing::Free(None)),
         QueueCommand::Sign { id } => record(home, &id, Record::Sign, "已签收", None, None),
         QueueCommand::Reply { id, result } => record(home, &id, Record::Reply, &result, None, None),
+        QueueCommand::Review { id, confirm, reason, .. } => {
+            if confirm {
+                let text = if reason.trim().is_empty() { "审核通过".to_string() } else { reason };
+                return record(home, &id, Record::Review, &text, Some("confirm"), None);
+            }
+            if reason.trim().is_empty() {
+                bail!("{}", tr!("退回要写明理由：--reason", "say why it goes back: --reason"));
+            }
+            record(home, &id, Record::Review, &reason, Some("return"), None)?;
+            act(home, &id, Action::Rework, &reason, Routing::Free(None))
+        }
         QueueCommand::Extend { id, until, reason } => {
             let start = crate::lang::local_day_start(&until).ok_or_else(|| {
                 anyhow!(tr!(
@@ -1032,6 +1064,7 @@ fn record(
             }
             Record::Verify => view.status == Status::Resolved && view.level != Level::Grid,
             Record::Visit => view.status == Status::Resolved,
+            Record::Review => view.awaits_review(),
         };
         if !fits {
             bail!(

@@ -336,3 +336,42 @@ fn units_reply_the_grid_checks_the_hub_calls_back_and_closes() {
     assert_eq!(towns["groups"].as_array().unwrap().len(), 1, "{towns}");
     assert_eq!(towns["groups"][0]["indicators"]["closed"], 1);
 }
+
+/// Issue 11 item 7: a grid's own settlement waits for the town's review; confirmed, it leaves the
+/// queue; returned, the grid handles it again.
+#[test]
+fn the_town_reviews_what_the_grid_settled_itself() {
+    let server = Server::start();
+    let worker = server.device("worker");
+    let hub = server.device("townop");
+    let mut ids = Vec::new();
+    for title in ["井盖松动", "路面积水"] {
+        let id = worker.ok(&["report", "new", "--category", "safety", "--title", title]).trim().to_string();
+        worker.ok(&["report", "resolve", &id, "--note", "已现场处理"]);
+        ids.push(id);
+    }
+    worker.sync();
+    hub.sync();
+    let q = hub.json(&["queue", "list", "--json"]);
+    let steps: Vec<&str> = q.as_array().unwrap().iter().map(|e| e["step"].as_str().unwrap()).collect();
+    assert_eq!(steps, ["review", "review"], "{q}");
+    assert!(hub.ok(&["queue", "list"]).contains("待审核"));
+    let err = hub.fails(&["queue", "review", &ids[1], "--return"]);
+    assert!(err.contains("--reason"), "{err}");
+    hub.ok(&["queue", "review", &ids[0], "--confirm"]);
+    hub.ok(&["queue", "review", &ids[1], "--return", "--reason", "积水未排净"]);
+    assert_eq!(hub.json(&["queue", "list", "--json"]).as_array().unwrap().len(), 0);
+    hub.sync();
+    worker.sync();
+    let back = worker.json(&["report", "show", &ids[1], "--json"]);
+    assert_eq!((back["status"].as_str(), back["level"].as_str()), (Some("open"), Some("grid")), "{back}");
+    let kept = worker.json(&["report", "show", &ids[0], "--json"]);
+    assert_eq!(kept["status"], "resolved");
+    // The returned one can be settled again, and waits for review again.
+    worker.ok(&["report", "resolve", &ids[1], "--note", "已排净"]);
+    worker.sync();
+    hub.sync();
+    let q = hub.json(&["queue", "list", "--json"]);
+    assert_eq!(q.as_array().unwrap().len(), 1, "{q}");
+    assert_eq!(q[0]["doc"], ids[1].as_str());
+}
