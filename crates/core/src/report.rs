@@ -177,6 +177,8 @@ pub enum Record {
     Extension,
     /// 审核: the town reviews a grid's own settlement (`confirm`, or `return` with a rework).
     Review,
+    /// 免核查: a county operator waives the grid's check, with the reason.
+    Waive,
 }
 
 str_enum!(Record {
@@ -187,6 +189,7 @@ str_enum!(Record {
     Extend = "extend",
     Extension = "extension",
     Review = "review",
+    Waive = "waive",
 });
 
 /// The results a return visit may record.

@@ -596,6 +596,14 @@ fn check_record(
                 return Err(no("an extension is approved or denied"));
             }
         }
+        Record::Waive => {
+            if !matches!(who.role, Role::CountyOperator | Role::Admin) {
+                return Err(no("a county operator waives the grid's check"));
+            }
+            if b.status != Status::Resolved || b.level == Level::Grid || n.text.trim().is_empty() {
+                return Err(no("a waiver is for a result reached above the grid, with the reason"));
+            }
+        }
         Record::Review => {
             if !matches!(who.role, Role::TownOperator | Role::CountyOperator | Role::Admin) {
                 return Err(no("the town reviews a grid's own settlement"));
@@ -647,7 +655,8 @@ fn records_on<'a>(v: &'a ReportView, order: &'a str, record: Record) -> impl Ite
 
 /// Whether a report resolved by `order` at `level` may close with `reason` (the client's
 /// pre-check and the server's rule): above the grid, the grid's check passed and a return visit is
-/// recorded, and an unsatisfied visit needs a written explanation.
+/// recorded, and an unsatisfied visit needs a written explanation. A county operator's waiver
+/// (with its reason) stands in for the check; a failed check never does.
 pub fn check_close(v: &ReportView, order: &str, level: Level, reason: &str) -> Result<(), Refusal> {
     if level == Level::Grid {
         return Ok(());
@@ -655,8 +664,10 @@ pub fn check_close(v: &ReportView, order: &str, level: Level, reason: &str) -> R
     let mut missing = Vec::new();
     if records_on(v, order, Record::Verify).any(|n| n.result.as_deref() == Some("fail")) {
         missing.push("a passing check (the grid's check failed: rework first)");
-    } else if !records_on(v, order, Record::Verify).any(|n| n.result.as_deref() == Some("pass")) {
-        missing.push("the grid's check (field report verify)");
+    } else if !records_on(v, order, Record::Verify).any(|n| n.result.as_deref() == Some("pass"))
+        && records_on(v, order, Record::Waive).next().is_none()
+    {
+        missing.push("the grid's check (field report verify), or a county operator's waiver");
     }
     let visits: Vec<&Note> = records_on(v, order, Record::Visit).collect();
     if visits.is_empty() {

@@ -158,6 +158,7 @@ pub fn record(r: gridsync_core::report::Record) -> &'static str {
         Record::Extend => pick("延期申请", "extension request"),
         Record::Extension => pick("延期审批", "extension decision"),
         Record::Review => pick("审核", "review"),
+        Record::Waive => pick("免核查", "check waiver"),
     }
 }
 

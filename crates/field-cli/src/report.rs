@@ -296,6 +296,14 @@ pub enum QueueCommand {
         #[arg(long, default_value = "")]
         reason: String,
     },
+    /// Waive the grid's check of a result (免核查), county operators only, with the reason.
+    Waive {
+        /// The report's id (or part of it).
+        id: String,
+        /// Why no on-site check is needed.
+        #[arg(long)]
+        reason: String,
+    },
     /// A handling unit asks for more time (延期申请): the dispatcher approves or denies it.
     Extend {
         /// The report's id (or part of it).
@@ -987,6 +995,7 @@ pub fn run_queue(home: &mut Home, c: QueueCommand) -> Result<()> {
         QueueCommand::Close { id, note } => act(home, &id, Action::Close, &note, Routing::Free(None)),
         QueueCommand::Sign { id } => record(home, &id, Record::Sign, "已签收", None, None),
         QueueCommand::Reply { id, result } => record(home, &id, Record::Reply, &result, None, None),
+        QueueCommand::Waive { id, reason } => record(home, &id, Record::Waive, &reason, None, None),
         QueueCommand::Review { id, confirm, reason, .. } => {
             if confirm {
                 let text = if reason.trim().is_empty() { "审核通过".to_string() } else { reason };
@@ -1065,6 +1074,7 @@ fn record(
             Record::Verify => view.status == Status::Resolved && view.level != Level::Grid,
             Record::Visit => view.status == Status::Resolved,
             Record::Review => view.awaits_review(),
+            Record::Waive => view.status == Status::Resolved && view.level != Level::Grid,
         };
         if !fits {
             bail!(

@@ -1539,3 +1539,67 @@ async fn a_unit_receives_only_what_is_dispatched_to_it_and_writes_only_while_the
     let r = h.sync(&police, page.cursor, push_one(1, &held.get_changes(&heads)[0])).await;
     assert_eq!(r.verdicts[0].code.as_deref(), Some("not_your_order"), "{:?}", r.verdicts);
 }
+
+/// Issue 11 item 6: closing a result reached above the grid needs the grid's check (or a county
+/// operator's waiver) and a return visit; the wrong people cannot record them.
+#[tokio::test]
+async fn the_close_gate_takes_a_check_or_a_county_waiver_and_a_visit() {
+    let h = harness();
+    let w = h.device("worker", 1).await;
+    let op = h.device("townop", 3).await;
+    let county = h.device("countyop", 4).await;
+    let mut d = new_report(&w, 1, "路灯");
+    add_transition(&mut d, &author(&w, 2_000), Action::Escalate, "", None).unwrap();
+    h.sync(&w, 0, push_all(1, &mut d)).await;
+    let mut hub = doc::load(&d.save(), op.actor.clone()).unwrap();
+    add_transition(&mut hub, &author(&op, 3_000), Action::Accept, "", None).unwrap();
+    add_transition(&mut hub, &author(&op, 3_100), Action::Resolve, "已修复", None).unwrap();
+    let r = h.sync(&op, 0, push_all(1, &mut hub)).await;
+    assert!(
+        outcomes(&r).iter().all(|o| matches!(o, Outcome::Accepted | Outcome::Duplicate)),
+        "{:?}",
+        r.verdicts
+    );
+    let push = |x: &mut AutoCommit, heads: &[automerge::ChangeHash]| push_one(1, &x.get_changes(heads)[0]);
+    // Close at once: refused, naming what is missing.
+    let mut x = hub.fork();
+    x.set_actor(op.actor.clone());
+    let heads = x.get_heads();
+    add_transition(&mut x, &author(&op, 4_000), Action::Close, "", None).unwrap();
+    let r = h.sync(&op, 0, push(&mut x, &heads)).await;
+    assert_eq!(r.verdicts[0].code.as_deref(), Some("close_requirements_unmet"), "{:?}", r.verdicts);
+    let message = r.verdicts[0].message.clone().unwrap();
+    assert!(message.contains("check") && message.contains("visit"), "{message}");
+    // The town cannot waive the check, nor can the worker record a visit.
+    let mut x = hub.fork();
+    x.set_actor(op.actor.clone());
+    let heads = x.get_heads();
+    add_record(&mut x, &author(&op, 4_100), Record::Waive, "不需要", None, None).unwrap();
+    assert_eq!(
+        h.sync(&op, 0, push(&mut x, &heads)).await.verdicts[0].code.as_deref(),
+        Some("record_not_allowed")
+    );
+    let mut x = doc::load(&hub.save(), w.actor.clone()).unwrap();
+    let heads = x.get_heads();
+    add_record(&mut x, &author(&w, 4_200), Record::Visit, "满意", None, Some("satisfied")).unwrap();
+    assert_eq!(
+        h.sync(&w, 0, push(&mut x, &heads)).await.verdicts[0].code.as_deref(),
+        Some("record_not_allowed")
+    );
+    // The county waives the check; the hub records a visit and closes.
+    let mut c = doc::load(&hub.save(), county.actor.clone()).unwrap();
+    let heads = c.get_heads();
+    add_record(&mut c, &author(&county, 4_300), Record::Waive, "设施已由供电公司验收", None, None).unwrap();
+    assert_eq!(outcomes(&h.sync(&county, 0, push(&mut c, &heads)).await), [Outcome::Accepted]);
+    doc::apply_changes(&mut hub, c.get_changes(&heads)).unwrap();
+    let heads = hub.get_heads();
+    add_record(&mut hub, &author(&op, 4_400), Record::Visit, "满意", None, Some("satisfied")).unwrap();
+    add_transition(&mut hub, &author(&op, 4_500), Action::Close, "办结", None).unwrap();
+    let r = h.sync(&op, 0, pushed_changes(1, hub.get_changes(&heads))).await;
+    assert_eq!(outcomes(&r), [Outcome::Accepted; 2], "{:?}", r.verdicts);
+    assert_eq!(stored_report(&h, 1).status, Status::Closed);
+}
+
+fn pushed_changes(id: u128, changes: Vec<automerge::Change>) -> Vec<PushedChange> {
+    changes.iter().flat_map(|c| push_one(id, c)).collect()
+}
