@@ -94,6 +94,9 @@ pub enum Action {
     Rework,
     /// 结案: checked, called back, closed.
     Close,
+    /// 重启: a later visit finds the problem back; the hub reopens a closed report (within
+    /// [`crate::validate::REOPEN_WITHIN_MS`] of the close), back to its own handling.
+    Reopen,
 }
 
 str_enum!(Action {
@@ -107,10 +110,11 @@ str_enum!(Action {
     Resolve = "resolve",
     Rework = "rework",
     Close = "close",
+    Reopen = "reopen",
 });
 
 impl Action {
-    pub const ALL: [Action; 10] = [
+    pub const ALL: [Action; 11] = [
         Action::SelfResolve,
         Action::Escalate,
         Action::Cancel,
@@ -121,6 +125,7 @@ impl Action {
         Action::Resolve,
         Action::Rework,
         Action::Close,
+        Action::Reopen,
     ];
 
     /// Where this action leads from `(status, level)`, or `None` when it cannot be taken there.
@@ -142,6 +147,10 @@ impl Action {
             // The town's review sends a grid's own settlement back to the grid (reopened there).
             (Action::Rework, Resolved, Grid) => Some((Open, Grid)),
             (Action::Close, Resolved, _) => Some((Closed, level)),
+            // Reopened: a town or county item goes back to the hub's dispatch step, a grid's own
+            // back to the grid.
+            (Action::Reopen, Closed, Town | County) => Some((Accepted, level)),
+            (Action::Reopen, Closed, Grid) => Some((Open, Grid)),
             _ => None,
         }
     }
@@ -181,6 +190,7 @@ impl Action {
             Action::Resolve => 50,
             Action::SelfResolve => 45,
             Action::Rework => 40,
+            Action::Reopen => 20,
             Action::HandBack => 35,
             Action::Reject => 30,
             Action::Cancel => 10,
@@ -516,13 +526,15 @@ mod tests {
         for &(a, s, l, want) in cases {
             assert_eq!(a.target(s, l), want, "{a} from {s}@{l}");
         }
-        // Nothing leaves closed or cancelled.
+        // Nothing leaves cancelled; only a reopen leaves closed.
         for a in Action::ALL {
             for l in [Level::Grid, Level::Town, Level::County] {
-                assert_eq!(a.target(Status::Closed, l), None);
+                assert_eq!(a.target(Status::Closed, l).is_some(), a == Reopen);
                 assert_eq!(a.target(Status::Cancelled, l), None);
             }
         }
+        assert_eq!(Reopen.target(Status::Closed, Level::Town), Some((Status::Accepted, Level::Town)));
+        assert_eq!(Reopen.target(Status::Closed, Level::Grid), Some((Status::Open, Level::Grid)));
         let roles: &[(Role, Action, Level, bool)] = &[
             (Role::GridWorker, SelfResolve, Level::Grid, true),
             (Role::GridWorker, Escalate, Level::Grid, true),

@@ -42,6 +42,8 @@ pub enum Refusal {
     NoDepartment,
     #[error("{record} is not allowed here: {why}")]
     RecordNotAllowed { record: String, why: String },
+    #[error("a reopen needs the reason and comes within 30 days of the close")]
+    ReopenNotAllowed,
     #[error("the report cannot be closed yet; missing: {missing}")]
     CloseRequirementsUnmet { missing: String },
     #[error("this report's live order is not your unit's (it was never sent to you, or it has ended)")]
@@ -98,6 +100,7 @@ impl Refusal {
             Refusal::NotYourOrder => "not_your_order",
             Refusal::RecordNotAllowed { .. } => "record_not_allowed",
             Refusal::CloseRequirementsUnmet { .. } => "close_requirements_unmet",
+            Refusal::ReopenNotAllowed => "reopen_not_allowed",
             Refusal::UnitOutOfReach => "unit_out_of_reach",
             Refusal::DuplicateUnit => "duplicate_unit",
             Refusal::TooMany { .. } => "too_many",
@@ -136,6 +139,9 @@ pub mod limits {
 }
 
 pub use limits::*;
+
+/// How long after its close a report may be reopened (30 days).
+pub const REOPEN_WITHIN_MS: i64 = 30 * 86_400_000;
 
 /// Most handling units (lead plus assisting) one dispatch may name.
 pub const MAX_DISPATCH_UNITS: usize = 10;
@@ -619,7 +625,7 @@ fn check_record(
             if !matches!(who.role, Role::TownOperator | Role::CountyOperator | Role::Admin) {
                 return Err(no("the hub records return visits"));
             }
-            if b.status != Status::Resolved {
+            if !matches!(b.status, Status::Resolved | Status::Closed) {
                 return Err(no("a return visit follows the result"));
             }
             if !n.result.as_deref().is_some_and(|r| VISIT_RESULTS.contains(&r)) {
@@ -638,6 +644,12 @@ fn check_record(
 fn check_loop(who: &Principal, t: &Transition, after: &ReportView) -> Result<(), Refusal> {
     if t.action == Action::Close {
         check_close(after, &t.parent, t.from_level, &t.reason)?;
+    }
+    if t.action == Action::Reopen {
+        let closed_at = after.transitions.iter().find(|p| p.id == t.parent).map_or(0, |p| p.at);
+        if t.reason.trim().is_empty() || t.at.saturating_sub(closed_at) > REOPEN_WITHIN_MS {
+            return Err(Refusal::ReopenNotAllowed);
+        }
     }
     if t.action == Action::Rework
         && who.role == Role::GridWorker

@@ -111,6 +111,7 @@ pub fn action(a: Action) -> &'static str {
         Action::Resolve => pick("处置", "resolved"),
         Action::Rework => pick("返工", "sent back for rework"),
         Action::Close => pick("结案", "closed"),
+        Action::Reopen => pick("重新办理", "reopened"),
     }
 }
 
@@ -214,6 +215,10 @@ pub fn refusal(code: &str) -> Option<&'static str> {
         "not_your_order" => pick(
             "这份事件现在不是派给你单位办理的（没派给你，或已办结、已退回）",
             "this report's live order is not your unit's (never sent to you, or it has ended)",
+        ),
+        "reopen_not_allowed" => pick(
+            "重新办理要写明理由，并且只能在结案后 30 天内",
+            "a reopen needs the reason and comes within 30 days of the close",
         ),
         "close_requirements_unmet" => pick(
             "结案条件未满足：需要网格员核查通过并完成回访（回访不满意时要写明结案说明）",

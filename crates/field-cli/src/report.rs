@@ -296,6 +296,14 @@ pub enum QueueCommand {
         #[arg(long, default_value = "")]
         reason: String,
     },
+    /// Reopen a closed report when a later visit finds the problem back (重新办理), within 30 days.
+    Reopen {
+        /// The report's id (or part of it).
+        id: String,
+        /// What the later visit found.
+        #[arg(long)]
+        reason: String,
+    },
     /// Waive the grid's check of a result (免核查), county operators only, with the reason.
     Waive {
         /// The report's id (or part of it).
@@ -995,6 +1003,7 @@ pub fn run_queue(home: &mut Home, c: QueueCommand) -> Result<()> {
         QueueCommand::Close { id, note } => act(home, &id, Action::Close, &note, Routing::Free(None)),
         QueueCommand::Sign { id } => record(home, &id, Record::Sign, "已签收", None, None),
         QueueCommand::Reply { id, result } => record(home, &id, Record::Reply, &result, None, None),
+        QueueCommand::Reopen { id, reason } => act(home, &id, Action::Reopen, &reason, Routing::Free(None)),
         QueueCommand::Waive { id, reason } => record(home, &id, Record::Waive, &reason, None, None),
         QueueCommand::Review { id, confirm, reason, .. } => {
             if confirm {
@@ -1072,7 +1081,7 @@ fn record(
                     && gridsync_core::report::extension_state(&view.notes, &view.tip).0.is_some()
             }
             Record::Verify => view.status == Status::Resolved && view.level != Level::Grid,
-            Record::Visit => view.status == Status::Resolved,
+            Record::Visit => matches!(view.status, Status::Resolved | Status::Closed),
             Record::Review => view.awaits_review(),
             Record::Waive => view.status == Status::Resolved && view.level != Level::Grid,
         };

@@ -335,6 +335,20 @@ fn units_reply_the_grid_checks_the_hub_calls_back_and_closes() {
     let towns = admin.json(&["admin", "stats", "--by", "town", "--json"]);
     assert_eq!(towns["groups"].as_array().unwrap().len(), 1, "{towns}");
     assert_eq!(towns["groups"][0]["indicators"]["closed"], 1);
+    // A later visit finds the problem back: the hub reopens it, back at its dispatch step.
+    hub.ok(&["queue", "visit", &id, "--result", "不满意", "--note", "摊位又回来了"]);
+    hub.ok(&["queue", "reopen", &id, "--reason", "回访发现问题复现"]);
+    let v = hub.json(&["report", "show", &id, "--json"]);
+    assert_eq!((v["status"].as_str(), v["level"].as_str()), (Some("accepted"), Some("town")), "{v}");
+    let q = hub.json(&["queue", "list", "--all", "--json"]);
+    assert!(q.as_array().unwrap().iter().any(|e| e["doc"] == id.as_str() && e["step"] == "dispatch"), "{q}");
+    hub.sync();
+    worker.sync();
+    assert_eq!(
+        worker.json(&["report", "show", &id, "--json"])["status"],
+        "accepted",
+        "the server took the reopen"
+    );
 }
 
 /// Issue 11 item 7: a grid's own settlement waits for the town's review; confirmed, it leaves the

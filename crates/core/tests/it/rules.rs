@@ -1125,3 +1125,36 @@ fn unit_replies_resolve_together_and_a_failed_check_beats_a_concurrent_close() {
     assert_eq!(va.status, Status::Dispatched, "the failed check wins: back to the units");
     assert_eq!(va.live_units(), units.as_slice());
 }
+
+/// Issue 11 item 6: the hub reopens a closed report within 30 days, with a reason; a grid's own
+/// settlement goes back to the grid.
+#[test]
+fn a_closed_report_reopens_within_thirty_days_with_a_reason() {
+    let c = case();
+    let mut closed = created(&c);
+    add_transition(&mut closed, &author(WORKER, 2_000), Action::SelfResolve, "", None).unwrap();
+    closed.set_actor(actor(TOWN_OP));
+    add_transition(&mut closed, &author(TOWN_OP, 3_000), Action::Close, "", None).unwrap();
+    let day = 86_400_000;
+    let reopen = |n: u8, at: i64, reason: &'static str| {
+        move |d: &mut AutoCommit| {
+            add_transition(d, &author(n, at), Action::Reopen, reason, None).unwrap();
+        }
+    };
+    assert_eq!(code(check(&c, TOWN_OP, Some(&closed), reopen(TOWN_OP, 3_000 + 10 * day, "问题复现"))), "ok");
+    assert_eq!(
+        code(check(&c, TOWN_OP, Some(&closed), reopen(TOWN_OP, 3_000 + 31 * day, "问题复现"))),
+        "reopen_not_allowed"
+    );
+    assert_eq!(
+        code(check(&c, TOWN_OP, Some(&closed), reopen(TOWN_OP, 3_000 + day, ""))),
+        "reopen_not_allowed"
+    );
+    assert_eq!(
+        code(check(&c, WORKER, Some(&closed), reopen(WORKER, 3_000 + day, "问题复现"))),
+        "transition_not_allowed"
+    );
+    let mut again = closed.clone();
+    add_transition(&mut again, &author(TOWN_OP, 3_000 + day), Action::Reopen, "问题复现", None).unwrap();
+    assert_eq!((view(&again).status, view(&again).level), (Status::Open, Level::Grid));
+}
