@@ -253,8 +253,9 @@ pub fn by_unit(reports: &[ReportView], policy: &Policy, from: i64, to: i64) -> V
     let mut out: BTreeMap<String, UnitIndicators> = BTreeMap::new();
     for r in reports.iter().filter(|r| r.created_at >= from && r.created_at < to) {
         let u = r.urgency;
+        let units_of = order_units(&r.transitions);
         for order in r.transitions.iter().filter(|t| t.applied && t.to == Status::Dispatched) {
-            let units = order_units(order, &r.transitions);
+            let units = units_of.get(order.id.as_str()).copied().unwrap_or_default();
             let records = |rec: Record| {
                 r.notes
                     .iter()

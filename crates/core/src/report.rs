@@ -429,38 +429,40 @@ impl From<&PartyEntry> for Party {
 /// that left the report `dispatched`: a dispatch (its units) or a rework (the units of the
 /// nearest dispatch above it).
 pub fn settled_orders(transitions: &[Transition], notes: &[Note]) -> BTreeSet<String> {
-    transitions
+    let replied: BTreeSet<(&str, &str)> = notes
         .iter()
-        .filter(|t| t.to == Status::Dispatched)
-        .filter(|t| {
-            let units = order_units(t, transitions);
-            !units.is_empty()
-                && units.iter().all(|u| {
-                    notes.iter().any(|n| {
-                        n.record == Some(Record::Reply)
-                            && n.order.as_deref() == Some(t.id.as_str())
-                            && n.unit.as_deref() == Some(u.as_str())
-                    })
-                })
+        .filter(|n| n.record == Some(Record::Reply))
+        .filter_map(|n| Some((n.order.as_deref()?, n.unit.as_deref()?)))
+        .collect();
+    order_units(transitions)
+        .into_iter()
+        .filter(|(order, units)| {
+            !units.is_empty() && units.iter().all(|u| replied.contains(&(*order, u.as_str())))
         })
-        .map(|t| t.id.clone())
+        .map(|(order, _)| order.to_string())
         .collect()
 }
 
-/// The units an order named: its own for a dispatch, else those of the nearest dispatch above it
-/// (bounded walk: a forged cycle ends it).
-pub fn order_units<'a>(t: &'a Transition, all: &'a [Transition]) -> &'a [String] {
-    let mut cur = t;
-    for _ in 0..=all.len() {
-        if cur.action == Action::Dispatch {
-            return &cur.units;
+/// The units each order named, by order id: an order is a transition that left the report
+/// `dispatched`; a dispatch names its own units, a rework those of the nearest dispatch above it.
+/// Transitions are looked up by id once, and each walk is bounded (a forged cycle ends it), so a
+/// report holding its maximum of forged transitions costs no more than a few thousand lookups.
+pub fn order_units<'a>(transitions: &'a [Transition]) -> BTreeMap<&'a str, &'a [String]> {
+    let by_id: BTreeMap<&str, &'a Transition> = transitions.iter().map(|t| (t.id.as_str(), t)).collect();
+    let units = |t: &'a Transition| -> &'a [String] {
+        let mut cur = t;
+        for _ in 0..=transitions.len() {
+            if cur.action == Action::Dispatch {
+                return cur.units.as_slice();
+            }
+            match by_id.get(cur.parent.as_str()) {
+                Some(p) => cur = p,
+                None => break,
+            }
         }
-        match all.iter().find(|p| p.id == cur.parent) {
-            Some(p) => cur = p,
-            None => break,
-        }
-    }
-    &[]
+        &[]
+    };
+    transitions.iter().filter(|t| t.to == Status::Dispatched).map(|t| (t.id.as_str(), units(t))).collect()
 }
 
 /// The orders a failed check (核查不通过) sent back: a close on them never applies.

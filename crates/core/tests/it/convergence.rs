@@ -222,6 +222,17 @@ fn merge_into(target: &mut AutoCommit, source: &mut AutoCommit) {
     doc::apply_changes(target, changes).unwrap();
 }
 
+/// Full delivery in a ring, twice: afterwards every replica holds every change.
+fn deliver_everything(docs: &mut [AutoCommit]) {
+    let n = docs.len();
+    for _ in 0..2 {
+        for i in 0..n {
+            let changes = docs[i].get_changes(&[]);
+            doc::apply_changes(&mut docs[(i + 1) % n], changes).unwrap();
+        }
+    }
+}
+
 fn heads(d: &mut AutoCommit) -> Vec<automerge::ChangeHash> {
     let mut h = d.get_heads();
     h.sort();
@@ -249,13 +260,7 @@ proptest! {
             }
         }
         // Full delivery in a ring, twice: everyone converges.
-        for _ in 0..2 {
-            for i in 0..n {
-                let j = (i + 1) % n;
-                let changes = docs[i].get_changes(&[]);
-                doc::apply_changes(&mut docs[j], changes).unwrap();
-            }
-        }
+        deliver_everything(&mut docs);
         let first = view_bytes(&docs[0]);
         for d in &docs[1..] {
             prop_assert_eq!(&view_bytes(d), &first);
@@ -321,13 +326,7 @@ proptest! {
         let ops: Vec<Op> = ops.into_iter().map(|o| clamp(o, n)).collect();
         let mut docs = start(n);
         run(&mut docs, &ops);
-        for _ in 0..2 {
-            for i in 0..n {
-                let j = (i + 1) % n;
-                let changes = docs[i].get_changes(&[]);
-                doc::apply_changes(&mut docs[j], changes).unwrap();
-            }
-        }
+        deliver_everything(&mut docs);
         let first = view_bytes(&docs[0]);
         for d in &docs[1..] {
             prop_assert_eq!(&view_bytes(d), &first);
