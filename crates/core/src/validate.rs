@@ -665,33 +665,64 @@ fn records_on<'a>(v: &'a ReportView, order: &'a str, record: Record) -> impl Ite
     v.notes.iter().filter(move |n| n.record == Some(record) && n.order.as_deref() == Some(order))
 }
 
-/// Whether a report resolved by `order` at `level` may close with `reason` (the client's
+/// What a close of a result reached above the grid still lacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseGap {
+    /// The grid's check failed: the report must be reworked first.
+    FailedCheck,
+    /// No passing check and no county operator's waiver.
+    Check,
+    /// No return visit.
+    Visit,
+    /// Every visit was unsatisfied and the close gives no written explanation.
+    Explanation,
+}
+
+impl CloseGap {
+    /// The gap in words (English, as the server's refusal message says it).
+    pub fn describe(self) -> &'static str {
+        match self {
+            CloseGap::FailedCheck => "a passing check (the grid's check failed: rework first)",
+            CloseGap::Check => "the grid's check (field report verify), or a county operator's waiver",
+            CloseGap::Visit => "a return visit (field queue visit)",
+            CloseGap::Explanation => "a written explanation for closing over an unsatisfied visit (--note)",
+        }
+    }
+}
+
+/// What a report resolved by `order` at `level` lacks to close with `reason` (the client's
 /// pre-check and the server's rule): above the grid, the grid's check passed and a return visit is
 /// recorded, and an unsatisfied visit needs a written explanation. A county operator's waiver
 /// (with its reason) stands in for the check; a failed check never does.
-pub fn check_close(v: &ReportView, order: &str, level: Level, reason: &str) -> Result<(), Refusal> {
-    if level == Level::Grid {
-        return Ok(());
-    }
+pub fn close_gaps(v: &ReportView, order: &str, level: Level, reason: &str) -> Vec<CloseGap> {
     let mut missing = Vec::new();
+    if level == Level::Grid {
+        return missing;
+    }
     if records_on(v, order, Record::Verify).any(|n| n.result.as_deref() == Some("fail")) {
-        missing.push("a passing check (the grid's check failed: rework first)");
+        missing.push(CloseGap::FailedCheck);
     } else if !records_on(v, order, Record::Verify).any(|n| n.result.as_deref() == Some("pass"))
         && records_on(v, order, Record::Waive).next().is_none()
     {
-        missing.push("the grid's check (field report verify), or a county operator's waiver");
+        missing.push(CloseGap::Check);
     }
     let visits: Vec<&Note> = records_on(v, order, Record::Visit).collect();
     if visits.is_empty() {
-        missing.push("a return visit (field queue visit)");
+        missing.push(CloseGap::Visit);
     } else if visits.iter().all(|n| n.result.as_deref() == Some("unsatisfied")) && reason.trim().is_empty() {
-        missing.push("a written explanation for closing over an unsatisfied visit (--note)");
+        missing.push(CloseGap::Explanation);
     }
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(Refusal::CloseRequirementsUnmet { missing: missing.join("; ") })
+    missing
+}
+
+/// [`close_gaps`] as a refusal.
+pub fn check_close(v: &ReportView, order: &str, level: Level, reason: &str) -> Result<(), Refusal> {
+    let gaps = close_gaps(v, order, level, reason);
+    if gaps.is_empty() {
+        return Ok(());
     }
+    let missing = gaps.iter().map(|g| g.describe()).collect::<Vec<_>>().join("; ");
+    Err(Refusal::CloseRequirementsUnmet { missing })
 }
 
 /// The handling units a dispatch names exist, serve the report's town, and appear once each.

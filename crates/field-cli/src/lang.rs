@@ -149,6 +149,17 @@ pub fn role(r: Role) -> &'static str {
     }
 }
 
+/// What a close still lacks, in words.
+pub fn close_gap(g: gridsync_core::validate::CloseGap) -> &'static str {
+    use gridsync_core::validate::CloseGap;
+    match g {
+        CloseGap::FailedCheck => pick("网格员核查未通过，需先返工", g.describe()),
+        CloseGap::Check => pick("网格员核查（field report verify）或县级免核查", g.describe()),
+        CloseGap::Visit => pick("回访（field queue visit）", g.describe()),
+        CloseGap::Explanation => pick("回访不满意时的结案说明（--note）", g.describe()),
+    }
+}
+
 pub fn record(r: gridsync_core::report::Record) -> &'static str {
     use gridsync_core::report::Record;
     match r {

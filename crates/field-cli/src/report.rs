@@ -523,24 +523,18 @@ fn act(home: &mut Home, given: &str, action: Action, reason: &str, routing: Rout
                 ))
             })?;
             if action == Action::Close {
-                validate::check_close(view, &view.tip, view.level, reason).map_err(|r| {
-                    let m = r.to_string();
-                    let zh: Vec<&str> = [
-                        ("check failed", "网格员核查未通过，需先返工"),
-                        ("the grid's check (", "网格员核查（field report verify）"),
-                        ("return visit", "回访（field queue visit）"),
-                        ("explanation", "回访不满意时的结案说明（--note）"),
-                    ]
-                    .iter()
-                    .filter(|(en, _)| m.contains(en))
-                    .map(|(_, zh)| *zh)
-                    .collect();
-                    anyhow!(tr!(
-                        "还不能结案，还缺：{}",
-                        "cannot close yet: {}",
-                        if lang::en() { m } else { zh.join("；") }
-                    ))
-                })?;
+                let gaps = validate::close_gaps(view, &view.tip, view.level, reason);
+                if !gaps.is_empty() {
+                    let words: Vec<&str> = gaps.iter().map(|g| lang::close_gap(*g)).collect();
+                    bail!(
+                        "{}",
+                        tr!(
+                            "还不能结案，还缺：{}",
+                            "cannot close yet, missing: {}",
+                            words.join(lang::pick("；", "; "))
+                        )
+                    );
+                }
             }
             match &routing {
                 Routing::Free(dept) => {
