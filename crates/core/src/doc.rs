@@ -187,6 +187,15 @@ pub(crate) fn opt_int(doc: &AutoCommit, obj: &ObjId, key: &str) -> Result<Option
     int_of(key, scalar(doc, obj, key)?)
 }
 
+/// A boolean at `key`; absent is `false`.
+pub(crate) fn opt_bool(doc: &AutoCommit, obj: &ObjId, key: &str) -> Result<bool, DocError> {
+    match scalar(doc, obj, key)? {
+        None => Ok(false),
+        Some(ScalarValue::Boolean(b)) => Ok(b),
+        Some(v) => Err(layout(format!("{key} is {}, not a boolean", scalar_type(&v)))),
+    }
+}
+
 /// The visible fields of one map, read in a single pass. Automerge seeks afresh for every `get`;
 /// a view reads most keys of every note and transition, so this is how entries are read. Each key
 /// shows the value `get` would show (the same winner among concurrent writes).

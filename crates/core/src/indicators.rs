@@ -287,7 +287,7 @@ pub fn by_unit(reports: &[ReportView], policy: &Policy, from: i64, to: i64) -> V
                 e.returned += u64::from(i == 0 && after(Action::HandBack));
                 e.reworked += u64::from(after(Action::Rework));
                 e.extended += u64::from(extended.is_some());
-                for v in records(Record::Visit) {
+                for v in records(Record::Visit).filter(|v| v.result.as_deref() != Some("not_applicable")) {
                     e.visits += 1;
                     if v.result.as_deref() != Some("unreachable") {
                         e.visits_reached += 1;

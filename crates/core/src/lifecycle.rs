@@ -95,7 +95,7 @@ pub enum Action {
     /// 结案: checked, called back, closed.
     Close,
     /// 重启: a later visit finds the problem back; the hub reopens a closed report (within
-    /// [`crate::validate::REOPEN_WITHIN_MS`] of the close), back to its own handling.
+    /// the policy's `closed_loop.reopen_within_days` of the close), back to its own handling.
     Reopen,
 }
 

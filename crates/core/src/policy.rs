@@ -4,8 +4,10 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use std::collections::BTreeMap;
+
 use crate::lifecycle::Status;
-use crate::report::Urgency;
+use crate::report::{Category, Urgency};
 
 /// Minutes allowed for one step, by urgency.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -57,6 +59,9 @@ pub struct Policy {
     /// What the server escalates on its own.
     #[serde(default)]
     pub auto: AutoRules,
+    /// What closing needs per category, the reopen window, and which units see parties.
+    #[serde(default)]
+    pub closed_loop: ClosedLoop,
     /// Working hours the clock runs in ("within one working hour"). Without it, limits are
     /// wall-clock minutes around the clock.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -150,6 +155,76 @@ impl Calendar {
     }
 }
 
+/// A requirement of the close gate (三查二审一回访) for a result reached above the grid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CloseNeed {
+    /// The grid worker's check on site passed (核查), or a county operator waived it.
+    Check,
+    /// The hub called the resident back (回访); an anonymous report records `not_applicable`.
+    Visit,
+}
+
+/// The closed loop's county choices: what closing needs, how long a close can be reopened, and
+/// which categories' parties (names and contacts) a handling unit receives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClosedLoop {
+    /// What a result reached above the grid needs before it closes, for categories not listed
+    /// in `close_needs_by_category`.
+    #[serde(default = "default_close_needs")]
+    pub close_needs: Vec<CloseNeed>,
+    /// Per category: what its results need before they close.
+    #[serde(default)]
+    pub close_needs_by_category: BTreeMap<Category, Vec<CloseNeed>>,
+    /// A closed report may be reopened by the hub within this many days of its close.
+    #[serde(default = "default_reopen_days")]
+    pub reopen_within_days: u32,
+    /// Categories whose parties' names and contacts a handling unit receives once dispatched.
+    #[serde(default = "default_unit_parties")]
+    pub unit_parties: Vec<Category>,
+}
+
+fn default_close_needs() -> Vec<CloseNeed> {
+    vec![CloseNeed::Check, CloseNeed::Visit]
+}
+
+fn default_reopen_days() -> u32 {
+    30
+}
+
+fn default_unit_parties() -> Vec<Category> {
+    vec![Category::Dispute, Category::Request, Category::PublicSecurity]
+}
+
+impl Default for ClosedLoop {
+    fn default() -> Self {
+        ClosedLoop {
+            close_needs: default_close_needs(),
+            close_needs_by_category: BTreeMap::from([(Category::Suggestion, vec![CloseNeed::Visit])]),
+            reopen_within_days: default_reopen_days(),
+            unit_parties: default_unit_parties(),
+        }
+    }
+}
+
+impl ClosedLoop {
+    /// What closing a result of `category` needs.
+    pub fn close_needs(&self, category: Category) -> &[CloseNeed] {
+        self.close_needs_by_category.get(&category).unwrap_or(&self.close_needs)
+    }
+
+    /// The reopen window in milliseconds.
+    pub fn reopen_within_ms(&self) -> i64 {
+        i64::from(self.reopen_within_days) * 86_400_000
+    }
+
+    /// Whether a handling unit receives the parties of a report of `category`.
+    pub fn unit_sees_parties(&self, category: Category) -> bool {
+        self.unit_parties.contains(&category)
+    }
+}
+
 /// Auto-escalation rules, run by the server and written into the report as its own transitions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -201,6 +276,7 @@ impl Default for Policy {
             review: default_review(),
             close: StepLimits { low: 5 * 24 * h, normal: 3 * 24 * h, high: 2 * 24 * h, critical: 24 * h },
             auto: AutoRules::default(),
+            closed_loop: ClosedLoop::default(),
             calendar: None,
         }
     }

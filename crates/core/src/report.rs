@@ -8,7 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::doc::{
-    ActorInfo, Author, DocError, Fields, commit, layout, list_at, list_maps, map_at, obj_at, opt_int,
+    ActorInfo, Author, DocError, Fields, commit, layout, list_at, list_maps, map_at, obj_at, opt_bool, opt_int,
     read_authors, register_author, req_str, text_at,
 };
 use crate::lifecycle::{Action, Level, Status, Transition, fold_with, str_enum};
@@ -193,7 +193,9 @@ str_enum!(Record {
 });
 
 /// The results a return visit may record.
-pub const VISIT_RESULTS: [&str; 4] = ["satisfied", "basically_satisfied", "unsatisfied", "unreachable"];
+/// `not_applicable` is for anonymous reports only: nobody to call back.
+pub const VISIT_RESULTS: [&str; 5] =
+    ["satisfied", "basically_satisfied", "unsatisfied", "unreachable", "not_applicable"];
 
 /// A file attached to a report; the bytes travel separately, addressed by their hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -218,6 +220,9 @@ pub struct NewReport {
     pub urgency: Urgency,
     pub location: Location,
     pub parties: Vec<Party>,
+    /// The resident asked not to be named (匿名): nobody is called back (the visit is
+    /// `not_applicable`). Fixed at creation.
+    pub anonymous: bool,
 }
 
 /// The fields an edit may change; `None` leaves a field alone.
@@ -251,6 +256,9 @@ pub struct ReportView {
     pub description: String,
     pub urgency: Urgency,
     pub location: Location,
+    /// Reported anonymously (匿名): the return visit is `not_applicable`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub anonymous: bool,
     pub parties: Vec<PartyEntry>,
     /// Ids of party entries a later entry corrects (see [`PartyEntry`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -301,6 +309,9 @@ pub fn create_report(actor: ActorId, author: &Author, new: &NewReport) -> Result
     let text = doc.put_object(ROOT, "description", ObjType::Text)?;
     doc.splice_text(&text, 0, 0, &new.description)?;
     doc.put(ROOT, "urgency", new.urgency.as_str())?;
+    if new.anonymous {
+        doc.put(ROOT, "anonymous", true)?;
+    }
     let loc = doc.put_object(ROOT, "location", ObjType::Map)?;
     if let Some(lat) = new.location.lat {
         doc.put(&loc, "lat", lat)?;
@@ -845,6 +856,7 @@ pub fn materialize_report(doc: &AutoCommit) -> Result<ReportView, DocError> {
         description: text_at(doc, &ROOT, "description")?,
         urgency,
         location,
+        anonymous: opt_bool(doc, &ROOT, "anonymous")?,
         corrected_parties: corrected_parties(&parties),
         parties,
         head_count,
@@ -899,6 +911,7 @@ mod tests {
     fn the_head_count_follows_the_parties_until_set_by_hand() {
         let author = Author { user: "w".into(), role: Role::GridWorker, at: 1 };
         let new = NewReport {
+            anonymous: false,
             id: uuid::Uuid::from_u128(1),
             grid: "G".into(),
             town: "T".into(),

@@ -11,6 +11,7 @@ use crate::doc::Authors;
 use crate::lifecycle::{Action, Level, Status, Transition};
 use crate::org::{Org, Principal, Role};
 use crate::patrol::PatrolView;
+use crate::policy::{CloseNeed, ClosedLoop};
 use crate::report::{Note, Record, ReportView, VISIT_RESULTS};
 
 /// Why a write was refused. `code()` is the stable name on the wire.
@@ -139,9 +140,6 @@ pub mod limits {
 }
 
 pub use limits::*;
-
-/// How long after its close a report may be reopened (30 days).
-pub const REOPEN_WITHIN_MS: i64 = 30 * 86_400_000;
 
 /// Most handling units (lead plus assisting) one dispatch may name.
 pub const MAX_DISPATCH_UNITS: usize = 10;
@@ -441,16 +439,18 @@ pub const MAX_ATTACHMENTS: usize = 500;
 /// Checks a report write: `before` is `None` when the changes create the report.
 pub fn check_report(
     org: &Org,
+    rules: &ClosedLoop,
     w: &Writer<'_>,
     before: Option<&ReportView>,
     after: &ReportView,
 ) -> Result<(), Refusal> {
-    check_report_rules(org, w, before, after)?;
+    check_report_rules(org, rules, w, before, after)?;
     check_registered(&after.authors, w)
 }
 
 fn check_report_rules(
     org: &Org,
+    rules: &ClosedLoop,
     w: &Writer<'_>,
     before: Option<&ReportView>,
     after: &ReportView,
@@ -493,6 +493,7 @@ fn check_report_rules(
                 ("town", b.town == after.town),
                 ("reporter", b.reporter == after.reporter),
                 ("created_at", b.created_at == after.created_at),
+                ("anonymous", b.anonymous == after.anonymous),
             ];
             if let Some((field, _)) = fixed.iter().find(|(_, same)| !same) {
                 return Err(Refusal::ImmutableField { field: (*field).into() });
@@ -543,7 +544,7 @@ fn check_report_rules(
     for t in new_ts {
         check_transition(who, t, &after_ts, &settled)?;
         check_units(org, &after.town, t)?;
-        check_loop(who, t, after)?;
+        check_loop(rules, who, t, after)?;
     }
     check_report_values(org, before, after)
 }
@@ -629,9 +630,11 @@ fn check_record(
                 return Err(no("a return visit follows the result"));
             }
             if !n.result.as_deref().is_some_and(|r| VISIT_RESULTS.contains(&r)) {
-                return Err(no(
-                    "a visit's result is satisfied, basically_satisfied, unsatisfied or unreachable",
-                ));
+                return Err(no("a visit's result is satisfied, basically_satisfied, unsatisfied, \
+                     unreachable or not_applicable"));
+            }
+            if n.result.as_deref() == Some("not_applicable") && !b.anonymous {
+                return Err(no("only an anonymous report has nobody to call back"));
             }
         }
     }
@@ -641,13 +644,13 @@ fn check_record(
 /// The closed loop's gates on transitions: a result reached above the grid closes only after the
 /// grid's check passed and the resident was called back (an unsatisfied visit needs the close's
 /// written explanation); a grid worker's rework follows their own failed check.
-fn check_loop(who: &Principal, t: &Transition, after: &ReportView) -> Result<(), Refusal> {
+fn check_loop(rules: &ClosedLoop, who: &Principal, t: &Transition, after: &ReportView) -> Result<(), Refusal> {
     if t.action == Action::Close {
-        check_close(after, &t.parent, t.from_level, &t.reason)?;
+        check_close(after, &t.parent, t.from_level, &t.reason, rules.close_needs(after.category))?;
     }
     if t.action == Action::Reopen {
         let closed_at = after.transitions.iter().find(|p| p.id == t.parent).map_or(0, |p| p.at);
-        if t.reason.trim().is_empty() || t.at.saturating_sub(closed_at) > REOPEN_WITHIN_MS {
+        if t.reason.trim().is_empty() || t.at.saturating_sub(closed_at) > rules.reopen_within_ms() {
             return Err(Refusal::ReopenNotAllowed);
         }
     }
@@ -691,22 +694,27 @@ impl CloseGap {
 }
 
 /// What a report resolved by `order` at `level` lacks to close with `reason` (the client's
-/// pre-check and the server's rule): above the grid, the grid's check passed and a return visit is
-/// recorded, and an unsatisfied visit needs a written explanation. A county operator's waiver
-/// (with its reason) stands in for the check; a failed check never does.
-pub fn close_gaps(v: &ReportView, order: &str, level: Level, reason: &str) -> Vec<CloseGap> {
+/// pre-check and the server's rule), given what its category `needs` (the policy): above the
+/// grid, the grid's check passed and a return visit is recorded, and an unsatisfied visit needs a
+/// written explanation. A county operator's waiver (with its reason) stands in for the check; a
+/// failed check never does, whatever the category needs.
+pub fn close_gaps(v: &ReportView, order: &str, level: Level, reason: &str, needs: &[CloseNeed]) -> Vec<CloseGap> {
     let mut missing = Vec::new();
     if level == Level::Grid {
         return missing;
     }
     if records_on(v, order, Record::Verify).any(|n| n.result.as_deref() == Some("fail")) {
         missing.push(CloseGap::FailedCheck);
-    } else if !records_on(v, order, Record::Verify).any(|n| n.result.as_deref() == Some("pass"))
+    } else if needs.contains(&CloseNeed::Check)
+        && !records_on(v, order, Record::Verify).any(|n| n.result.as_deref() == Some("pass"))
         && records_on(v, order, Record::Waive).next().is_none()
     {
         missing.push(CloseGap::Check);
     }
     let visits: Vec<&Note> = records_on(v, order, Record::Visit).collect();
+    if !needs.contains(&CloseNeed::Visit) {
+        return missing;
+    }
     if visits.is_empty() {
         missing.push(CloseGap::Visit);
     } else if visits.iter().all(|n| n.result.as_deref() == Some("unsatisfied")) && reason.trim().is_empty() {
@@ -716,8 +724,14 @@ pub fn close_gaps(v: &ReportView, order: &str, level: Level, reason: &str) -> Ve
 }
 
 /// [`close_gaps`] as a refusal.
-pub fn check_close(v: &ReportView, order: &str, level: Level, reason: &str) -> Result<(), Refusal> {
-    let gaps = close_gaps(v, order, level, reason);
+pub fn check_close(
+    v: &ReportView,
+    order: &str,
+    level: Level,
+    reason: &str,
+    needs: &[CloseNeed],
+) -> Result<(), Refusal> {
+    let gaps = close_gaps(v, order, level, reason, needs);
     if gaps.is_empty() {
         return Ok(());
     }

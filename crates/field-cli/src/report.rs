@@ -48,6 +48,9 @@ pub enum ReportCommand {
         /// A party to a dispute: NAME or NAME:CONTACT (repeat for several).
         #[arg(long)]
         party: Vec<String>,
+        /// The resident asked not to be named (匿名): nobody is called back after the result.
+        #[arg(long)]
+        anonymous: bool,
         /// The grid (needed only when you cover several).
         #[arg(long)]
         grid: Option<String>,
@@ -341,7 +344,8 @@ pub enum QueueCommand {
     Visit {
         /// The report's id (or part of it).
         id: String,
-        /// satisfied | basically_satisfied | unsatisfied | unreachable (or 满意, 基本满意, 不满意, 联系不上).
+        /// satisfied | basically_satisfied | unsatisfied | unreachable | not_applicable (anonymous reports only)
+        /// (or 满意, 基本满意, 不满意, 联系不上, 无需回访).
         #[arg(long)]
         result: String,
         /// What the resident said.
@@ -523,7 +527,8 @@ fn act(home: &mut Home, given: &str, action: Action, reason: &str, routing: Rout
                 ))
             })?;
             if action == Action::Close {
-                let gaps = validate::close_gaps(view, &view.tip, view.level, reason);
+                let needs = profile.policy.closed_loop.close_needs(view.category);
+                let gaps = validate::close_gaps(view, &view.tip, view.level, reason, needs);
                 if !gaps.is_empty() {
                     let words: Vec<&str> = gaps.iter().map(|g| lang::close_gap(*g)).collect();
                     bail!(
@@ -602,6 +607,7 @@ pub fn run(home: &mut Home, c: ReportCommand) -> Result<()> {
             lon,
             address,
             party,
+            anonymous,
             grid,
         } => {
             let profile = home.profile()?;
@@ -664,6 +670,7 @@ pub fn run(home: &mut Home, c: ReportCommand) -> Result<()> {
             }
             let id = uuid::Uuid::now_v7();
             let new = NewReport {
+                anonymous,
                 id,
                 grid: grid.id.clone(),
                 town: grid.town.clone(),
@@ -1032,6 +1039,7 @@ pub fn run_queue(home: &mut Home, c: QueueCommand) -> Result<()> {
                 "基本满意" => "basically_satisfied",
                 "不满意" => "unsatisfied",
                 "联系不上" | "无法联系" => "unreachable",
+                "无需回访" | "不适用" => "not_applicable",
                 r => r,
             }
             .to_string();
@@ -1039,8 +1047,9 @@ pub fn run_queue(home: &mut Home, c: QueueCommand) -> Result<()> {
                 bail!(
                     "{}",
                     tr!(
-                        "回访结果要写 满意、基本满意、不满意 或 联系不上",
-                        "the visit's result is satisfied, basically_satisfied, unsatisfied or unreachable"
+                        "回访结果要写 满意、基本满意、不满意、联系不上，匿名事件写 无需回访",
+                        "the visit's result is satisfied, basically_satisfied, unsatisfied or unreachable \
+                         (not_applicable for an anonymous report)"
                     )
                 );
             }
@@ -1075,6 +1084,13 @@ fn record(
                     && gridsync_core::report::extension_state(&view.notes, &view.tip).0.is_some()
             }
             Record::Verify => view.status == Status::Resolved && view.level != Level::Grid,
+            Record::Visit if result == Some("not_applicable") && !view.anonymous => bail!(
+                "{}",
+                tr!(
+                    "这份事件不是匿名反映的，要回访当事人；只有匿名事件才能记“无需回访”",
+                    "this report is not anonymous: call the resident back; only an anonymous report is marked not_applicable"
+                )
+            ),
             Record::Visit => matches!(view.status, Status::Resolved | Status::Closed),
             Record::Review => view.awaits_review(),
             Record::Waive => view.status == Status::Resolved && view.level != Level::Grid,

@@ -359,6 +359,9 @@ pub fn report(v: &ReportView, refusals: &[Refusal], as_json: bool) -> Result<()>
         let place = format!("{pos}{}", lang::clean(loc.address.as_deref().unwrap_or("")));
         println!("{}", tr!("位置：{}", "location: {}", place.trim_end()));
     }
+    if v.anonymous {
+        println!("{}", tr!("反映人：匿名（不回访）", "reported anonymously (no return visit)"));
+    }
     if !v.parties.is_empty() {
         let people: Vec<String> = v
             .current_parties()

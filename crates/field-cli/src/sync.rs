@@ -1079,6 +1079,7 @@ mod tests {
         let p = home.profile().unwrap();
         let id = uuid::Uuid::from_u128(5);
         let new = NewReport {
+            anonymous: false,
             id,
             grid: p.org.grids[0].id.clone(),
             town: p.org.grids[0].town.clone(),
@@ -1134,6 +1135,7 @@ mod tests {
         let other = p.org.grids.iter().find(|g| g.id != p.org.grids[0].id).unwrap().clone();
         let id = uuid::Uuid::from_u128(9);
         let new = NewReport {
+            anonymous: false,
             id,
             grid: other.id.clone(),
             town: other.town.clone(),

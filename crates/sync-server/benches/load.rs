@@ -203,6 +203,7 @@ fn day_of_work(d: &Device, n: u64) -> Vec<PushedChange> {
             d.actor.clone(),
             &author(d, t0),
             &NewReport {
+                anonymous: false,
                 id,
                 grid: d.grid.clone(),
                 town: d.town.clone(),
@@ -531,6 +532,7 @@ async fn main() {
                 d.actor.clone(),
                 &author(d, work_start()),
                 &NewReport {
+                    anonymous: false,
                     id,
                     grid: d.grid.clone(),
                     town: d.town.clone(),

@@ -291,6 +291,7 @@ fn new_report(
 ) -> Result<Plan, String> {
     let id = uuid::Uuid::parse_str(&v.id).map_err(|_| "the report id is not a UUID".to_string())?;
     let new = NewReport {
+        anonymous: false,
         id,
         grid: v.grid.clone(),
         town: v.town.clone(),

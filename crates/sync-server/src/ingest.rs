@@ -14,6 +14,7 @@ use gridsync_core::doc::{self, DocKind, hash_hex};
 use gridsync_core::lifecycle::{Level, Status};
 use gridsync_core::org::{Org, Principal, Role};
 use gridsync_core::patrol::{PatrolView, materialize_patrol};
+use gridsync_core::policy::ClosedLoop;
 use gridsync_core::protocol::{Claim, Outcome, PushedChange, Verdict};
 use gridsync_core::report::{ReportView, materialize_report, transition_origins};
 use gridsync_core::validate::{
@@ -69,6 +70,7 @@ type SeenState = Option<(String, Status, Level, HashSet<String>)>;
 /// The checks of one document in one push, with what they remember between trials.
 struct DocCtx<'a> {
     org: &'a Org,
+    rules: &'a ClosedLoop,
     writer: &'a Writer<'a>,
     doc_id: &'a str,
     kind: DocKind,
@@ -216,6 +218,7 @@ fn check_parents(
 
 fn check(
     org: &Org,
+    rules: &ClosedLoop,
     w: &Writer<'_>,
     doc_id: &str,
     before: Option<&View>,
@@ -232,8 +235,8 @@ fn check(
     }
     check_view_size(before, after)?;
     match (before, after) {
-        (None, View::Report(a)) => check_report(org, w, None, a),
-        (Some(View::Report(b)), View::Report(a)) => check_report(org, w, Some(b), a),
+        (None, View::Report(a)) => check_report(org, rules, w, None, a),
+        (Some(View::Report(b)), View::Report(a)) => check_report(org, rules, w, Some(b), a),
         (None, View::Patrol(a)) => check_patrol(org, w, None, a),
         (Some(View::Patrol(b)), View::Patrol(a)) => check_patrol(org, w, Some(b), a),
         _ => Err(Refusal::Malformed { message: "the document changed kind".into() }),
@@ -330,6 +333,7 @@ impl Ingest {
         org: Arc<RwLock<Org>>,
         metrics: Arc<Metrics>,
         config: IngestConfig,
+        rules: ClosedLoop,
     ) -> Ingest {
         let (tx, rx) = mpsc::channel(4096);
         let trials = Arc::new(AtomicU64::new(0));
@@ -337,7 +341,7 @@ impl Ingest {
             .name("gridsync-ingest".into())
             .spawn({
                 let trials = trials.clone();
-                move || WriterLoop::new(store, org, metrics, config, trials).run(rx)
+                move || WriterLoop::new(store, org, metrics, config, rules, trials).run(rx)
             })
             .expect("spawn the ingest thread");
         Ingest { tx, trials }
@@ -371,6 +375,8 @@ struct WriterLoop {
     store: Arc<dyn Store>,
     org: Arc<RwLock<Org>>,
     metrics: Arc<Metrics>,
+    /// The policy's closed-loop rules (what a close needs, the reopen window).
+    rules: Arc<ClosedLoop>,
     /// Committed documents, most recently used kept.
     cache: DocCache<Cached>,
     quotas: Quotas,
@@ -482,7 +488,7 @@ fn try_apply(
             }));
         }
     }
-    check(ctx.org, ctx.writer, ctx.doc_id, before, &after).map_err(forbid)?;
+    check(ctx.org, ctx.rules, ctx.writer, ctx.doc_id, before, &after).map_err(forbid)?;
     if let View::Report(a) = &after {
         let b = match before {
             Some(View::Report(b)) => Some(&**b),
@@ -570,9 +576,11 @@ impl WriterLoop {
         org: Arc<RwLock<Org>>,
         metrics: Arc<Metrics>,
         config: IngestConfig,
+        rules: ClosedLoop,
         trials: Arc<AtomicU64>,
     ) -> Self {
         WriterLoop {
+            rules: Arc::new(rules),
             store,
             org,
             metrics,
@@ -946,8 +954,10 @@ impl WriterLoop {
         };
         let trials = self.trials.clone();
         let store = self.store.clone();
+        let rules = self.rules.clone();
         let mut ctx = DocCtx {
             org,
+            rules: &rules,
             writer,
             doc_id,
             kind: batch.kind,

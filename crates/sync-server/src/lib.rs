@@ -127,7 +127,8 @@ impl AppState {
         };
         let org = Arc::new(RwLock::new(org));
         let metrics = Arc::new(Metrics::default());
-        let ingest = Ingest::start(store.clone(), org.clone(), metrics.clone(), config.ingest);
+        let rules = config.policy.closed_loop.clone();
+        let ingest = Ingest::start(store.clone(), org.clone(), metrics.clone(), config.ingest, rules);
         let intake = transport::Intake::new(config.transport.clone());
         Ok(Arc::new(AppState { store, org, ingest, metrics, clock, config, system, server_id, intake }))
     }

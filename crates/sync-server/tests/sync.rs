@@ -129,6 +129,7 @@ fn new_report(d: &Device, id: u128, title: &str) -> AutoCommit {
         d.actor.clone(),
         &author(d, 1_000),
         &NewReport {
+            anonymous: false,
             id: uuid::Uuid::from_u128(id),
             grid: d.grid.clone(),
             town: d.town.clone(),

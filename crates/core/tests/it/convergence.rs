@@ -66,6 +66,7 @@ fn author(i: usize, clock: i64) -> Author {
 
 fn start(n: usize) -> Vec<AutoCommit> {
     let new = NewReport {
+        anonymous: false,
         id: uuid::Uuid::from_u128(9),
         grid: "G1".into(),
         town: "T1".into(),

@@ -14,6 +14,7 @@ fn base_doc() -> automerge::AutoCommit {
         ActorId::from([1u8; 16]),
         &author,
         &NewReport {
+            anonymous: false,
             id: uuid::Uuid::from_u128(1),
             grid: "G1".into(),
             town: "T1".into(),

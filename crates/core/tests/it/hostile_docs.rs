@@ -26,6 +26,7 @@ fn report(grid: &str, town: &str) -> AutoCommit {
         actor(1),
         &worker(1_000),
         &NewReport {
+            anonymous: false,
             id: uuid::Uuid::from_u128(7),
             grid: grid.into(),
             town: town.into(),
@@ -202,7 +203,7 @@ fn parties_and_attachments_are_append_only_and_a_correction_is_a_new_entry() {
         write(&mut x);
         x.commit();
         let after = materialize_report(&x).unwrap();
-        check_report(&org, &w, Some(&before), &after).map_err(|r| r.code())
+        check_report(&org, &Default::default(), &w, Some(&before), &after).map_err(|r| r.code())
     };
     // A phone number changed in place, a party removed, an attachment removed: refused.
     let changed_phone = refused(&|x| {
@@ -224,7 +225,7 @@ fn parties_and_attachments_are_append_only_and_a_correction_is_a_new_entry() {
     };
     edit_report(&mut x, &worker(2_000), &edit).unwrap();
     let after = materialize_report(&x).unwrap();
-    assert_eq!(check_report(&org, &w, Some(&before), &after), Ok(()));
+    assert_eq!(check_report(&org, &Default::default(), &w, Some(&before), &after), Ok(()));
     assert_eq!(after.parties.len(), 2);
 }
 
@@ -247,7 +248,7 @@ fn negative_head_counts_are_refused() {
     x.put(&parties, "head_count", -5i64).unwrap();
     x.commit();
     let after = materialize_report(&x).unwrap();
-    assert_eq!(check_report(&org, &w, Some(&before), &after).map_err(|r| r.code()), Err("malformed"));
+    assert_eq!(check_report(&org, &Default::default(), &w, Some(&before), &after).map_err(|r| r.code()), Err("malformed"));
 }
 
 #[test]

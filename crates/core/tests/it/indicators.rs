@@ -19,6 +19,7 @@ fn report(n: u128, created: i64, steps: &[(Action, i64)]) -> ReportView {
         ActorId::from([1u8; 16]),
         &worker(created),
         &NewReport {
+            anonymous: false,
             id: uuid::Uuid::from_u128(n),
             grid: "G".into(),
             town: "T".into(),
@@ -104,6 +105,7 @@ fn unit_indicators_match_hand_worked_answers() {
             ActorId::from([n as u8; 16]),
             &worker(t0),
             &NewReport {
+                anonymous: false,
                 id: uuid::Uuid::from_u128(n),
                 grid: "G".into(),
                 town: "T".into(),

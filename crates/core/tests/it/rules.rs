@@ -9,6 +9,7 @@ use gridsync_core::merge::Rule;
 use gridsync_core::org::{Org, Principal, Role, Scope, demo_county};
 use gridsync_core::patrol::{PatrolEdit, TrackPoint, edit_patrol, materialize_patrol, start_patrol};
 use gridsync_core::report::*;
+use gridsync_core::policy::{CloseNeed, ClosedLoop};
 use gridsync_core::validate::{Refusal, Writer, check_patrol, check_report};
 
 const WORKER: u8 = 1;
@@ -32,6 +33,7 @@ fn author(n: u8, at: i64) -> Author {
 
 fn new_report(grid: &str, town: &str) -> NewReport {
     NewReport {
+        anonymous: false,
         id: uuid::Uuid::from_u128(42),
         grid: grid.into(),
         town: town.into(),
@@ -239,6 +241,17 @@ fn check(
     doc: Option<&AutoCommit>,
     write: impl FnOnce(&mut AutoCommit),
 ) -> Result<(), Refusal> {
+    check_under(&ClosedLoop::default(), c, n, doc, write)
+}
+
+/// [`check`] under the closed-loop rules of a county's policy.
+fn check_under(
+    rules: &ClosedLoop,
+    c: &Case,
+    n: u8,
+    doc: Option<&AutoCommit>,
+    write: impl FnOnce(&mut AutoCommit),
+) -> Result<(), Refusal> {
     let who = principal(n, c);
     let actors: BTreeSet<String> = [actor(n).to_hex_string()].into();
     let w = Writer { who: &who, actors: &actors };
@@ -249,7 +262,7 @@ fn check(
     let before = doc.map(|d| materialize_report(d).unwrap());
     write(&mut after);
     let after = materialize_report(&after).map_err(|e| Refusal::Malformed { message: e.to_string() })?;
-    check_report(&c.org, &w, before.as_ref(), &after)
+    check_report(&c.org, rules, &w, before.as_ref(), &after)
 }
 
 fn created(c: &Case) -> AutoCommit {
@@ -1157,4 +1170,65 @@ fn a_closed_report_reopens_within_thirty_days_with_a_reason() {
     let mut again = closed.clone();
     add_transition(&mut again, &author(TOWN_OP, 3_000 + day), Action::Reopen, "问题复现", None).unwrap();
     assert_eq!((view(&again).status, view(&again).level), (Status::Open, Level::Grid));
+}
+
+/// A report resolved at the town by the hub itself, anonymous or not, of `category`.
+fn resolved_at_town(c: &Case, category: Category, anonymous: bool) -> AutoCommit {
+    let new = NewReport { category, anonymous, ..new_report(&c.g1, &c.t1) };
+    let mut d = create_report(actor(WORKER), &author(WORKER, 1_000), &new).unwrap();
+    add_transition(&mut d, &author(WORKER, 2_000), Action::Escalate, "", None).unwrap();
+    d.set_actor(actor(TOWN_OP));
+    add_transition(&mut d, &author(TOWN_OP, 3_000), Action::Accept, "", None).unwrap();
+    add_transition(&mut d, &author(TOWN_OP, 4_000), Action::Resolve, "已处理", None).unwrap();
+    d
+}
+
+/// Issue 11 item 6: which close requirements apply is the policy's, per category; an anonymous
+/// report's visit is `not_applicable` (and only an anonymous report's); the reopen window is the
+/// policy's too.
+#[test]
+fn close_requirements_and_the_reopen_window_follow_the_policy() {
+    let c = case();
+    let close = |d: &mut AutoCommit| {
+        add_transition(d, &author(TOWN_OP, 9_000), Action::Close, "", None).unwrap();
+    };
+    let visit = |result: &'static str| {
+        move |d: &mut AutoCommit| {
+            add_record(d, &author(TOWN_OP, 8_000), Record::Visit, "回访", None, Some(result)).unwrap();
+        }
+    };
+    let rules = ClosedLoop::default();
+    // A sanitation result needs the check and the visit (the default).
+    let sanitation = resolved_at_town(&c, Category::Sanitation, false);
+    assert_eq!(code(check(&c, TOWN_OP, Some(&sanitation), close)), "close_requirements_unmet");
+    // A suggestion needs only the visit (the shipped policy's per-category entry).
+    assert_eq!(rules.close_needs(Category::Suggestion), [CloseNeed::Visit]);
+    let mut suggestion = resolved_at_town(&c, Category::Suggestion, false);
+    assert_eq!(code(check(&c, TOWN_OP, Some(&suggestion), close)), "close_requirements_unmet");
+    visit("satisfied")(&mut suggestion);
+    assert_eq!(code(check(&c, TOWN_OP, Some(&suggestion), close)), "ok", "no check needed");
+    // A county that lists nothing for sanitation closes it at once.
+    let lax = ClosedLoop {
+        close_needs_by_category: [(Category::Sanitation, vec![])].into(),
+        reopen_within_days: 7,
+        ..ClosedLoop::default()
+    };
+    assert_eq!(code(check_under(&lax, &c, TOWN_OP, Some(&sanitation), close)), "ok");
+    // not_applicable: refused on a named report, accepted (and enough) on an anonymous one.
+    let mut named = resolved_at_town(&c, Category::Suggestion, false);
+    assert_eq!(code(check(&c, TOWN_OP, Some(&named), visit("not_applicable"))), "record_not_allowed");
+    visit("unreachable")(&mut named);
+    let mut anonymous = resolved_at_town(&c, Category::Suggestion, true);
+    assert!(materialize_report(&anonymous).unwrap().anonymous);
+    assert_eq!(code(check(&c, TOWN_OP, Some(&anonymous), visit("not_applicable"))), "ok");
+    visit("not_applicable")(&mut anonymous);
+    assert_eq!(code(check(&c, TOWN_OP, Some(&anonymous), close)), "ok");
+    // The reopen window is the policy's: 10 days is inside the default 30, outside a county's 7.
+    close(&mut anonymous);
+    let reopen = |d: &mut AutoCommit| {
+        add_transition(d, &author(TOWN_OP, 9_000 + 10 * 86_400_000), Action::Reopen, "问题复现", None)
+            .unwrap();
+    };
+    assert_eq!(code(check(&c, TOWN_OP, Some(&anonymous), reopen)), "ok");
+    assert_eq!(code(check_under(&lax, &c, TOWN_OP, Some(&anonymous), reopen)), "reopen_not_allowed");
 }

@@ -533,6 +533,7 @@ async fn item12_refusals_never_echo_values_messages_are_short_and_stored_refusal
             w.actor.clone(),
             &author(&w, 1_000),
             &NewReport {
+                anonymous: false,
                 id: uuid::Uuid::from_u128(100 + i),
                 grid: other.id.clone(),
                 town: other.town.clone(),

@@ -190,6 +190,7 @@ async fn item16_foreign_ids_answer_out_of_scope_uniformly_and_claims_name_no_one
         x.actor.clone(),
         &author(&x, 1_000),
         &NewReport {
+            anonymous: false,
             id: uuid::Uuid::from_u128(7),
             grid: w.grid.clone(),
             town: w.town.clone(),
