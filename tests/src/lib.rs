@@ -382,6 +382,7 @@ fn write_offline(d: &Device, reports: usize, title: &str, more: impl Fn(&mut Aut
     for r in 0..reports {
         let author = Author { user: user.clone(), role: Role::GridWorker, at: base + r as i64 * 60_000 };
         let new = NewReport {
+            anonymous: false,
             // Unique per device: its actor's bytes, plus the report's number.
             id: gridsync_core::uuid::Uuid::from_u128(actor_bits.wrapping_add(r as u128)),
             grid: grid_id.into(),

@@ -14,15 +14,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::org::Role;
 
-/// The two kinds of document a device writes.
+/// The kinds of document a device writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DocKind {
     Report,
     Patrol,
+    /// A report's parties (names and contacts), served only to the roles that need them.
+    Parties,
 }
 
-crate::lifecycle::str_enum!(DocKind { Report = "report", Patrol = "patrol" });
+crate::lifecycle::str_enum!(DocKind { Report = "report", Patrol = "patrol", Parties = "parties" });
 
 /// Errors reading, writing or decoding a document.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -355,6 +357,7 @@ const REPORT_KEYS: &[&str] = &[
     "title",
     "description",
     "urgency",
+    "anonymous",
     "location",
     "parties",
     "notes",
@@ -380,6 +383,8 @@ const PATROL_KEYS: &[&str] = &[
     "authors",
 ];
 
+const PARTIES_KEYS: &[&str] = &["kind", "layout", "id", "report", "grid", "town", "people", "authors"];
+
 /// The document's layout version must be [`LAYOUT`] and its root may hold only the keys of its
 /// kind's layout. The error never repeats a key or a value: they may be anything.
 pub fn check_layout(doc: &AutoCommit, kind: DocKind) -> Result<(), DocError> {
@@ -389,6 +394,7 @@ pub fn check_layout(doc: &AutoCommit, kind: DocKind) -> Result<(), DocError> {
     let known = match kind {
         DocKind::Report => REPORT_KEYS,
         DocKind::Patrol => PATROL_KEYS,
+        DocKind::Parties => PARTIES_KEYS,
     };
     if doc.keys(&ROOT).any(|k| !known.contains(&k.as_str())) {
         return Err(layout("the document has a key its layout does not define"));
@@ -421,6 +427,7 @@ pub fn containers(doc: &AutoCommit, kind: DocKind) -> Vec<(&'static str, Option<
             .into_iter()
             .map(|k| (k, at(&ROOT, k)))
             .collect(),
+        DocKind::Parties => ["people", AUTHORS].into_iter().map(|k| (k, at(&ROOT, k))).collect(),
     }
 }
 

@@ -25,6 +25,7 @@ pub mod localtime;
 pub mod merge;
 pub mod org;
 pub mod output;
+pub mod parties;
 pub mod patrol;
 pub mod policy;
 pub mod protocol;

@@ -8,8 +8,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::doc::{
-    ActorInfo, Author, DocError, Fields, commit, layout, list_at, list_maps, map_at, obj_at, opt_bool, opt_int,
-    read_authors, register_author, req_str, text_at,
+    ActorInfo, Author, DocError, Fields, commit, layout, list_at, list_maps, map_at, obj_at, opt_bool,
+    opt_int, read_authors, register_author, req_str, text_at,
 };
 use crate::lifecycle::{Action, Level, Status, Transition, fold_with, str_enum};
 use crate::merge::{ResolvedConflict, Resolver, Rule, lifecycle_conflicts, object_conflict};
@@ -235,10 +235,15 @@ pub struct ReportEdit {
     pub lat: Option<f64>,
     pub lon: Option<f64>,
     pub address: Option<String>,
-    pub add_parties: Vec<Party>,
-    /// Corrections: (id of the entry corrected, the corrected party).
-    pub correct_parties: Vec<(String, Party)>,
+    /// How many people are involved; parties themselves live in the parties document
+    /// ([`crate::parties`]), and [`following_head_count`] keeps the count in step with them.
     pub head_count: Option<i64>,
+}
+
+/// The head count after the parties went from `before` to `after` current entries: it follows
+/// the parties until someone sets it by hand (`count` differs from `before`).
+pub fn following_head_count(count: Option<i64>, before: i64, after: i64) -> Option<i64> {
+    count.is_none_or(|n| n == before).then_some(after).filter(|&a| a != before || count.is_none())
 }
 
 /// The materialized report: identical, byte for byte when serialized, on every replica holding the
@@ -322,11 +327,10 @@ pub fn create_report(actor: ActorId, author: &Author, new: &NewReport) -> Result
     if let Some(a) = &new.location.address {
         doc.put(&loc, "address", a.as_str())?;
     }
+    // The parties themselves go into the report's parties document (`crate::parties`); the
+    // report keeps the (empty) list of older layouts and the head count.
     let parties = doc.put_object(ROOT, "parties", ObjType::Map)?;
-    let people = doc.put_object(&parties, "people", ObjType::List)?;
-    for p in &new.parties {
-        push_party(&mut doc, &people, p, None)?;
-    }
+    doc.put_object(&parties, "people", ObjType::List)?;
     if !new.parties.is_empty() {
         doc.put(&parties, "head_count", new.parties.len() as i64)?;
     }
@@ -339,7 +343,7 @@ pub fn create_report(actor: ActorId, author: &Author, new: &NewReport) -> Result
     Ok(doc)
 }
 
-fn push_party(
+pub(crate) fn push_party(
     doc: &mut AutoCommit,
     people: &automerge::ObjId,
     p: &Party,
@@ -358,7 +362,7 @@ fn push_party(
 }
 
 /// The id a party entry is known by: its map's Automerge id.
-fn entry_id(obj: &automerge::ObjId) -> String {
+pub(crate) fn entry_id(obj: &automerge::ObjId) -> String {
     match obj {
         automerge::ObjId::Id(counter, actor, _) => format!("{counter}@{actor}"),
         automerge::ObjId::Root => String::new(),
@@ -524,7 +528,7 @@ pub fn add_record_until(
 }
 
 /// How many party entries no later entry corrects.
-fn current_party_count(doc: &AutoCommit, people: &automerge::ObjId) -> Result<i64, DocError> {
+pub(crate) fn current_party_count(doc: &AutoCommit, people: &automerge::ObjId) -> Result<i64, DocError> {
     let mut ids = Vec::new();
     let mut replaced = Vec::new();
     for obj in list_maps(doc, people)? {
@@ -534,6 +538,23 @@ fn current_party_count(doc: &AutoCommit, people: &automerge::ObjId) -> Result<i6
         }
     }
     Ok(ids.iter().filter(|id| !replaced.contains(id)).count() as i64)
+}
+
+/// The party entries of a `people` list, in list order.
+pub(crate) fn read_people(doc: &AutoCommit, people: &automerge::ObjId) -> Result<Vec<PartyEntry>, DocError> {
+    list_maps(doc, people)?
+        .into_iter()
+        .map(|p| {
+            let id = entry_id(&p);
+            let p = Fields::read(doc, &p);
+            Ok(PartyEntry {
+                id,
+                name: p.req_str("name")?,
+                contact: p.opt_str("contact")?,
+                supersedes: p.opt_str("supersedes")?,
+            })
+        })
+        .collect()
 }
 
 /// The ids of entries a later entry supersedes.
@@ -581,29 +602,9 @@ pub fn edit_report(
     if let Some(a) = &edit.address {
         doc.put(&loc, "address", a.as_str())?;
     }
-    let parties = map_at(doc, &ROOT, "parties")?;
-    let people = list_at(doc, &parties, "people")?;
-    // The head count follows the parties list until someone sets it to something else.
-    let listed = current_party_count(doc, &people)?;
-    let following = opt_int(doc, &parties, "head_count")?.is_none_or(|n| n == listed);
-    for p in &edit.add_parties {
-        push_party(doc, &people, p, None)?;
-    }
-    if !edit.correct_parties.is_empty() {
-        let ids: Vec<String> = list_maps(doc, &people)?.iter().map(entry_id).collect();
-        for (old, p) in &edit.correct_parties {
-            if !ids.contains(old) {
-                return Err(DocError::BadInput("there is no such party to correct".into()));
-            }
-            push_party(doc, &people, p, Some(old))?;
-        }
-    }
-    match edit.head_count {
-        Some(n) => doc.put(&parties, "head_count", n)?,
-        None if following && !(edit.add_parties.is_empty() && edit.correct_parties.is_empty()) => {
-            doc.put(&parties, "head_count", current_party_count(doc, &people)?)?
-        }
-        None => {}
+    if let Some(n) = edit.head_count {
+        let parties = map_at(doc, &ROOT, "parties")?;
+        doc.put(&parties, "head_count", n)?;
     }
     finish(doc, author, "edit report")
 }
@@ -790,19 +791,7 @@ pub fn materialize_report(doc: &AutoCommit) -> Result<ReportView, DocError> {
     };
     let parties_obj = map_at(doc, &ROOT, "parties")?;
     let people = list_at(doc, &parties_obj, "people")?;
-    let parties = list_maps(doc, &people)?
-        .into_iter()
-        .map(|p| {
-            let id = entry_id(&p);
-            let p = Fields::read(doc, &p);
-            Ok(PartyEntry {
-                id,
-                name: p.req_str("name")?,
-                contact: p.opt_str("contact")?,
-                supersedes: p.opt_str("supersedes")?,
-            })
-        })
-        .collect::<Result<Vec<_>, DocError>>()?;
+    let parties = read_people(doc, &people)?;
     let head_count = r.int(&parties_obj, "head_count", "parties.head_count")?;
     let mut conflicts = r.conflicts;
     let notes_obj = list_at(doc, &ROOT, "notes")?;
@@ -888,27 +877,8 @@ pub fn transition_origins(doc: &AutoCommit) -> Result<BTreeMap<String, (u64, Act
 mod tests {
     use super::*;
 
-    fn party(name: &str) -> Party {
-        Party { name: name.into(), contact: None }
-    }
-
-    fn edit(parties: &[&str], head_count: Option<i64>) -> ReportEdit {
-        ReportEdit {
-            title: None,
-            description: None,
-            category: None,
-            urgency: None,
-            lat: None,
-            lon: None,
-            address: None,
-            add_parties: parties.iter().map(|p| party(p)).collect(),
-            correct_parties: Vec::new(),
-            head_count,
-        }
-    }
-
     #[test]
-    fn the_head_count_follows_the_parties_until_set_by_hand() {
+    fn parties_stay_out_of_the_report_and_the_head_count_follows_them_until_set_by_hand() {
         let author = Author { user: "w".into(), role: Role::GridWorker, at: 1 };
         let new = NewReport {
             anonymous: false,
@@ -920,15 +890,14 @@ mod tests {
             description: String::new(),
             urgency: Urgency::Normal,
             location: Location::default(),
-            parties: vec![party("张三")],
+            parties: vec![Party { name: "张三".into(), contact: Some("13800000000".into()) }],
         };
-        let mut d = create_report(ActorId::from([1u8; 16]), &author, &new).unwrap();
-        assert_eq!(materialize_report(&d).unwrap().head_count, Some(1));
-        edit_report(&mut d, &author, &edit(&["李四"], None)).unwrap();
-        assert_eq!(materialize_report(&d).unwrap().head_count, Some(2), "follows the list");
-        edit_report(&mut d, &author, &edit(&[], Some(10))).unwrap();
-        edit_report(&mut d, &author, &edit(&["王五"], None)).unwrap();
+        let d = create_report(ActorId::from([1u8; 16]), &author, &new).unwrap();
         let v = materialize_report(&d).unwrap();
-        assert_eq!((v.parties.len(), v.head_count), (3, Some(10)), "a count set by hand stays");
+        assert_eq!((v.parties.len(), v.head_count), (0, Some(1)), "the name is not in the report");
+        assert_eq!(following_head_count(Some(1), 1, 2), Some(2), "follows the list");
+        assert_eq!(following_head_count(None, 0, 1), Some(1));
+        assert_eq!(following_head_count(Some(10), 2, 3), None, "a count set by hand stays");
+        assert_eq!(following_head_count(Some(2), 2, 2), None, "a correction changes nothing");
     }
 }

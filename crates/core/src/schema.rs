@@ -17,6 +17,7 @@ pub fn all() -> Vec<(&'static str, String)> {
         ("org.schema.json", render::<org::Org>()),
         ("report-view.schema.json", render::<report::ReportView>()),
         ("patrol-view.schema.json", render::<patrol::PatrolView>()),
+        ("parties-view.schema.json", render::<crate::parties::PartiesView>()),
         ("sync-request.schema.json", render::<protocol::SyncRequest>()),
         ("sync-response.schema.json", render::<protocol::SyncResponse>()),
         ("device-registration.schema.json", render::<protocol::DeviceRegistration>()),

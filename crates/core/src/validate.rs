@@ -10,9 +10,10 @@ use serde::{Deserialize, Serialize};
 use crate::doc::Authors;
 use crate::lifecycle::{Action, Level, Status, Transition};
 use crate::org::{Org, Principal, Role};
+use crate::parties::PartiesView;
 use crate::patrol::PatrolView;
 use crate::policy::{CloseNeed, ClosedLoop};
-use crate::report::{Note, Record, ReportView, VISIT_RESULTS};
+use crate::report::{Note, PartyEntry, Record, ReportView, VISIT_RESULTS};
 
 /// Why a write was refused. `code()` is the stable name on the wire.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize, JsonSchema)]
@@ -43,7 +44,9 @@ pub enum Refusal {
     NoDepartment,
     #[error("{record} is not allowed here: {why}")]
     RecordNotAllowed { record: String, why: String },
-    #[error("a reopen needs the reason and comes within 30 days of the close")]
+    #[error(
+        "a reopen needs the reason and comes within the county's reopen window (30 days by default) of the close"
+    )]
     ReopenNotAllowed,
     #[error("the report cannot be closed yet; missing: {missing}")]
     CloseRequirementsUnmet { missing: String },
@@ -59,6 +62,8 @@ pub enum Refusal {
     TooMany { what: String, max: usize },
     #[error("{name} holds this item in the queue; ask them, or wait until their claim runs out")]
     ClaimedByAnother { name: String },
+    #[error("parties (names and contacts) go in the report's parties document, not in the report")]
+    PartiesInReport,
     #[error("the report is {status}; only notes can be added")]
     ReportFinished { status: String },
     #[error("the document layout is invalid: {message}")]
@@ -107,6 +112,7 @@ impl Refusal {
             Refusal::TooMany { .. } => "too_many",
             Refusal::ClaimedByAnother { .. } => "claimed",
             Refusal::ReportFinished { .. } => "report_finished",
+            Refusal::PartiesInReport => "parties_in_report",
             Refusal::Malformed { .. } => "malformed",
             Refusal::TooLong { .. } => "too_long",
             Refusal::BadContact => "bad_contact",
@@ -290,22 +296,6 @@ fn check_report_values(org: &Org, before: Option<&ReportView>, after: &ReportVie
         return Err(Refusal::Malformed {
             message: format!("the head count must be between 0 and {MAX_HEAD_COUNT}"),
         });
-    }
-    let no_parties = Vec::new();
-    for p in added(before.map_or(&no_parties, |b| &b.parties), &after.parties, |p| p.clone()) {
-        check_text("a party's name", &p.name, MAX_NAME_CHARS)?;
-        // A correction names an entry recorded before it, never itself or a later one.
-        if let Some(old) = &p.supersedes {
-            let earlier = after.parties.iter().take_while(|e| e.id != p.id).any(|e| &e.id == old);
-            if !earlier {
-                return Err(Refusal::Malformed {
-                    message: "a party correction must name an earlier party entry".into(),
-                });
-            }
-        }
-        if let Some(c) = &p.contact {
-            check_contact(c)?;
-        }
     }
     let no_notes = Vec::new();
     for n in added(before.map_or(&no_notes, |b| &b.notes), &after.notes, |n| n.id.clone()) {
@@ -517,10 +507,14 @@ fn check_report_rules(
         }
     }
     // Personal data is append-only: a party or an attachment once recorded stays as it was. A
-    // correction is a new entry; the old one stays in the history.
+    // correction is a new entry; the old one stays in the history. New parties go in the parties
+    // document, which only the roles that need them receive; older reports keep theirs.
     if let Some(b) = before {
         appended(&b.parties, &after.parties, "parties")?;
         appended(&b.attachments, &after.attachments, "attachments")?;
+    }
+    if after.parties.len() > before.map_or(0, |b| b.parties.len()) {
+        return Err(Refusal::PartiesInReport);
     }
     let no_notes = Vec::new();
     let new_notes = appended(before.map_or(&no_notes, |b| &b.notes), &after.notes, "notes")?;
@@ -644,7 +638,12 @@ fn check_record(
 /// The closed loop's gates on transitions: a result reached above the grid closes only after the
 /// grid's check passed and the resident was called back (an unsatisfied visit needs the close's
 /// written explanation); a grid worker's rework follows their own failed check.
-fn check_loop(rules: &ClosedLoop, who: &Principal, t: &Transition, after: &ReportView) -> Result<(), Refusal> {
+fn check_loop(
+    rules: &ClosedLoop,
+    who: &Principal,
+    t: &Transition,
+    after: &ReportView,
+) -> Result<(), Refusal> {
     if t.action == Action::Close {
         check_close(after, &t.parent, t.from_level, &t.reason, rules.close_needs(after.category))?;
     }
@@ -698,7 +697,13 @@ impl CloseGap {
 /// grid, the grid's check passed and a return visit is recorded, and an unsatisfied visit needs a
 /// written explanation. A county operator's waiver (with its reason) stands in for the check; a
 /// failed check never does, whatever the category needs.
-pub fn close_gaps(v: &ReportView, order: &str, level: Level, reason: &str, needs: &[CloseNeed]) -> Vec<CloseGap> {
+pub fn close_gaps(
+    v: &ReportView,
+    order: &str,
+    level: Level,
+    reason: &str,
+    needs: &[CloseNeed],
+) -> Vec<CloseGap> {
     let mut missing = Vec::new();
     if level == Level::Grid {
         return missing;
@@ -798,6 +803,69 @@ fn check_transition(
         return Err(Refusal::TransitionOutOfOrder { id: t.id.clone() });
     }
     Ok(())
+}
+
+/// Names, contacts and corrections a parties write adds.
+fn check_new_parties(before: &[PartyEntry], after: &[PartyEntry]) -> Result<(), Refusal> {
+    for p in added(before, after, |p| p.clone()) {
+        check_text("a party's name", &p.name, MAX_NAME_CHARS)?;
+        // A correction names an entry recorded before it, never itself or a later one.
+        if let Some(old) = &p.supersedes {
+            let earlier = after.iter().take_while(|e| e.id != p.id).any(|e| &e.id == old);
+            if !earlier {
+                return Err(Refusal::Malformed {
+                    message: "a party correction must name an earlier party entry".into(),
+                });
+            }
+        }
+        if let Some(c) = &p.contact {
+            check_contact(c)?;
+        }
+    }
+    Ok(())
+}
+
+/// Checks a write to a report's parties document: the grid's worker and the hubs record parties,
+/// in their scope; a volunteer assistant, a handling unit and the server never do (they never
+/// hold contacts). Entries are append-only; corrections are new entries.
+pub fn check_parties(
+    org: &Org,
+    w: &Writer<'_>,
+    before: Option<&PartiesView>,
+    after: &PartiesView,
+) -> Result<(), Refusal> {
+    let who = w.who;
+    if matches!(who.role, Role::GridAssistant | Role::UnitHandler | Role::System) {
+        return Err(role_cannot(who.role, "record parties' names and contacts"));
+    }
+    if after.parties.len() > MAX_PARTIES {
+        return Err(Refusal::TooMany { what: "parties".into(), max: MAX_PARTIES });
+    }
+    check_place(org, who, &after.grid, &after.town)?;
+    check_authors(before.map(|b| &b.authors), &after.authors, w)?;
+    match before {
+        None => {
+            if crate::parties::parties_id(&after.report).as_deref() != Some(after.id.as_str()) {
+                return Err(Refusal::Malformed {
+                    message: "a parties document's id is derived from its report's id".into(),
+                });
+            }
+        }
+        Some(b) => {
+            let fixed = [
+                ("id", b.id == after.id),
+                ("report", b.report == after.report),
+                ("grid", b.grid == after.grid),
+                ("town", b.town == after.town),
+            ];
+            if let Some((field, _)) = fixed.iter().find(|(_, same)| !same) {
+                return Err(Refusal::ImmutableField { field: (*field).into() });
+            }
+            appended(&b.parties, &after.parties, "parties")?;
+        }
+    }
+    check_new_parties(before.map_or(&[][..], |b| &b.parties), &after.parties)?;
+    check_registered(&after.authors, w)
 }
 
 /// A new transition must start from what its author's copy had folded to when it was written

@@ -263,6 +263,7 @@ pub fn run(home: &mut Home, c: AdminCommand) -> Result<()> {
                     match d.kind {
                         gridsync_core::doc::DocKind::Report => lang::pick("事件", "report"),
                         gridsync_core::doc::DocKind::Patrol => lang::pick("巡查", "patrol"),
+                        gridsync_core::doc::DocKind::Parties => lang::pick("当事人", "parties"),
                     }
                     .to_string(),
                     d.grid.clone(),

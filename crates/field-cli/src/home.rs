@@ -11,6 +11,7 @@ use gridsync_core::org::Org;
 use gridsync_core::output::{
     DeviceState, InboxEntry, InboxKind, PendingDocument, RefusalRecord, SyncAttempt,
 };
+use gridsync_core::parties::materialize_parties;
 use gridsync_core::patrol::{PatrolView, materialize_patrol};
 use gridsync_core::protocol::WhoAmI;
 use gridsync_core::report::{ReportView, materialize_report};
@@ -209,6 +210,7 @@ impl Home {
     }
 
     /// Stores a new document written here, with its changes in the outbox.
+    #[cfg(test)]
     pub fn create(&mut self, id: &str, kind: DocKind, d: &mut AutoCommit) -> Result<()> {
         self.write(|tx, profile| {
             refuse_if_revoked(profile)?;
@@ -239,6 +241,7 @@ impl Home {
         let what_zh = match kind {
             DocKind::Report => "事件",
             DocKind::Patrol => "巡查",
+            DocKind::Parties => "当事人",
         };
         if given.chars().count() < 4 {
             bail!(
@@ -316,6 +319,7 @@ impl Home {
                     .as_i64()
                     .map(|t| crate::tr!("{} 开始的巡查", "patrol started {}", crate::lang::when(t)))
                     .unwrap_or_default(),
+                DocKind::Parties => crate::tr!("事件的当事人", "a report's parties"),
             };
             out.push(PendingDocument { doc, kind, title, changes: n as u64 });
         }
@@ -505,6 +509,8 @@ pub struct Materialized {
     pub town: String,
     /// Handling units an applied dispatch of the report named (empty for patrols).
     pub units: Vec<String>,
+    /// For a parties document: the report it belongs to.
+    pub report: Option<String>,
 }
 
 /// The view of a document.
@@ -514,6 +520,7 @@ pub fn materialize(kind: DocKind, d: &AutoCommit) -> Result<Materialized> {
             let v: ReportView = materialize_report(d).map_err(|e| anyhow!("{e}"))?;
             Materialized {
                 units: v.units_ever().into_iter().map(str::to_string).collect(),
+                report: None,
                 json: serde_json::to_string(&v)?,
                 sort_key: v.created_at,
                 id: v.id,
@@ -525,8 +532,21 @@ pub fn materialize(kind: DocKind, d: &AutoCommit) -> Result<Materialized> {
             let v: PatrolView = materialize_patrol(d).map_err(|e| anyhow!("{e}"))?;
             Materialized {
                 units: Vec::new(),
+                report: None,
                 json: serde_json::to_string(&v)?,
                 sort_key: v.started_at,
+                id: v.id,
+                grid: v.grid,
+                town: v.town,
+            }
+        }
+        DocKind::Parties => {
+            let v = materialize_parties(d).map_err(|e| anyhow!("{e}"))?;
+            Materialized {
+                units: Vec::new(),
+                report: Some(v.report.clone()),
+                json: serde_json::to_string(&v)?,
+                sort_key: 0,
                 id: v.id,
                 grid: v.grid,
                 town: v.town,

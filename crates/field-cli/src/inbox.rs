@@ -147,6 +147,7 @@ mod tests {
             town: "T1".into(),
             reporter: "worker".into(),
             created_at: 0,
+            anonymous: false,
             category: Category::Other,
             category_zh: "其他".into(),
             title: "河道垃圾".into(),

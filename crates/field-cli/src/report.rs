@@ -5,15 +5,16 @@ use clap::{Args, Subcommand};
 use gridsync_core::doc::DocKind;
 use gridsync_core::lifecycle::{Action, Level, Status};
 use gridsync_core::org::{Org, Principal, Role};
+use gridsync_core::parties::{create_parties, edit_parties, materialize_parties, parties_id};
 use gridsync_core::policy::pending_step;
 use gridsync_core::protocol::QueueEntry;
 use gridsync_core::report::{
-    Category, Location, NewReport, Record, ReportEdit, ReportView, Urgency, VISIT_RESULTS, add_note,
-    add_record_until, add_transition, create_report, dispatch_to_units, edit_report,
+    Category, Location, NewReport, Party, Record, ReportEdit, ReportView, Urgency, VISIT_RESULTS, add_note,
+    add_record_until, add_transition, create_report, dispatch_to_units, edit_report, following_head_count,
 };
 use gridsync_core::validate::check_action;
 
-use crate::home::Home;
+use crate::home::{self, Home};
 use crate::{author, lang, parse_party, show, tr};
 use gridsync_core::validate;
 
@@ -681,9 +682,36 @@ pub fn run(home: &mut Home, c: ReportCommand) -> Result<()> {
                 location: Location { lat, lon, address },
                 parties,
             };
+            if !new.parties.is_empty() && profile.whoami.role == Role::GridAssistant {
+                bail!(
+                    "{}",
+                    tr!(
+                        "网格协管员不记录当事人的姓名和电话；请把当事人情况告诉网格员，由网格员补记",
+                        "grid assistants do not record parties' names and contacts; tell the grid worker, who adds them"
+                    )
+                );
+            }
             let mut d =
                 create_report(profile.actor_id()?, &author(&profile), &new).map_err(|e| anyhow!("{e}"))?;
-            home.create(&id.to_string(), DocKind::Report, &mut d)?;
+            let id = id.to_string();
+            home.write(|tx, profile| {
+                home::refuse_if_revoked(profile)?;
+                home::record_local(tx, &id, DocKind::Report, &mut d, &[])?;
+                if !new.parties.is_empty() {
+                    let pid = parties_id(&id).ok_or_else(|| anyhow!("the report id is not a UUID"))?;
+                    let mut p = create_parties(
+                        profile.actor_id()?,
+                        &author(profile),
+                        &id,
+                        &new.grid,
+                        &new.town,
+                        &new.parties,
+                    )
+                    .map_err(|e| anyhow!("{e}"))?;
+                    home::record_local(tx, &pid, DocKind::Parties, &mut p, &[])?;
+                }
+                Ok(())
+            })?;
             println!("{id}");
             Ok(())
         }
@@ -727,7 +755,14 @@ pub fn run(home: &mut Home, c: ReportCommand) -> Result<()> {
                 .into_iter()
                 .find(|r| r.id == id)
                 .ok_or_else(|| anyhow!(tr!("事件 {id} 不在本机", "report {id} is not on this device")))?;
-            let view: ReportView = serde_json::from_str(&row.view)?;
+            let mut view: ReportView = serde_json::from_str(&row.view)?;
+            // The parties live in their own document, on the devices that may hold them.
+            let pid = parties_id(&id).unwrap_or_default();
+            if let Some(p) = home.list(DocKind::Parties)?.into_iter().find(|r| r.id == pid) {
+                let p: gridsync_core::parties::PartiesView = serde_json::from_str(&p.view)?;
+                view.parties = p.parties;
+                view.corrected_parties = p.corrected_parties;
+            }
             show::report(&view, &home.refusals(Some(&id))?, json)
         }
         ReportCommand::Edit(a) => {
@@ -783,6 +818,17 @@ pub fn run(home: &mut Home, c: ReportCommand) -> Result<()> {
                 check_party(&p)?;
                 corrections.push((n, p));
             }
+            if !(add_parties.is_empty() && corrections.is_empty())
+                && profile.whoami.role == Role::GridAssistant
+            {
+                bail!(
+                    "{}",
+                    tr!(
+                        "网格协管员不记录当事人的姓名和电话；请把当事人情况告诉网格员，由网格员补记",
+                        "grid assistants do not record parties' names and contacts; tell the grid worker, who adds them"
+                    )
+                );
+            }
             let mut edit = ReportEdit {
                 title: a.title,
                 description,
@@ -791,11 +837,16 @@ pub fn run(home: &mut Home, c: ReportCommand) -> Result<()> {
                 lat: a.lat,
                 lon: a.lon,
                 address: a.address,
-                add_parties,
-                correct_parties: Vec::new(),
                 head_count: a.head_count,
             };
-            let (id, changed) = with_report(home, &a.id, |d, view| {
+            let id = home.resolve_id(DocKind::Report, &a.id)?;
+            let changed = home.write(|tx, profile| {
+                home::refuse_if_revoked(profile)?;
+                let actor = profile.actor_id()?;
+                let (mut d, _) = home::load_in(tx, &id, &actor)?
+                    .ok_or_else(|| anyhow!(tr!("事件 {id} 不在本机", "report {id} is not on this device")))?;
+                let view = gridsync_core::report::materialize_report(&d)
+                    .map_err(|e| anyhow!(tr!("事件 {id} 已损坏：{e}", "report {id} is damaged: {e}")))?;
                 if matches!(view.status, Status::Closed | Status::Cancelled) {
                     bail!(
                         "{}",
@@ -806,21 +857,62 @@ pub fn run(home: &mut Home, c: ReportCommand) -> Result<()> {
                         )
                     );
                 }
-                let current = view.current_parties();
-                for (n, p) in &corrections {
-                    let Some(old) = n.checked_sub(1).and_then(|i| current.get(i)) else {
-                        bail!(
-                            "{}",
-                            tr!(
-                                "没有第 {n} 位当事人（现有 {} 位，见 field report show）",
-                                "there is no party {n} (there are {}; see field report show)",
-                                current.len()
+                let mut parties_changed = false;
+                if !(add_parties.is_empty() && corrections.is_empty()) {
+                    // The parties live in their own document; a report of the older layout that
+                    // holds its parties itself gets one, starting from its current parties.
+                    let pid = parties_id(&id).ok_or_else(|| anyhow!("the report id is not a UUID"))?;
+                    let (mut p, before) = match home::load_in(tx, &pid, &actor)? {
+                        Some((mut p, _)) => {
+                            let heads = p.get_heads();
+                            (p, heads)
+                        }
+                        None => {
+                            let legacy: Vec<Party> =
+                                view.current_parties().into_iter().map(Party::from).collect();
+                            let p = create_parties(
+                                actor.clone(),
+                                &author(profile),
+                                &id,
+                                &view.grid,
+                                &view.town,
+                                &legacy,
                             )
-                        );
+                            .map_err(|e| anyhow!("{e}"))?;
+                            (p, Vec::new())
+                        }
                     };
-                    edit.correct_parties.push((old.id.clone(), p.clone()));
+                    let pv = materialize_parties(&p).map_err(|e| anyhow!("{e}"))?;
+                    let current = pv.current_parties();
+                    let mut correct = Vec::new();
+                    for (n, party) in &corrections {
+                        let Some(old) = n.checked_sub(1).and_then(|i| current.get(i)) else {
+                            bail!(
+                                "{}",
+                                tr!(
+                                    "没有第 {n} 位当事人（现有 {} 位，见 field report show）",
+                                    "there is no party {n} (there are {}; see field report show)",
+                                    current.len()
+                                )
+                            );
+                        };
+                        correct.push((old.id.clone(), party.clone()));
+                    }
+                    let count_before = current.len() as i64;
+                    let count = edit_parties(&mut p, &author(profile), &add_parties, &correct)
+                        .map_err(|e| anyhow!("{e}"))?
+                        .unwrap_or(count_before);
+                    if edit.head_count.is_none() {
+                        edit.head_count = following_head_count(view.head_count, count_before, count);
+                    }
+                    home::record_local(tx, &pid, DocKind::Parties, &mut p, &before)?;
+                    parties_changed = true;
                 }
-                Ok(edit_report(d, &author(&profile), &edit).map_err(|e| anyhow!("{e}"))?.is_some())
+                let before = d.get_heads();
+                let changed =
+                    edit_report(&mut d, &author(profile), &edit).map_err(|e| anyhow!("{e}"))?.is_some();
+                home::record_local(tx, &id, DocKind::Report, &mut d, &before)?;
+                Ok(changed || parties_changed)
             })?;
             if changed {
                 println!(

@@ -147,6 +147,7 @@ pub fn status(state: &DeviceState, as_json: bool) -> Result<()> {
             let what = match p.kind {
                 DocKind::Report => lang::pick("事件", "report"),
                 DocKind::Patrol => lang::pick("巡查", "patrol"),
+                DocKind::Parties => lang::pick("当事人", "parties"),
             };
             println!(
                 "  {}",
@@ -384,6 +385,11 @@ pub fn report(v: &ReportView, refusals: &[Refusal], as_json: bool) -> Result<()>
                 )
             );
         }
+    } else if let Some(n) = v.head_count {
+        println!(
+            "{}",
+            tr!("涉及 {n} 人（当事人信息不在本机）", "people involved: {n} (parties are not on this device)")
+        );
     }
     if !v.description.is_empty() {
         println!("\n{}", lang::clean(&v.description));

@@ -864,7 +864,18 @@ fn apply_response(
         let pending: Vec<(String, Pending)> = kept.into_iter().filter_map(|(id, s)| Some((id, s?))).collect();
         for stored in materialize_all(pending, &actor)? {
             let (id, kind, bytes, m) = stored?;
-            check_received(&profile.whoami.scope, &id, &m)?;
+            // A unit receives a report's parties only with the report dispatched to it (stored
+            // earlier in this page or before).
+            let report_units = match &m.report {
+                Some(r) if profile.whoami.scope.unit().is_some() => tx
+                    .query_row("SELECT view FROM docs WHERE id = ?1", [r], |r| r.get::<_, String>(0))
+                    .optional()?
+                    .and_then(|v| serde_json::from_str::<ReportView>(&v).ok())
+                    .map(|v| v.units_ever().into_iter().map(str::to_string).collect())
+                    .unwrap_or_default(),
+                _ => Vec::new(),
+            };
+            check_received(&profile.whoami.scope, &id, &m, &report_units)?;
             let old: Option<ReportView> = if news && kind == DocKind::Report {
                 tx.query_row("SELECT view FROM docs WHERE id = ?1", [&id], |r| r.get::<_, String>(0))
                     .optional()?
@@ -978,14 +989,19 @@ fn materialize_all(
 /// A device does not take the server's word for where a document belongs: a document whose own
 /// id is not the one it came under, or whose grid is outside this device's scope, stops the page
 /// before anything of it is stored.
-fn check_received(scope: &gridsync_core::org::Scope, id: &str, m: &Materialized) -> Result<()> {
+fn check_received(
+    scope: &gridsync_core::org::Scope,
+    id: &str,
+    m: &Materialized,
+    report_units: &[String],
+) -> Result<()> {
     if m.id != id {
         bail!(tr!(
             "服务器发来的文档 {id} 内容与编号不符，已拒收（本页没有保存）；请联系管理员",
             "the server sent document {id} whose content names another id; refused (nothing of the page stored); tell your administrator"
         ));
     }
-    let dispatched_to_me = scope.unit().is_some_and(|u| m.units.iter().any(|x| x == u));
+    let dispatched_to_me = scope.unit().is_some_and(|u| m.units.iter().chain(report_units).any(|x| x == u));
     if !scope.covers(&m.grid, &m.town) && !dispatched_to_me {
         bail!(tr!(
             "服务器发来了不在你管辖范围内的文档 {id}，已拒收（本页没有保存）；请联系管理员",

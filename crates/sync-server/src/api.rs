@@ -428,7 +428,8 @@ async fn sync(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Body) ->
             let has_more = s.store.head_seq()? > cursor;
             return Ok((Page { entries: vec![], cursor, has_more }, Default::default()));
         }
-        let page = s.store.page(&device.user.scope, cursor, &device.id, MAX_PAGE_DOCS, budget)?;
+        let private = device.user.role != Role::GridAssistant;
+        let page = s.store.page(&device.user.scope, private, cursor, &device.id, MAX_PAGE_DOCS, budget)?;
         // Server receive times travel with the documents: offline queues and deadlines count
         // from the server's clock, not from a device's.
         let reports: Vec<String> =

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use automerge::{ActorId, AutoCommit, Change};
 use base64::Engine;
 use gridsync_core::doc::{self, Author, DocKind};
+use gridsync_core::parties::{PartiesView, create_parties, edit_parties};
 use gridsync_core::patrol::{PatrolEdit, PatrolView, edit_patrol, start_patrol};
 use gridsync_core::protocol::{Outcome, UNSENT_FORMAT, UnsentDocument, UnsentExport};
 use gridsync_core::report::{NewReport, Party, ReportView, add_note, create_report};
@@ -192,6 +193,11 @@ async fn import_doc(
             patrol_differences(sp, p, &mut result);
             Ok(vec![])
         }
+        (server, sv, View::Parties(p)) => match (server, sv) {
+            (None, None) => new_parties(actor, &who, p, None),
+            (Some(sd), Some(View::Parties(sp))) => new_parties(actor, &who, p, Some((sd, sp))),
+            _ => Err("the server's copy and the file's disagree about the document's kind".to_string()),
+        },
         _ => Err("the server's copy and the file's disagree about the document's kind".to_string()),
     };
     let plan = match planned {
@@ -270,6 +276,7 @@ fn read(
     let id = match &view {
         View::Report(r) => &r.id,
         View::Patrol(p) => &p.id,
+        View::Parties(p) => &p.id,
     };
     if *id != d.doc {
         return Err("the document inside the file has another id".into());
@@ -291,7 +298,7 @@ fn new_report(
 ) -> Result<Plan, String> {
     let id = uuid::Uuid::parse_str(&v.id).map_err(|_| "the report id is not a UUID".to_string())?;
     let new = NewReport {
-        anonymous: false,
+        anonymous: v.anonymous,
         id,
         grid: v.grid.clone(),
         town: v.town.clone(),
@@ -364,8 +371,18 @@ fn report_differences(server: Option<&ReportView>, v: &ReportView, result: &mut 
         if new_parties > 0 {
             out.push(format!("{new_parties} part(y/ies) added"));
         }
-    } else if v.head_count.is_some_and(|n| n != v.parties.len() as i64) {
-        out.push("the head count".into());
+    } else {
+        if v.head_count.is_some_and(|n| n != v.parties.len() as i64) {
+            out.push("the head count".into());
+        }
+        // A report of the layout before parties documents: its parties are not carried over
+        // into the report (which no longer holds them); they are re-entered by hand.
+        if !v.parties.is_empty() {
+            out.push(format!(
+                "{} part(y/ies) (re-enter with field report edit --party)",
+                v.current_parties().len()
+            ));
+        }
     }
     let new_attachments =
         v.attachments.iter().filter(|a| server.is_none_or(|s| !s.attachments.contains(a))).count();
@@ -375,6 +392,38 @@ fn report_differences(server: Option<&ReportView>, v: &ReportView, result: &mut 
 }
 
 /// A patrol the server never had: started again in the new user's name with its whole record.
+/// A parties document of the file: created in the new user's name with the file's current
+/// parties, or, when the server has it, the parties it lacks appended.
+fn new_parties(
+    actor: &ActorId,
+    who: &Author,
+    p: &PartiesView,
+    server: Option<(AutoCommit, &PartiesView)>,
+) -> Result<Plan, String> {
+    let current = || p.current_parties().into_iter().map(Party::from);
+    match server {
+        None => {
+            let mut d = create_parties(
+                actor.clone(),
+                who,
+                &p.report,
+                &p.grid,
+                &p.town,
+                &current().collect::<Vec<_>>(),
+            )
+            .map_err(|e| e.to_string())?;
+            Ok(d.get_changes(&[]).into_iter().map(|c| (c, "create")).collect())
+        }
+        Some((mut d, sp)) => {
+            let known: Vec<Party> = sp.parties.iter().map(Party::from).collect();
+            let missing: Vec<Party> = current().filter(|e| !known.contains(e)).collect();
+            let heads = d.get_heads();
+            edit_parties(&mut d, who, &missing, &[]).map_err(|e| e.to_string())?;
+            Ok(d.get_changes(&heads).into_iter().map(|c| (c, "note")).collect())
+        }
+    }
+}
+
 fn new_patrol(actor: &ActorId, who: &Author, p: &PatrolView) -> Result<Plan, String> {
     let id = uuid::Uuid::parse_str(&p.id).map_err(|_| "the patrol id is not a UUID".to_string())?;
     let started = Author { at: at_or(p.started_at, who.at), ..who.clone() };

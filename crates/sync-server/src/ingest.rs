@@ -13,13 +13,14 @@ use base64::Engine;
 use gridsync_core::doc::{self, DocKind, hash_hex};
 use gridsync_core::lifecycle::{Level, Status};
 use gridsync_core::org::{Org, Principal, Role};
+use gridsync_core::parties::{PartiesView, materialize_parties};
 use gridsync_core::patrol::{PatrolView, materialize_patrol};
 use gridsync_core::policy::ClosedLoop;
 use gridsync_core::protocol::{Claim, Outcome, PushedChange, Verdict};
 use gridsync_core::report::{ReportView, materialize_report, transition_origins};
 use gridsync_core::validate::{
     MAX_CHANGES_PER_DOC_PER_PUSH, MAX_TRANSITIONS_PER_CHANGE, MAX_TRANSITIONS_PER_PUSH, Refusal, Writer,
-    check_discarded, check_patrol, check_report, check_transition_id,
+    check_discarded, check_parties, check_patrol, check_report, check_transition_id,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -39,6 +40,7 @@ pub fn reader_actor() -> ActorId {
 pub enum View {
     Report(Box<ReportView>),
     Patrol(Box<PatrolView>),
+    Parties(Box<PartiesView>),
 }
 
 impl View {
@@ -46,6 +48,7 @@ impl View {
         match self {
             View::Report(r) => (&r.grid, &r.town),
             View::Patrol(p) => (&p.grid, &p.town),
+            View::Parties(p) => (&p.grid, &p.town),
         }
     }
 }
@@ -55,6 +58,7 @@ pub fn materialize(kind: DocKind, d: &AutoCommit) -> Result<View, String> {
     let out = catch_unwind(AssertUnwindSafe(|| match kind {
         DocKind::Report => materialize_report(d).map(|v| View::Report(Box::new(v))),
         DocKind::Patrol => materialize_patrol(d).map(|v| View::Patrol(Box::new(v))),
+        DocKind::Parties => materialize_parties(d).map(|v| View::Parties(Box::new(v))),
     }));
     match out {
         Ok(Ok(v)) => Ok(v),
@@ -102,7 +106,7 @@ fn transitions_at(doc: &AutoCommit, hashes: &[ChangeHash]) -> Result<HashSet<Str
         .map_err(|e| malformed(&e.to_string()))?;
     match materialize(DocKind::Report, &at).map_err(|e| malformed(&e))? {
         View::Report(v) => Ok(v.transitions.into_iter().map(|t| t.id).collect()),
-        View::Patrol(_) => Err(malformed("the document changed kind")),
+        _ => Err(malformed("the document changed kind")),
     }
 }
 
@@ -188,7 +192,7 @@ fn check_parents(
                         .map_err(|e| malformed(&e.to_string()))?;
                     let v = match materialize(DocKind::Report, &at).map_err(|e| malformed(&e))? {
                         View::Report(v) => v,
-                        View::Patrol(_) => return Err(malformed("the document changed kind")),
+                        _ => return Err(malformed("the document changed kind")),
                     };
                     Some((v.tip, v.status, v.level, v.transitions.into_iter().map(|t| t.id).collect()))
                 };
@@ -227,6 +231,7 @@ fn check(
     let id = match after {
         View::Report(r) => &r.id,
         View::Patrol(p) => &p.id,
+        View::Parties(p) => &p.id,
     };
     if id != doc_id {
         return Err(Refusal::Malformed {
@@ -239,6 +244,8 @@ fn check(
         (Some(View::Report(b)), View::Report(a)) => check_report(org, rules, w, Some(b), a),
         (None, View::Patrol(a)) => check_patrol(org, w, None, a),
         (Some(View::Patrol(b)), View::Patrol(a)) => check_patrol(org, w, Some(b), a),
+        (None, View::Parties(a)) => check_parties(org, w, None, a),
+        (Some(View::Parties(b)), View::Parties(a)) => check_parties(org, w, Some(b), a),
         _ => Err(Refusal::Malformed { message: "the document changed kind".into() }),
     }
 }
@@ -673,6 +680,17 @@ impl WriterLoop {
                     None,
                     None,
                 ),
+                View::Parties(p) => {
+                    (serde_json::to_string(p).unwrap_or_default(), "[]".into(), None, None, None)
+                }
+            };
+            // Personal data: a parties document, or a report of an older layout holding its
+            // parties itself. A report's dispatched units read its parties document when its
+            // category needs them (policy).
+            let (private, units_read_parties) = match &c.view {
+                View::Report(r) => (!r.parties.is_empty(), self.rules.unit_sees_parties(r.category)),
+                View::Patrol(_) => (false, false),
+                View::Parties(_) => (true, false),
             };
             writes.push(DocWrite {
                 id,
@@ -687,6 +705,8 @@ impl WriterLoop {
                 status,
                 level,
                 urgency,
+                private,
+                units_read_parties,
                 at: now,
             });
         }
@@ -1031,6 +1051,7 @@ fn check_view_size(before: Option<&View>, after: &View) -> Result<(), Refusal> {
         match v {
             View::Report(r) => quota::json_len(r),
             View::Patrol(p) => quota::json_len(p),
+            View::Parties(p) => quota::json_len(p),
         }
     }
     let grown = size(after);

@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use gridsync_core::doc::DocKind;
 use gridsync_core::lifecycle::{Level, Status};
 use gridsync_core::org::{Org, Role, Scope};
+use gridsync_core::parties::parties_id;
 use gridsync_core::protocol::{Claim, DeviceStatus, DocumentStatus, UserRow};
 use gridsync_core::report::Urgency;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -90,6 +91,10 @@ pub struct DocWrite {
     pub status: Option<Status>,
     pub level: Option<Level>,
     pub urgency: Option<Urgency>,
+    /// Holds parties' names and contacts: never served to a grid assistant.
+    pub private: bool,
+    /// A report whose dispatched units also read its parties document (policy, by category).
+    pub units_read_parties: bool,
     /// Server time of the group commit: becomes `status_since` when status or level changed.
     pub at: i64,
 }
@@ -198,10 +203,13 @@ pub trait Store: Send + Sync + 'static {
     fn received_times(&self, docs: &[String]) -> StoreResult<BTreeMap<String, ReceivedTimes>>;
     /// The next page for `device` after `cursor`: documents in `scope` with changes after the
     /// cursor, at most `limit_docs` and about `budget` bytes (at least one document). After storing
-    /// it the device holds every in-scope change up to the returned cursor.
+    /// it the device holds every in-scope change up to the returned cursor. Without `private`
+    /// (grid assistants) documents holding parties' names and contacts are not in scope.
+    #[allow(clippy::too_many_arguments)]
     fn page(
         &self,
         scope: &Scope,
+        private: bool,
         cursor: u64,
         device: &str,
         limit_docs: usize,
@@ -291,6 +299,11 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE unit_docs (
         unit TEXT NOT NULL, doc_id TEXT NOT NULL, since_seq INTEGER NOT NULL,
         PRIMARY KEY (unit, doc_id)) WITHOUT ROWID;",
+    // 7: documents holding parties' names and contacts (parties documents, and reports of the
+    // layout before them that hold their parties themselves): never served to grid assistants.
+    "ALTER TABLE docs ADD COLUMN private INTEGER NOT NULL DEFAULT 0;
+     UPDATE docs SET private = 1
+      WHERE kind = 'report' AND json_array_length(json_extract(view, '$.parties')) > 0;",
 ];
 
 /// The embedded SQLite store in a data directory.
@@ -606,9 +619,10 @@ impl Store for SqliteStore {
                 let mut upsert = tx.prepare_cached(
                     "INSERT INTO docs (id, kind, grid, town, snapshot, created_seq, updated_seq, change_count, heads,
                                        view, conflicts, conflict_count, status, level, urgency, status_since,
-                                       created_by, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?15)
+                                       created_by, created_at, private)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?15, ?17)
                      ON CONFLICT(id) DO UPDATE SET snapshot = excluded.snapshot, updated_seq = excluded.updated_seq,
+                        private = MAX(docs.private, excluded.private),
                         change_count = docs.change_count + excluded.change_count, heads = excluded.heads,
                         view = excluded.view, conflicts = excluded.conflicts,
                         conflict_count = excluded.conflict_count, status = excluded.status, level = excluded.level,
@@ -646,6 +660,7 @@ impl Store for SqliteStore {
                         d.at,
                         // Kept only when the row is new: the device whose change created it.
                         d.changes[0].2,
+                        d.private,
                     ])?;
                     if last != first {
                         tx.prepare_cached("UPDATE docs SET updated_seq = ?2 WHERE id = ?1")?
@@ -664,8 +679,12 @@ impl Store for SqliteStore {
                         for t in ids.transitions {
                             rec.execute(params![d.id, t.id, d.at])?;
                             if t.applied && t.action == "dispatch" {
+                                let parties = d.units_read_parties.then(|| parties_id(&d.id)).flatten();
                                 for unit in &t.units {
                                     unit_doc.execute(params![unit, d.id, first])?;
+                                    if let Some(p) = &parties {
+                                        unit_doc.execute(params![unit, p, first])?;
+                                    }
                                 }
                             }
                         }
@@ -712,6 +731,7 @@ impl Store for SqliteStore {
     fn page(
         &self,
         scope: &Scope,
+        private: bool,
         cursor: u64,
         device: &str,
         limit_docs: usize,
@@ -725,12 +745,24 @@ impl Store for SqliteStore {
             // the cursor. Cutting the list anywhere then leaves out only documents whose pending
             // changes all come after the first left-out one: the cursor can move up to just before it.
             // Ids and sizes first: no document's bytes are read unless they go into the page.
+            // A unit's document also enters its scope at the commit that dispatched it to the unit
+            // (`unit_docs.since_seq`), even when the document itself did not change then (a
+            // report's parties document): it counts from there.
             let (filter, mut args) = scope_filter(scope, 3);
+            let (entered_or, entered_first) = match scope {
+                Scope::Unit(_) => (
+                    "OR id IN (SELECT doc_id FROM unit_docs WHERE unit = ?3 AND since_seq > ?1)",
+                    "(SELECT since_seq FROM unit_docs WHERE unit = ?3 AND doc_id = docs.id AND since_seq > ?1),",
+                ),
+                _ => ("", "NULL,"),
+            };
+            let private = if private { "" } else { "AND private = 0" };
             let sql = format!(
                 "SELECT id, kind, created_seq, length(snapshot),
                         CASE WHEN created_seq > ?1 THEN created_seq
-                             ELSE (SELECT MIN(seq) FROM changes WHERE doc_id = docs.id AND seq > ?1) END AS first
-                 FROM docs WHERE updated_seq > ?1 {filter} ORDER BY first, id LIMIT ?2"
+                             ELSE COALESCE({entered_first}
+                                  (SELECT MIN(seq) FROM changes WHERE doc_id = docs.id AND seq > ?1)) END AS first
+                 FROM docs WHERE (updated_seq > ?1 {entered_or}) {filter} {private} ORDER BY first, id LIMIT ?2"
             );
             let mut params: Vec<rusqlite::types::Value> = vec![cur.into(), ((limit_docs + 1) as i64).into()];
             params.append(&mut args);
@@ -759,17 +791,17 @@ impl Store for SqliteStore {
                 }
                 let (others, changes_size): (i64, i64) =
                     sizes_st.query_row(params![id, cur, device], |r| Ok((r.get(0)?, r.get(1)?)))?;
-                if others == 0 {
+                // A report dispatched to a unit after the cursor is new to the unit's device.
+                let entered = match scope {
+                    Scope::Unit(u) => since_st.query_row(params![u, id], |r| r.get::<_, i64>(0))? > cur,
+                    _ => false,
+                };
+                if others == 0 && !entered {
                     // Only the device's own changes: it has them all already.
                     continue;
                 }
                 // A document new to the device comes whole; so does one whose missing changes
                 // would weigh more than its compacted snapshot.
-                // A report dispatched to a unit after the cursor is new to the unit's device too.
-                let entered = match scope {
-                    Scope::Unit(u) => since_st.query_row(params![u, id], |r| r.get::<_, i64>(0))? > cur,
-                    _ => false,
-                };
                 let snap = created_seq > cur || entered || changes_size >= snapshot_len;
                 let size = if snap { snapshot_len } else { changes_size } as u64;
                 if !entries.is_empty() && used + size > budget {

@@ -138,7 +138,7 @@ fn new_report(d: &Device, id: u128, title: &str) -> AutoCommit {
             description: "desc".into(),
             urgency: Urgency::Normal,
             location: Location::default(),
-            parties: vec![Party { name: "张三".into(), contact: Some("13800000000".into()) }],
+            parties: vec![],
         },
     )
     .unwrap()
@@ -1603,4 +1603,100 @@ async fn the_close_gate_takes_a_check_or_a_county_waiver_and_a_visit() {
 
 fn pushed_changes(id: u128, changes: Vec<automerge::Change>) -> Vec<PushedChange> {
     changes.iter().flat_map(|c| push_one(id, c)).collect()
+}
+
+/// Issue 11 item 2 / issue 12 item 4: parties' names and contacts travel in the report's parties
+/// document, which the server serves to the grid's worker and the hubs, to a dispatched unit only
+/// when the report's category needs them (policy `closed_loop.unit_parties`), and never to a grid
+/// assistant, whose pages and store never hold a contact.
+#[tokio::test]
+async fn parties_reach_only_the_roles_that_need_them() {
+    use gridsync_core::parties::{create_parties, parties_id};
+    let h = harness();
+    let w = h.device("worker", 1).await;
+    let assistant = h.device("assistant", 2).await;
+    let op = h.device("townop", 3).await;
+    let police = h.device("police", 7).await;
+    let contact = "13812345678";
+    let mut reports = Vec::new();
+    // Report 1 is a dispute (its unit needs the parties), report 2 sanitation (it does not).
+    for (id, category) in [(1u128, Category::Dispute), (2, Category::Sanitation)] {
+        let mut d = new_report(&w, id, "围墙纠纷");
+        edit_report(
+            &mut d,
+            &author(&w, 1_200),
+            &ReportEdit { category: Some(category), ..Default::default() },
+        )
+        .unwrap();
+        add_transition(&mut d, &author(&w, 2_000), Action::Escalate, "需要镇里协调", None).unwrap();
+        let rid = uuid::Uuid::from_u128(id).to_string();
+        let pid = parties_id(&rid).unwrap();
+        let zhang = Party { name: "张三".into(), contact: Some(contact.into()) };
+        let mut p =
+            create_parties(w.actor.clone(), &author(&w, 1_100), &rid, &w.grid, &w.town, &[zhang]).unwrap();
+        let mut changes = push_all(id, &mut d);
+        changes.extend(p.get_changes(&[]).iter().map(|c| PushedChange {
+            doc: pid.clone(),
+            kind: DocKind::Parties,
+            change: base64::engine::general_purpose::STANDARD.encode(c.raw_bytes()),
+        }));
+        let r = h.sync(&w, 0, changes).await;
+        assert!(r.verdicts.iter().all(|v| v.outcome == Outcome::Accepted), "{:?}", r.verdicts);
+        reports.push((d, pid));
+    }
+    let kinds = |r: &SyncResponse| r.docs.iter().map(|d| d.kind).collect::<Vec<_>>();
+    let holds_contact = |r: &SyncResponse| {
+        r.docs.iter().any(|d| {
+            let bytes = base64::engine::general_purpose::STANDARD.decode(&d.data).unwrap();
+            bytes.windows(contact.len()).any(|w| w == contact.as_bytes())
+        }) || serde_json::to_string(r).unwrap().contains(contact)
+    };
+    // The assistant gets both reports and no parties, and nothing on the wire holds the contact.
+    let a = h.sync(&assistant, 0, vec![]).await;
+    assert_eq!(kinds(&a), [DocKind::Report, DocKind::Report]);
+    assert!(!holds_contact(&a), "an assistant's page holds no contact");
+    // The town's hub gets reports and parties.
+    let t = h.sync(&op, 0, vec![]).await;
+    assert_eq!(t.docs.iter().filter(|d| d.kind == DocKind::Parties).count(), 2);
+    assert!(holds_contact(&t));
+    // Both are dispatched to the town's police: only the dispute's parties follow.
+    let cursor = h.sync(&police, 0, vec![]).await.cursor;
+    for (i, (d, _)) in reports.iter_mut().enumerate() {
+        let id = i as u128 + 1;
+        let mut hub = doc::load(&d.save(), op.actor.clone()).unwrap();
+        add_transition(&mut hub, &author(&op, 3_000), Action::Accept, "", None).unwrap();
+        let units = vec![format!("{}-PCS", w.town)];
+        dispatch_to_units(&mut hub, &author(&op, 4_000), "", &units, "派出所").unwrap();
+        let r = h.sync(&op, 0, push_all(id, &mut hub)).await;
+        assert!(r.verdicts.iter().all(|v| v.outcome != Outcome::Forbidden), "{:?}", r.verdicts);
+    }
+    let u = h.sync(&police, cursor, vec![]).await;
+    let got: Vec<(DocKind, String)> = u.docs.iter().map(|d| (d.kind, d.doc.clone())).collect();
+    let dispute_parties = reports[0].1.clone();
+    assert!(got.contains(&(DocKind::Parties, dispute_parties.clone())), "{got:?}");
+    assert!(
+        !got.iter().any(|(_, id)| id == &reports[1].1),
+        "a sanitation report's parties stay out: {got:?}"
+    );
+    assert_eq!(got.iter().filter(|(k, _)| *k == DocKind::Report).count(), 2);
+    let parties_entry = u.docs.iter().find(|d| d.doc == dispute_parties).unwrap();
+    assert_eq!(parties_entry.encoding, Encoding::Snapshot, "it enters the unit's scope whole");
+    // The assistant, syncing on, still gets no parties; nor can it write any.
+    let again = h.sync(&assistant, a.cursor, vec![]).await;
+    assert!(again.docs.iter().all(|d| d.kind == DocKind::Report) && !holds_contact(&again));
+    let mine = uuid::Uuid::from_u128(9).to_string();
+    let mut p =
+        create_parties(assistant.actor.clone(), &author(&assistant, 5_000), &mine, &w.grid, &w.town, &[])
+            .unwrap();
+    let pushed: Vec<PushedChange> = p
+        .get_changes(&[])
+        .iter()
+        .map(|c| PushedChange {
+            doc: parties_id(&mine).unwrap(),
+            kind: DocKind::Parties,
+            change: base64::engine::general_purpose::STANDARD.encode(c.raw_bytes()),
+        })
+        .collect();
+    let r = h.sync(&assistant, again.cursor, pushed).await;
+    assert_eq!(r.verdicts[0].code.as_deref(), Some("role_cannot"), "{:?}", r.verdicts);
 }

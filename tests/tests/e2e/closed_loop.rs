@@ -195,7 +195,10 @@ fn a_unit_device_receives_only_its_orders_and_returns_a_misrouted_one() {
     let enforcer = server.device("enforcer");
     let mut ids = Vec::new();
     for title in ["邻里噪音", "占道经营"] {
-        let id = worker.ok(&["report", "new", "--category", "dispute", "--title", title]).trim().to_string();
+        let id = worker
+            .ok(&["report", "new", "--category", "dispute", "--title", title, "--party", "王五:13912345678"])
+            .trim()
+            .to_string();
         worker.ok(&["report", "escalate", &id, "--reason", "需要镇里协调"]);
         ids.push(id);
     }
@@ -214,6 +217,8 @@ fn a_unit_device_receives_only_its_orders_and_returns_a_misrouted_one() {
     let v = police.json(&["report", "show", &ids[0], "--json"]);
     assert_eq!(v["status"], "dispatched");
     assert_eq!(v["transitions"].as_array().unwrap().len(), 3, "whole, with its history: {v}");
+    // A dispute's parties follow the order to the unit (the policy's closed_loop.unit_parties).
+    assert_eq!(v["parties"][0]["contact"], "13912345678", "{v}");
     enforcer.sync();
     assert_eq!(enforcer.json(&["report", "list", "--json"]).as_array().unwrap().len(), 0);
 

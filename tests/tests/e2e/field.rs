@@ -60,7 +60,23 @@ fn three_devices_edit_offline_in_conflict_and_converge_to_one_view() {
     assistant.sync();
     hub.sync();
 
-    let views: Vec<Value> = [&worker, &assistant, &hub].iter().map(|d| show(d, &id)).collect();
+    let mut views: Vec<Value> = [&worker, &assistant, &hub].iter().map(|d| show(d, &id)).collect();
+    // The parties travel in their own document: the worker and the hub hold them, the assistant
+    // (a volunteer) does not. Everything else is one view.
+    assert_eq!(views[0]["parties"][0]["contact"], "13800000000");
+    assert_eq!(views[0]["parties"], views[2]["parties"]);
+    assert_eq!(views[1]["parties"], serde_json::json!([]), "the assistant holds no parties");
+    // Not in its store either: no file of the assistant's home holds the phone number.
+    for entry in std::fs::read_dir(assistant.home.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(!bytes.windows(11).any(|w| w == b"13800000000"), "{} holds a contact", path.display());
+        }
+    }
+    for v in &mut views {
+        v["parties"] = Value::Null;
+    }
     assert_eq!(views[0], views[1]);
     assert_eq!(views[1], views[2]);
     let v = &views[0];
@@ -140,8 +156,11 @@ fn killing_the_client_mid_sync_loses_and_duplicates_nothing() {
     let s = worker.sync();
     assert_eq!(s["refused"], 0, "{s}");
     assert_eq!(worker.json(&["status", "--json"])["pending_changes"], 0);
-    let docs = admin_documents(&admin);
+    let (docs, parties): (Vec<Value>, Vec<Value>) =
+        admin_documents(&admin).into_iter().partition(|d| d["kind"] == "report");
     assert_eq!(docs.len(), ids.len());
+    assert_eq!(parties.len(), ids.len(), "each report's parties document, once");
+    assert!(parties.iter().all(|d| d["kind"] == "parties" && d["changes"] == 1));
     let stored: u64 = docs.iter().map(|d| d["changes"].as_u64().unwrap()).sum();
     assert_eq!(stored, expected_changes, "each change stored exactly once");
     hub.sync();

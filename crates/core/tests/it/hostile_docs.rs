@@ -11,7 +11,7 @@ use gridsync_core::inflate::{self, InflateError, MAX_INFLATED_BYTES};
 use gridsync_core::lifecycle::{Action, Level, Status, Transition};
 use gridsync_core::org::{Principal, Role, Scope, demo_county};
 use gridsync_core::report::*;
-use gridsync_core::validate::{Writer, check_report, check_transition_id};
+use gridsync_core::validate::{Writer, check_parties, check_report, check_transition_id};
 
 fn actor(n: u8) -> ActorId {
     ActorId::from([n; 16])
@@ -35,7 +35,7 @@ fn report(grid: &str, town: &str) -> AutoCommit {
             description: "a wall".into(),
             urgency: Urgency::Normal,
             location: Location::default(),
-            parties: vec![Party { name: "张三".into(), contact: Some("13800000000".into()) }],
+            parties: vec![],
         },
     )
     .unwrap()
@@ -185,6 +185,7 @@ fn principal_worker(org: &gridsync_core::org::Org) -> (Principal, String, String
 
 #[test]
 fn parties_and_attachments_are_append_only_and_a_correction_is_a_new_entry() {
+    use gridsync_core::parties::{create_parties, edit_parties, materialize_parties};
     let org = demo_county(5);
     let (who, grid, town) = principal_worker(&org);
     let actors: BTreeSet<String> = [actor(1).to_hex_string()].into();
@@ -194,16 +195,18 @@ fn parties_and_attachments_are_append_only_and_a_correction_is_a_new_entry() {
         Attachment { sha256: "a".repeat(64), mime: "image/jpeg".into(), size: 10, name: "p.jpg".into() };
     add_attachment(&mut d, &worker(1_500), &att).unwrap();
     let before = materialize_report(&d).unwrap();
-    let people = |d: &AutoCommit| {
-        let parties = d.get(ROOT, "parties").unwrap().unwrap().1;
-        d.get(&parties, "people").unwrap().unwrap().1
-    };
+    let report_id = uuid::Uuid::from_u128(7).to_string();
+    let zhang = Party { name: "张三".into(), contact: Some("13800000000".into()) };
+    let p = create_parties(actor(1), &worker(1_100), &report_id, &grid, &town, &[zhang]).unwrap();
+    let parties_before = materialize_parties(&p).unwrap();
+    assert_eq!(check_parties(&org, &w, None, &parties_before), Ok(()));
+    let people = |d: &AutoCommit| d.get(ROOT, "people").unwrap().unwrap().1;
     let refused = |write: &dyn Fn(&mut AutoCommit)| {
-        let mut x = d.clone();
+        let mut x = p.clone();
         write(&mut x);
         x.commit();
-        let after = materialize_report(&x).unwrap();
-        check_report(&org, &Default::default(), &w, Some(&before), &after).map_err(|r| r.code())
+        let after = materialize_parties(&x).unwrap();
+        check_parties(&org, &w, Some(&parties_before), &after).map_err(|r| r.code())
     };
     // A phone number changed in place, a party removed, an attachment removed: refused.
     let changed_phone = refused(&|x| {
@@ -212,21 +215,23 @@ fn parties_and_attachments_are_append_only_and_a_correction_is_a_new_entry() {
     });
     assert_eq!(changed_phone, Err("history_rewritten"));
     assert_eq!(refused(&|x| x.delete(people(x), 0).unwrap()), Err("history_rewritten"));
-    let removed_attachment = refused(&|x| {
-        let list = x.get(ROOT, "attachments").unwrap().unwrap().1;
-        x.delete(&list, 0).unwrap();
-    });
-    assert_eq!(removed_attachment, Err("history_rewritten"));
-    // The correction: a new entry; the old one stays in the history.
     let mut x = d.clone();
-    let edit = ReportEdit {
-        add_parties: vec![Party { name: "张三".into(), contact: Some("13900000000".into()) }],
-        ..Default::default()
-    };
-    edit_report(&mut x, &worker(2_000), &edit).unwrap();
+    let list = x.get(ROOT, "attachments").unwrap().unwrap().1;
+    x.delete(&list, 0).unwrap();
+    x.commit();
     let after = materialize_report(&x).unwrap();
-    assert_eq!(check_report(&org, &Default::default(), &w, Some(&before), &after), Ok(()));
-    assert_eq!(after.parties.len(), 2);
+    assert_eq!(
+        check_report(&org, &Default::default(), &w, Some(&before), &after).map_err(|r| r.code()),
+        Err("history_rewritten")
+    );
+    // The correction: a new entry; the old one stays in the history.
+    let mut x = p.clone();
+    let first = parties_before.parties[0].id.clone();
+    let fix = Party { name: "张三".into(), contact: Some("13900000000".into()) };
+    edit_parties(&mut x, &worker(2_000), &[], &[(first, fix)]).unwrap();
+    let after = materialize_parties(&x).unwrap();
+    assert_eq!(check_parties(&org, &w, Some(&parties_before), &after), Ok(()));
+    assert_eq!((after.parties.len(), after.current_parties().len()), (2, 1));
 }
 
 #[test]
@@ -248,7 +253,10 @@ fn negative_head_counts_are_refused() {
     x.put(&parties, "head_count", -5i64).unwrap();
     x.commit();
     let after = materialize_report(&x).unwrap();
-    assert_eq!(check_report(&org, &Default::default(), &w, Some(&before), &after).map_err(|r| r.code()), Err("malformed"));
+    assert_eq!(
+        check_report(&org, &Default::default(), &w, Some(&before), &after).map_err(|r| r.code()),
+        Err("malformed")
+    );
 }
 
 #[test]

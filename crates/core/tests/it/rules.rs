@@ -8,8 +8,8 @@ use gridsync_core::lifecycle::{Action, Level, Status};
 use gridsync_core::merge::Rule;
 use gridsync_core::org::{Org, Principal, Role, Scope, demo_county};
 use gridsync_core::patrol::{PatrolEdit, TrackPoint, edit_patrol, materialize_patrol, start_patrol};
-use gridsync_core::report::*;
 use gridsync_core::policy::{CloseNeed, ClosedLoop};
+use gridsync_core::report::*;
 use gridsync_core::validate::{Refusal, Writer, check_patrol, check_report};
 
 const WORKER: u8 = 1;
@@ -42,7 +42,7 @@ fn new_report(grid: &str, town: &str) -> NewReport {
         description: "Two households argue over a wall.".into(),
         urgency: Urgency::Normal,
         location: Location { lat: Some(30.1), lon: Some(114.2), address: Some("东村3组".into()) },
-        parties: vec![Party { name: "张三".into(), contact: Some("13800000000".into()) }],
+        parties: vec![],
     }
 }
 
@@ -523,13 +523,9 @@ fn validation_table() {
             }),
         ),
         (
-            "a report with more parties than any dispute has",
-            "too_many",
-            check(&c, WORKER, Some(&base), |d| {
-                let many = (0..501).map(|i| Party { name: format!("p{i}"), contact: None }).collect();
-                edit_report(d, &author(WORKER, 2), &ReportEdit { add_parties: many, ..Default::default() })
-                    .unwrap();
-            }),
+            "a party written into the report itself (it reaches assistants)",
+            "parties_in_report",
+            check(&c, WORKER, Some(&base), party_in_report("李四", "13912345678")),
         ),
         (
             "dispatch to a department",
@@ -746,8 +742,8 @@ fn locations_table() {
 #[test]
 fn report_values_are_checked_when_new_or_changed_only() {
     use gridsync_core::validate::{
-        MAX_ADDRESS_CHARS, MAX_DEPT_CHARS, MAX_DESCRIPTION_CHARS, MAX_NAME_CHARS, MAX_NOTE_CHARS,
-        MAX_REASON_CHARS, MAX_TITLE_CHARS,
+        MAX_ADDRESS_CHARS, MAX_DEPT_CHARS, MAX_DESCRIPTION_CHARS, MAX_NOTE_CHARS, MAX_REASON_CHARS,
+        MAX_TITLE_CHARS,
     };
     let c = case();
     let base = created(&c);
@@ -805,17 +801,6 @@ fn report_values_are_checked_when_new_or_changed_only() {
             ),
         ),
         (
-            "create: party name over",
-            "too_long",
-            check(&c, WORKER, None, create_with(|r| r.parties[0].name = "名".repeat(MAX_NAME_CHARS + 1))),
-        ),
-        (
-            "create: bad contact",
-            "bad_contact",
-            check(&c, WORKER, None, create_with(|r| r.parties[0].contact = Some("12345".into()))),
-        ),
-        ("create: no contact", "ok", check(&c, WORKER, None, create_with(|r| r.parties[0].contact = None))),
-        (
             "create: outside the county",
             "outside_county",
             check(&c, WORKER, None, create_with(|r| r.location.lat = Some(39.9))),
@@ -849,32 +834,6 @@ fn report_values_are_checked_when_new_or_changed_only() {
                 WORKER,
                 Some(&base),
                 edit_with(ReportEdit { lat: Some(30.2), lon: Some(114.1), ..Default::default() }),
-            ),
-        ),
-        (
-            "edit: a party with a bad contact",
-            "bad_contact",
-            check(
-                &c,
-                WORKER,
-                Some(&base),
-                edit_with(ReportEdit {
-                    add_parties: vec![Party { name: "李四".into(), contact: Some("not a phone".into()) }],
-                    ..Default::default()
-                }),
-            ),
-        ),
-        (
-            "edit: a party with a landline",
-            "ok",
-            check(
-                &c,
-                WORKER,
-                Some(&base),
-                edit_with(ReportEdit {
-                    add_parties: vec![Party { name: "李四".into(), contact: Some("027-87654321".into()) }],
-                    ..Default::default()
-                }),
             ),
         ),
         (
@@ -952,17 +911,9 @@ fn report_values_are_checked_when_new_or_changed_only() {
             ),
         ),
         (
-            "legacy: a good party beside the bad one",
-            "ok",
-            check(
-                &c,
-                WORKER,
-                Some(&legacy),
-                edit_with(ReportEdit {
-                    add_parties: vec![Party { name: "王五".into(), contact: Some("13912345678".into()) }],
-                    ..Default::default()
-                }),
-            ),
+            "legacy: a party added beside its own (new parties go in the parties document)",
+            "parties_in_report",
+            check(&c, WORKER, Some(&legacy), party_in_report("王五", "13912345678")),
         ),
         (
             "legacy: the title, still too long",
@@ -1172,6 +1123,20 @@ fn a_closed_report_reopens_within_thirty_days_with_a_reason() {
     assert_eq!((view(&again).status, view(&again).level), (Status::Open, Level::Grid));
 }
 
+/// A write that puts a party into the report document itself (the layout before parties
+/// documents).
+fn party_in_report(name: &'static str, contact: &'static str) -> impl FnOnce(&mut AutoCommit) {
+    move |d: &mut AutoCommit| {
+        let parties = d.get(automerge::ROOT, "parties").unwrap().unwrap().1;
+        let people = d.get(&parties, "people").unwrap().unwrap().1;
+        let at = d.length(&people);
+        let e = d.insert_object(&people, at, automerge::ObjType::Map).unwrap();
+        d.put(&e, "name", name).unwrap();
+        d.put(&e, "contact", contact).unwrap();
+        d.commit();
+    }
+}
+
 /// A report resolved at the town by the hub itself, anonymous or not, of `category`.
 fn resolved_at_town(c: &Case, category: Category, anonymous: bool) -> AutoCommit {
     let new = NewReport { category, anonymous, ..new_report(&c.g1, &c.t1) };
@@ -1231,4 +1196,57 @@ fn close_requirements_and_the_reopen_window_follow_the_policy() {
     };
     assert_eq!(code(check(&c, TOWN_OP, Some(&anonymous), reopen)), "ok");
     assert_eq!(code(check_under(&lax, &c, TOWN_OP, Some(&anonymous), reopen)), "reopen_not_allowed");
+}
+
+/// Parties live in their own document: the grid's worker and the hubs write it in their scope,
+/// an assistant, a unit and the server never do; names and contacts are checked; the list is
+/// bounded; the id is the report's, derived.
+#[test]
+fn the_parties_document_is_written_only_by_those_who_may_hold_it() {
+    use gridsync_core::parties::{create_parties, edit_parties, materialize_parties, parties_id};
+    use gridsync_core::validate::check_parties;
+    let c = case();
+    let report = uuid::Uuid::from_u128(42).to_string();
+    let zhang = Party { name: "张三".into(), contact: Some("13800000000".into()) };
+    let doc = |n: u8, grid: &str, town: &str, parties: &[Party]| {
+        create_parties(actor(n), &author(n, 1_000), &report, grid, town, parties).unwrap()
+    };
+    let run = |n: u8, before: Option<&AutoCommit>, after: &AutoCommit| {
+        let who = principal(n, &c);
+        let actors: BTreeSet<String> = [actor(n).to_hex_string()].into();
+        let w = Writer { who: &who, actors: &actors };
+        let before = before.map(|b| materialize_parties(b).unwrap());
+        code(check_parties(&c.org, &w, before.as_ref(), &materialize_parties(after).unwrap()))
+    };
+    let base = doc(WORKER, &c.g1, &c.t1, std::slice::from_ref(&zhang));
+    assert_eq!(run(WORKER, None, &base), "ok");
+    assert_eq!(run(TOWN_OP, None, &doc(TOWN_OP, &c.g1, &c.t1, &[])), "ok");
+    assert_eq!(run(ASSISTANT, None, &doc(ASSISTANT, &c.g1, &c.t1, &[])), "role_cannot");
+    assert_eq!(run(WORKER, None, &doc(WORKER, &c.g_other_town, &c.t2, &[])), "out_of_scope");
+    let edit = |n: u8, add: Vec<Party>| {
+        let mut d = doc::load(&base.clone().save(), actor(n)).unwrap();
+        edit_parties(&mut d, &author(n, 2_000), &add, &[]).unwrap();
+        run(n, Some(&base), &d)
+    };
+    let li = |contact: &str| Party { name: "李四".into(), contact: Some(contact.into()) };
+    assert_eq!(edit(WORKER, vec![li("not a phone")]), "bad_contact");
+    assert_eq!(edit(WORKER, vec![li("027-87654321")]), "ok", "a landline");
+    assert_eq!(edit(WORKER, vec![Party { name: "王五".into(), contact: None }]), "ok", "no contact");
+    assert_eq!(
+        edit(
+            WORKER,
+            vec![Party { name: "名".repeat(gridsync_core::validate::MAX_NAME_CHARS + 1), contact: None }]
+        ),
+        "too_long"
+    );
+    let bad = Party { name: "赵六".into(), contact: Some("12345".into()) };
+    assert_eq!(
+        run(WORKER, None, &doc(WORKER, &c.g1, &c.t1, &[bad])),
+        "bad_contact",
+        "checked at creation too"
+    );
+    assert_eq!(edit(ASSISTANT, vec![li("13912345678")]), "role_cannot");
+    let many = (0..501).map(|i| Party { name: format!("p{i}"), contact: None }).collect();
+    assert_eq!(edit(WORKER, many), "too_many");
+    assert_eq!(parties_id(&report).unwrap(), materialize_parties(&base).unwrap().id);
 }

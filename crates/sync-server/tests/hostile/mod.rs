@@ -138,6 +138,8 @@ async fn item1_an_unreadable_stored_document_is_skipped_by_auto_escalation_and_d
         conflicts_json: "[]".into(),
         status: Some(Status::Open),
         level: Some(Level::Grid),
+        private: false,
+        units_read_parties: false,
         urgency: Some(Urgency::Critical),
         at: 1,
     };
@@ -372,18 +374,53 @@ async fn item7_replacing_the_notes_or_transitions_list_with_a_copy_is_refused_an
 
 // ---------------------------------------------------------------- 9: personal data
 
+fn parties_pushed(pid: &str, changes: &[Change]) -> Vec<PushedChange> {
+    changes
+        .iter()
+        .map(|c| PushedChange {
+            doc: pid.to_string(),
+            kind: DocKind::Parties,
+            change: base64::engine::general_purpose::STANDARD.encode(c.raw_bytes()),
+        })
+        .collect()
+}
+
+async fn stored_parties(h: &Harness, pid: &str) -> gridsync_core::parties::PartiesView {
+    let rec = h.state.store.load_doc(pid).unwrap().unwrap();
+    let d = doc::load(&rec.snapshot, automerge::ActorId::random()).unwrap();
+    gridsync_core::parties::materialize_parties(&d).unwrap()
+}
+
 #[tokio::test]
 async fn item9_parties_and_attachments_are_append_only_and_corrections_are_new_entries() {
+    use gridsync_core::parties::{create_parties, edit_parties, parties_id};
     let h = harness();
     let w = h.device("worker", 1).await;
     let mut d = new_report(&w, 1, "wall");
     let att = Attachment { sha256: "b".repeat(64), mime: "image/jpeg".into(), size: 1, name: "a.jpg".into() };
     add_attachment(&mut d, &author(&w, 1_200), &att).unwrap();
     h.sync(&w, 0, push_all(1, &mut d)).await;
-    let people = |d: &AutoCommit| {
-        let p = d.get(ROOT, "parties").unwrap().unwrap().1;
-        d.get(&p, "people").unwrap().unwrap().1
+    // The parties live in their own document, next to the report.
+    let report = uuid::Uuid::from_u128(1).to_string();
+    let pid = parties_id(&report).unwrap();
+    let zhang = Party { name: "张三".into(), contact: Some("13800000000".into()) };
+    let mut p =
+        create_parties(w.actor.clone(), &author(&w, 1_100), &report, &w.grid, &w.town, &[zhang]).unwrap();
+    let r = h.sync(&w, 0, parties_pushed(&pid, &p.get_changes(&[]))).await;
+    assert_eq!(outcomes(&r), [Outcome::Accepted]);
+    // A party written into the report itself is refused: the report reaches assistants.
+    let mut x = replica(&mut d, &w);
+    let heads = x.get_heads();
+    let report_people = {
+        let parties = x.get(ROOT, "parties").unwrap().unwrap().1;
+        x.get(&parties, "people").unwrap().unwrap().1
     };
+    let entry = x.insert_object(&report_people, 0, ObjType::Map).unwrap();
+    x.put(&entry, "name", "李四").unwrap();
+    x.commit();
+    let r = h.sync(&w, 0, pushed(1, &since(&mut x, &heads))).await;
+    assert_eq!(codes(&r), ["parties_in_report"]);
+    let people = |d: &AutoCommit| d.get(ROOT, "people").unwrap().unwrap().1;
     let attempts: Vec<(&str, Write)> = vec![
         (
             "a phone changed in place",
@@ -393,50 +430,53 @@ async fn item9_parties_and_attachments_are_append_only_and_corrections_are_new_e
             }),
         ),
         ("a party removed", Box::new(move |x: &mut AutoCommit| x.delete(people(x), 0).unwrap())),
-        (
-            "an attachment removed",
-            Box::new(|x: &mut AutoCommit| {
-                let l = x.get(ROOT, "attachments").unwrap().unwrap().1;
-                x.delete(&l, 0).unwrap();
-            }),
-        ),
     ];
     for (what, write) in attempts {
-        let mut x = replica(&mut d, &w);
+        let mut x = replica(&mut p, &w);
         let heads = x.get_heads();
         write(&mut x);
         x.commit();
-        let r = h.sync(&w, 0, pushed(1, &since(&mut x, &heads))).await;
+        let r = h.sync(&w, 0, parties_pushed(&pid, &since(&mut x, &heads))).await;
         assert_eq!(codes(&r), ["history_rewritten"], "{what}");
     }
+    let mut x = replica(&mut d, &w);
+    let heads = x.get_heads();
+    let l = x.get(ROOT, "attachments").unwrap().unwrap().1;
+    x.delete(&l, 0).unwrap();
+    x.commit();
+    let r = h.sync(&w, 0, pushed(1, &since(&mut x, &heads))).await;
+    assert_eq!(codes(&r), ["history_rewritten"], "an attachment removed");
     // A correction is a new entry naming the one it supersedes; the old one stays in the history.
-    let heads = d.get_heads();
-    let first = h.stored(1).await.parties[0].id.clone();
+    let heads = p.get_heads();
+    let first = stored_parties(&h, &pid).await.parties[0].id.clone();
     let fix = Party { name: "张三".into(), contact: Some("13900000000".into()) };
-    let edit = ReportEdit { correct_parties: vec![(first.clone(), fix)], ..Default::default() };
-    edit_report(&mut d, &author(&w, 3_000), &edit).unwrap();
-    let r = h.sync(&w, 0, pushed(1, &since(&mut d, &heads))).await;
+    assert_eq!(edit_parties(&mut p, &author(&w, 3_000), &[], &[(first.clone(), fix)]).unwrap(), Some(1));
+    let r = h.sync(&w, 0, parties_pushed(&pid, &since(&mut p, &heads))).await;
     assert_eq!(outcomes(&r), [Outcome::Accepted]);
-    let v = h.stored(1).await;
+    let v = stored_parties(&h, &pid).await;
     assert_eq!(v.parties.len(), 2, "both entries are kept");
     assert_eq!(v.parties[1].supersedes.as_deref(), Some(first.as_str()));
     assert_eq!(v.corrected_parties, vec![first]);
     let current = v.current_parties();
     assert_eq!(current.len(), 1);
     assert_eq!(current[0].contact.as_deref(), Some("13900000000"));
-    assert_eq!(v.head_count, Some(1), "a correction does not count as another person");
-    assert_eq!(v.attachments.len(), 1);
+    assert_eq!(h.stored(1).await.attachments.len(), 1);
     // A correction must name an earlier entry: not a made-up id, not itself.
-    let mut x = replica(&mut d, &w);
+    let mut x = replica(&mut p, &w);
     let heads = x.get_heads();
     let people_obj = people(&x);
     let entry = x.insert_object(&people_obj, 2, automerge::ObjType::Map).unwrap();
     x.put(&entry, "name", "李四").unwrap();
     x.put(&entry, "supersedes", "99@abcdef").unwrap();
     x.commit();
-    let r = h.sync(&w, 0, pushed(1, &since(&mut x, &heads))).await;
+    let r = h.sync(&w, 0, parties_pushed(&pid, &since(&mut x, &heads))).await;
     assert_eq!(codes(&r), ["malformed"]);
-    assert_eq!(h.stored(1).await.parties.len(), 2);
+    assert_eq!(stored_parties(&h, &pid).await.parties.len(), 2);
+    // A parties document under another report's derived id is refused.
+    let other = uuid::Uuid::from_u128(2).to_string();
+    let mut q = create_parties(w.actor.clone(), &author(&w, 1_100), &other, &w.grid, &w.town, &[]).unwrap();
+    let r = h.sync(&w, 0, parties_pushed(&pid.replace('1', "3"), &q.get_changes(&[]))).await;
+    assert_eq!(codes(&r), ["malformed"]);
 }
 
 // ---------------------------------------------------------------- 10: hub blocked for good
