@@ -320,6 +320,18 @@ impl Policy {
         Some(limits.minutes(urgency))
     }
 
+    /// The step report `v` waits for and when it is due, its step having started at `since` (the
+    /// server's receive time of its last applied transition): a grid's own settlement waits for
+    /// the town's review (审核); an approved extension (延期) moves a live order's deadline.
+    pub fn next_step(&self, v: &crate::report::ReportView, since: i64) -> Option<(&'static str, i64)> {
+        if v.awaits_review() {
+            return Some(("review", self.after(v.urgency, since, self.limit_minutes("review", v.urgency)?)));
+        }
+        let step = pending_step(v.status)?;
+        let due = self.deadline(v.status, v.urgency, since)?.max(v.extended_until().unwrap_or(i64::MIN));
+        Some((step, due))
+    }
+
     /// The calendar the clock of an item at `urgency` runs on, if any.
     fn calendar_for(&self, urgency: Urgency) -> Option<&Calendar> {
         self.calendar.as_ref().filter(|c| !(urgency == Urgency::Critical && c.critical_around_the_clock))

@@ -6,7 +6,6 @@ use gridsync_core::doc::DocKind;
 use gridsync_core::lifecycle::{Action, Level, Status};
 use gridsync_core::org::{Org, Principal, Role};
 use gridsync_core::parties::{create_parties, edit_parties, materialize_parties, parties_id};
-use gridsync_core::policy::pending_step;
 use gridsync_core::protocol::QueueEntry;
 use gridsync_core::report::{
     Category, Location, NewReport, Party, Record, ReportEdit, ReportView, Urgency, VISIT_RESULTS, add_note,
@@ -996,8 +995,6 @@ pub fn queue_items(home: &Home, all: bool, now: i64) -> Result<Vec<QueueEntry>> 
             None => levels.contains(&v.level) && (all || v.status == Status::Escalated),
         })
         .filter_map(|v| {
-            let review = v.awaits_review();
-            let step = if review { "review" } else { pending_step(v.status)? };
             // Server receive times when the pages carried them (a device's clock may be far off),
             // else what the writing device said.
             let times = home.server_times(&v.id).unwrap_or_default();
@@ -1005,13 +1002,7 @@ pub fn queue_items(home: &Home, all: bool, now: i64) -> Result<Vec<QueueEntry>> 
                 Some(t) => times.get(&t.id).copied().unwrap_or(t.at),
                 None => times.get("").copied().unwrap_or(v.created_at),
             };
-            // An approved extension (延期) moves the live order's deadline.
-            let due = match review {
-                true => policy.after(v.urgency, since, policy.limit_minutes("review", v.urgency)?),
-                false => {
-                    policy.deadline(v.status, v.urgency, since)?.max(v.extended_until().unwrap_or(i64::MIN))
-                }
-            };
+            let (step, due) = policy.next_step(&v, since)?;
             Some(QueueEntry {
                 light: policy.light(v.urgency, since, due, now),
                 claim: None,

@@ -16,7 +16,6 @@ use gridsync_core::doc::DocKind;
 use gridsync_core::indicators;
 use gridsync_core::lifecycle::{Level, Status};
 use gridsync_core::org::{Org, Role, Scope};
-use gridsync_core::policy::pending_step;
 use gridsync_core::protocol::{
     Claim, DeviceRegistered, DeviceRegistration, DocUpdate, Encoding, ErrorBody, NewUser, Outcome,
     PROTOCOL_VERSION, QueueEntry, ServerInfo, SyncRequest, SyncResponse, Verdict, WhoAmI,
@@ -531,10 +530,11 @@ fn queue_levels(role: Role) -> ApiResult<&'static [Level]> {
         Role::TownOperator => Ok(&[Level::Town]),
         Role::CountyOperator => Ok(&[Level::County]),
         Role::Admin => Ok(&[Level::Town, Level::County]),
+        Role::UnitHandler => Ok(&[]),
         _ => Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
-            "the queue is for town and county operators",
+            "the queue is for town and county operators and handling units",
         )),
     }
 }
@@ -572,11 +572,34 @@ async fn queue(
             s.store.claims(now)?.into_iter().map(|c| (c.doc.clone(), c)).collect();
         let policy = &s.config.policy;
         let mut out = Vec::new();
-        for r in queue_rows(s, &u.scope, levels, q.all)? {
+        // A handling unit's queue is its live orders; a town's also holds the grids' own
+        // settlements waiting for its review (审核).
+        let mut rows = match u.scope.unit() {
+            Some(_) => s
+                .store
+                .reports_in(&[(Status::Dispatched, Level::Town), (Status::Dispatched, Level::County)])?,
+            None => queue_rows(s, &u.scope, levels, q.all)?,
+        };
+        if matches!(u.role, Role::TownOperator | Role::Admin) {
+            rows.extend(
+                s.store
+                    .reports_in(&[(Status::Resolved, Level::Grid)])?
+                    .into_iter()
+                    .filter(|r| u.scope.covers(&r.grid, &r.town)),
+            );
+        }
+        for r in rows {
             let view: ReportView =
                 serde_json::from_str(&r.view_json).map_err(|e| ApiError::internal("a stored view", e))?;
-            let Some(step) = pending_step(r.status) else { continue };
-            let Some(due) = policy.deadline(r.status, r.urgency, r.status_since) else { continue };
+            if let Some(unit) = u.scope.unit()
+                && !view.live_units().iter().any(|x| x == unit)
+            {
+                continue;
+            }
+            if r.level == Level::Grid && !view.awaits_review() {
+                continue;
+            }
+            let Some((step, due)) = policy.next_step(&view, r.status_since) else { continue };
             out.push(QueueEntry {
                 claim: claims.get(&r.id).cloned(),
                 doc: r.id,

@@ -1503,6 +1503,30 @@ async fn a_unit_receives_only_what_is_dispatched_to_it_and_writes_only_while_the
     .unwrap();
     assert_eq!(materialize_report(&held).unwrap().status, Status::Dispatched);
     assert!(h.sync(&enforcer, 0, vec![]).await.docs.is_empty());
+    // The server's queue: the unit's is its live order, waiting for its result; the enforcement
+    // bureau's is empty; a grid's own settlement waits in the town's queue for its review.
+    let queue = |user: &'static str| {
+        let h = &h;
+        async move {
+            let (status, json) = h.call("GET", "/v1/queue", Some(&h.token(user)), vec![]).await;
+            assert_eq!(status, StatusCode::OK, "{json}");
+            serde_json::from_value::<Vec<gridsync_core::protocol::QueueEntry>>(json).unwrap()
+        }
+    };
+    let q = queue("police").await;
+    assert_eq!(q.len(), 1, "{q:?}");
+    assert_eq!(
+        (q[0].doc.as_str(), q[0].step.as_str()),
+        (uuid::Uuid::from_u128(1).to_string().as_str(), "resolve")
+    );
+    assert!(queue("enforcer").await.is_empty());
+    let mut own = new_report(&w, 3, "小事自办");
+    add_transition(&mut own, &author(&w, 2_500), Action::SelfResolve, "已当场处理", None).unwrap();
+    h.sync(&w, 0, push_all(3, &mut own)).await;
+    let q = queue("townop").await;
+    let review: Vec<&gridsync_core::protocol::QueueEntry> = q.iter().filter(|e| e.step == "review").collect();
+    assert_eq!(review.len(), 1, "{q:?}");
+    assert_eq!(review[0].doc, uuid::Uuid::from_u128(3).to_string());
 
     // While the order is live: a note is accepted, a field edit is not.
     let heads = held.get_heads();
