@@ -8,9 +8,11 @@
 //!   was escalated. A report is *due for handling* when it was handled or its deadline has passed.
 //! - closed (结案): the applied `close`; its deadline is the handling deadline plus the `close`
 //!   limit. A report is *due for closure* when it is closed or that deadline has passed.
-//! - 自办自结率 self-resolved share = self-resolved / reports.
+//! - 自办自结率 self-resolved share = reports settled in the grid by its own worker / reports. A
+//!   grid item settled on the spot by an operator is 代结 (`resolved_on_behalf`), counted apart.
+//! - 提级 taken over: town items a county operator took over (`take_over`).
 //! - 按期处置率 on-time handling = handled by the deadline / due for handling.
-//! - 结案率 closure rate = closed / reports.
+//! - 结案率 closure rate = closed / due for closure (published bulletins: e.g. 911 ÷ 972).
 //! - 按期结案率 on-time closure = closed by the deadline / (due for closure − deferred); this version
 //!   has no extension (延期) action, so deferred is 0.
 //! - 返工率 rework rate = reports with an applied `rework` / due for closure.
@@ -26,6 +28,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::lifecycle::{Action, Level, Status};
+use crate::org::Role;
 use crate::policy::Policy;
 use crate::report::{Category, Record, ReportView, order_units};
 
@@ -37,6 +40,12 @@ pub struct Indicators {
     pub by_category: BTreeMap<Category, u64>,
     pub by_level: BTreeMap<Level, u64>,
     pub self_resolved: u64,
+    /// 代结: grid items settled on the spot by an operator, not the grid's worker.
+    #[serde(default)]
+    pub resolved_on_behalf: u64,
+    /// 提级办理: town items a county operator took over.
+    #[serde(default)]
+    pub taken_over: u64,
     pub escalated: u64,
     pub handled: u64,
     pub handled_on_time: u64,
@@ -86,6 +95,8 @@ pub fn compute(reports: &[ReportView], policy: &Policy, now: i64, from: i64, to:
         by_category: BTreeMap::new(),
         by_level: BTreeMap::new(),
         self_resolved: 0,
+        resolved_on_behalf: 0,
+        taken_over: 0,
         escalated: 0,
         handled: 0,
         handled_on_time: 0,
@@ -116,12 +127,17 @@ pub fn compute(reports: &[ReportView], policy: &Policy, now: i64, from: i64, to:
         let applied: Vec<_> = r.transitions.iter().filter(|t| t.applied).collect();
         let first = |a: Action| applied.iter().find(|t| t.action == a).map(|t| t.at);
         let escalated_at = first(Action::Escalate);
-        let self_resolved = first(Action::SelfResolve);
+        let self_resolved = applied.iter().find(|t| t.action == Action::SelfResolve);
         let handled_at =
             applied.iter().find(|t| matches!(t.action, Action::Resolve | Action::SelfResolve)).map(|t| t.at);
         let closed_at = first(Action::Close);
-        if self_resolved.is_some() {
-            out.self_resolved += 1;
+        match self_resolved.map(|t| t.role) {
+            Some(Role::GridWorker) => out.self_resolved += 1,
+            Some(_) => out.resolved_on_behalf += 1,
+            None => {}
+        }
+        if applied.iter().any(|t| t.action == Action::TakeOver) {
+            out.taken_over += 1;
         }
         if escalated_at.is_some() {
             out.escalated += 1;
@@ -164,7 +180,7 @@ pub fn compute(reports: &[ReportView], policy: &Policy, now: i64, from: i64, to:
     }
     out.self_resolved_share = rate(out.self_resolved, out.reports);
     out.on_time_handling_rate = rate(out.handled_on_time, out.due_for_handling);
-    out.closure_rate = rate(out.closed, out.reports);
+    out.closure_rate = rate(out.closed, out.due_for_closure);
     out.on_time_closure_rate = rate(out.closed_on_time, out.due_for_closure.saturating_sub(out.deferred));
     out.rework_rate = rate(out.reworked, out.due_for_closure);
     out.median_minutes_to_accept = median(to_accept);

@@ -97,6 +97,8 @@ pub enum Action {
     /// 重启: a later visit finds the problem back; the hub reopens a closed report (within
     /// the policy's `closed_loop.reopen_within_days` of the close), back to its own handling.
     Reopen,
+    /// 提级办理: a county operator takes a town item over, with the reason; counted.
+    TakeOver,
 }
 
 str_enum!(Action {
@@ -111,10 +113,11 @@ str_enum!(Action {
     Rework = "rework",
     Close = "close",
     Reopen = "reopen",
+    TakeOver = "take_over",
 });
 
 impl Action {
-    pub const ALL: [Action; 11] = [
+    pub const ALL: [Action; 12] = [
         Action::SelfResolve,
         Action::Escalate,
         Action::Cancel,
@@ -126,6 +129,7 @@ impl Action {
         Action::Rework,
         Action::Close,
         Action::Reopen,
+        Action::TakeOver,
     ];
 
     /// Where this action leads from `(status, level)`, or `None` when it cannot be taken there.
@@ -139,7 +143,9 @@ impl Action {
             (Action::Escalate, Escalated | Accepted | Dispatched, Town) => Some((Escalated, County)),
             (Action::Accept, Escalated, Town | County) => Some((Accepted, level)),
             (Action::Reject, Escalated, Town) => Some((Open, Grid)),
-            (Action::Reject, Escalated, County) => Some((Accepted, Town)),
+            // The county returns a call to the town's accept step: nobody at the town accepted it.
+            (Action::Reject, Escalated, County) => Some((Escalated, Town)),
+            (Action::TakeOver, Escalated | Accepted, Town) => Some((Accepted, County)),
             (Action::Dispatch, Accepted, Town | County) => Some((Dispatched, level)),
             (Action::HandBack, Dispatched, Town | County) => Some((Accepted, level)),
             (Action::Resolve, Accepted | Dispatched, Town | County) => Some((Resolved, level)),
@@ -165,13 +171,23 @@ impl Action {
                     && level == Level::Grid)
                     || (self == Action::Rework && level != Level::Grid)
             }
-            Role::GridAssistant => {
-                matches!(self, Action::SelfResolve | Action::Escalate) && level == Level::Grid
+            // A volunteer records and escalates; settling is the worker's (自办自结).
+            Role::GridAssistant => self == Action::Escalate && level == Level::Grid,
+            // A town hub works the reports at grid and town level (its settling of a grid item
+            // is 代结, counted apart); it escalates to the county but does not act on what the
+            // county holds.
+            Role::TownOperator => {
+                level != Level::County && !matches!(self, Action::Cancel | Action::TakeOver)
             }
-            // A town hub works the reports at grid and town level; it escalates to the county
-            // but does not act on what the county holds.
-            Role::TownOperator => level != Level::County && self != Action::Cancel,
-            Role::CountyOperator | Role::Admin => self != Action::Cancel,
+            // The county works what it holds; a town item only after taking it over (提级).
+            Role::CountyOperator => match level {
+                Level::County => !matches!(self, Action::Cancel | Action::TakeOver),
+                Level::Town => self == Action::TakeOver,
+                Level::Grid => false,
+            },
+            // Admins manage users, devices and the organisation; they do not handle cases (a
+            // person with both jobs holds two accounts).
+            Role::Admin => false,
             // The server only auto-escalates.
             Role::System => self == Action::Escalate,
             // A handling unit returns a misrouted order (退办); only while the order is its own,
@@ -185,6 +201,7 @@ impl Action {
         match self {
             Action::Close => 100,
             Action::Escalate => 90,
+            Action::TakeOver => 85,
             Action::Dispatch => 70,
             Action::Accept => 60,
             Action::Resolve => 50,
@@ -511,7 +528,12 @@ mod tests {
             (Accept, Status::Escalated, Level::Town, Some((Status::Accepted, Level::Town))),
             (Accept, Status::Open, Level::Grid, None),
             (Reject, Status::Escalated, Level::Town, Some((Status::Open, Level::Grid))),
-            (Reject, Status::Escalated, Level::County, Some((Status::Accepted, Level::Town))),
+            // The county returns a call to the town's accept step, not as accepted.
+            (Reject, Status::Escalated, Level::County, Some((Status::Escalated, Level::Town))),
+            (TakeOver, Status::Accepted, Level::Town, Some((Status::Accepted, Level::County))),
+            (TakeOver, Status::Escalated, Level::Town, Some((Status::Accepted, Level::County))),
+            (TakeOver, Status::Dispatched, Level::Town, None),
+            (TakeOver, Status::Open, Level::Grid, None),
             (Dispatch, Status::Accepted, Level::Town, Some((Status::Dispatched, Level::Town))),
             (HandBack, Status::Dispatched, Level::Town, Some((Status::Accepted, Level::Town))),
             (Resolve, Status::Dispatched, Level::County, Some((Status::Resolved, Level::County))),
@@ -541,13 +563,24 @@ mod tests {
             (Role::GridWorker, Accept, Level::Town, false),
             (Role::GridWorker, Dispatch, Level::Town, false),
             (Role::GridWorker, Close, Level::Grid, false),
-            (Role::GridAssistant, SelfResolve, Level::Grid, true),
+            // Issue 12: a volunteer records and escalates but does not settle.
+            (Role::GridAssistant, SelfResolve, Level::Grid, false),
+            (Role::GridAssistant, Escalate, Level::Grid, true),
             (Role::GridAssistant, Cancel, Level::Grid, false),
             (Role::TownOperator, Accept, Level::Town, true),
             (Role::TownOperator, Close, Level::Grid, true),
             (Role::TownOperator, Accept, Level::County, false),
             (Role::CountyOperator, Accept, Level::County, true),
             (Role::CountyOperator, Cancel, Level::Grid, false),
+            // The county works a town item only after taking it over.
+            (Role::CountyOperator, Accept, Level::Town, false),
+            (Role::CountyOperator, Resolve, Level::Town, false),
+            (Role::CountyOperator, TakeOver, Level::Town, true),
+            (Role::TownOperator, TakeOver, Level::Town, false),
+            // Admins do not handle cases.
+            (Role::Admin, Resolve, Level::Town, false),
+            (Role::Admin, Close, Level::County, false),
+            (Role::Admin, SelfResolve, Level::Grid, false),
             (Role::System, Escalate, Level::Town, true),
             (Role::System, Accept, Level::Town, false),
         ];

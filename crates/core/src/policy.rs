@@ -231,13 +231,15 @@ impl ClosedLoop {
 pub struct AutoRules {
     /// A `critical` report still open in its grid goes to its town at once.
     pub critical_to_town: bool,
-    /// A report not accepted at the town within the `accept` limit goes to the county.
+    /// A report not accepted at the town within the `accept` limit goes to the county. Off by
+    /// default: 乡呼县应 is a deliberate call from below, and lateness is met with reminders and
+    /// supervision (督办) that leave the item where it is. A county may choose to turn it on.
     pub unaccepted_to_county: bool,
 }
 
 impl Default for AutoRules {
     fn default() -> Self {
-        AutoRules { critical_to_town: true, unaccepted_to_county: true }
+        AutoRules { critical_to_town: true, unaccepted_to_county: false }
     }
 }
 
@@ -458,7 +460,8 @@ mod tests {
     fn auto_escalation_rules() {
         use crate::lifecycle::Level;
         let p = Policy::default();
-        let r = p.auto;
+        assert!(!p.auto.unaccepted_to_county, "off unless the county chooses it");
+        let r = AutoRules { critical_to_town: true, unaccepted_to_county: true };
         let hour = 3_600_000;
         assert!(auto_escalation(&r, &p, Status::Open, Level::Grid, Urgency::Critical, 0, 0).is_some());
         assert!(auto_escalation(&r, &p, Status::Open, Level::Grid, Urgency::High, 0, 10 * hour).is_none());

@@ -62,6 +62,8 @@ pub enum Refusal {
     TooMany { what: String, max: usize },
     #[error("{name} holds this item in the queue; ask them, or wait until their claim runs out")]
     ClaimedByAnother { name: String },
+    #[error("{action} needs its reason")]
+    ReasonRequired { action: String },
     #[error("parties (names and contacts) go in the report's parties document, not in the report")]
     PartiesInReport,
     #[error("the report is {status}; only notes can be added")]
@@ -113,6 +115,7 @@ impl Refusal {
             Refusal::ClaimedByAnother { .. } => "claimed",
             Refusal::ReportFinished { .. } => "report_finished",
             Refusal::PartiesInReport => "parties_in_report",
+            Refusal::ReasonRequired { .. } => "reason_required",
             Refusal::Malformed { .. } => "malformed",
             Refusal::TooLong { .. } => "too_long",
             Refusal::BadContact => "bad_contact",
@@ -587,7 +590,7 @@ fn check_record(
             }
         }
         Record::Extension => {
-            if !matches!(who.role, Role::TownOperator | Role::CountyOperator | Role::Admin) {
+            if !matches!(who.role, Role::TownOperator | Role::CountyOperator) {
                 return Err(no("the dispatcher decides extensions"));
             }
             if crate::report::extension_state(&b.notes, &b.tip).0.is_none() {
@@ -598,7 +601,7 @@ fn check_record(
             }
         }
         Record::Waive => {
-            if !matches!(who.role, Role::CountyOperator | Role::Admin) {
+            if who.role != Role::CountyOperator {
                 return Err(no("a county operator waives the grid's check"));
             }
             if b.status != Status::Resolved || b.level == Level::Grid || n.text.trim().is_empty() {
@@ -606,7 +609,7 @@ fn check_record(
             }
         }
         Record::Review => {
-            if !matches!(who.role, Role::TownOperator | Role::CountyOperator | Role::Admin) {
+            if !matches!(who.role, Role::TownOperator | Role::CountyOperator) {
                 return Err(no("the town reviews a grid's own settlement"));
             }
             if b.status != Status::Resolved || b.level != Level::Grid {
@@ -617,7 +620,7 @@ fn check_record(
             }
         }
         Record::Visit => {
-            if !matches!(who.role, Role::TownOperator | Role::CountyOperator | Role::Admin) {
+            if !matches!(who.role, Role::TownOperator | Role::CountyOperator) {
                 return Err(no("the hub records return visits"));
             }
             if !matches!(b.status, Status::Resolved | Status::Closed) {
@@ -644,6 +647,9 @@ fn check_loop(
     t: &Transition,
     after: &ReportView,
 ) -> Result<(), Refusal> {
+    if needs_reason(t.action, t.from_level) && t.reason.trim().is_empty() {
+        return Err(Refusal::ReasonRequired { action: t.action.as_str().into() });
+    }
     if t.action == Action::Close {
         check_close(after, &t.parent, t.from_level, &t.reason, rules.close_needs(after.category))?;
     }
@@ -661,6 +667,18 @@ fn check_loop(
         return Err(role_cannot(who.role, "send a result back without a failed check"));
     }
     Ok(())
+}
+
+/// Whether `action` taken at `level` must cite its reason: a deliberate call upward from the
+/// town, the county's return of it, a take-over (a reopen has its own rule, `reopen_not_allowed`).
+pub fn needs_reason(action: Action, level: Level) -> bool {
+    match action {
+        Action::Escalate | Action::Reject => {
+            level != Level::Grid && !(action == Action::Reject && level == Level::Town)
+        }
+        Action::TakeOver => true,
+        _ => false,
+    }
 }
 
 fn records_on<'a>(v: &'a ReportView, order: &'a str, record: Record) -> impl Iterator<Item = &'a Note> {

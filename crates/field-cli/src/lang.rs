@@ -112,6 +112,7 @@ pub fn action(a: Action) -> &'static str {
         Action::Rework => pick("返工", "sent back for rework"),
         Action::Close => pick("结案", "closed"),
         Action::Reopen => pick("重新办理", "reopened"),
+        Action::TakeOver => pick("提级办理", "taken over by the county"),
     }
 }
 
@@ -228,13 +229,18 @@ pub fn refusal(code: &str) -> Option<&'static str> {
             "this report's live order is not your unit's (never sent to you, or it has ended)",
         ),
         "reopen_not_allowed" => pick(
-            "重新办理要写明理由，并且只能在结案后 30 天内",
-            "a reopen needs the reason and comes within 30 days of the close",
+            "重新办理要写明理由，并且只能在结案后规定天数内（默认 30 天）",
+            "a reopen needs the reason and comes within the county's window after the close (30 days by default)",
         ),
         "close_requirements_unmet" => pick(
-            "结案条件未满足：需要网格员核查通过并完成回访（回访不满意时要写明结案说明）",
-            "closing needs the grid's passing check and a return visit (an explanation after an unsatisfied visit)",
+            "结案条件未满足：按本县规定需要网格员核查通过和/或完成回访（回访不满意时要写明结案说明）",
+            "closing needs what the county's policy asks: the grid's passing check and/or a return visit (an explanation after an unsatisfied visit)",
         ),
+        "parties_in_report" => pick(
+            "当事人信息要记在事件的当事人记录里，不能写进事件正文；请升级 field",
+            "parties go in the report's parties document, not in the report; update field",
+        ),
+        "reason_required" => pick("这一步要写明理由", "this step needs its reason"),
         "record_not_allowed" => pick("这一步现在不能由你记录", "you cannot record this step now"),
         "duplicate_unit" => pick("同一个承办单位写了两次", "the dispatch names the same unit twice"),
         "too_many" => pick("这份事件的记录条数已达上限", "the report holds as many entries as it may"),

@@ -216,6 +216,16 @@ pub enum QueueCommand {
         #[arg(long)]
         reason: String,
     },
+    /// County operators: take a town item over (提级办理), with the reason; it is then the
+    /// county's to accept, dispatch and close.
+    #[command(name = "take-over")]
+    TakeOver {
+        /// The report's id (or part of it).
+        id: String,
+        /// Why the county takes it.
+        #[arg(long)]
+        reason: String,
+    },
     /// Send it to handling units (派遣, 乡呼县应): a lead unit and any assisting units.
     Dispatch {
         /// The report's id (or part of it).
@@ -526,6 +536,16 @@ fn act(home: &mut Home, given: &str, action: Action, reason: &str, routing: Rout
                     lang::refusal_text(r.code(), &r.to_string())
                 ))
             })?;
+            if validate::needs_reason(action, view.level) && reason.trim().is_empty() {
+                bail!(
+                    "{}",
+                    tr!(
+                        "“{}”要写明理由：加上 --reason \"…\"",
+                        "{} needs its reason: add --reason \"…\"",
+                        lang::action(action)
+                    )
+                );
+            }
             if action == Action::Close {
                 let needs = profile.policy.closed_loop.close_needs(view.category);
                 let gaps = validate::close_gaps(view, &view.tip, view.level, reason, needs);
@@ -1067,6 +1087,9 @@ pub fn run_queue(home: &mut Home, c: QueueCommand) -> Result<()> {
         }
         QueueCommand::Accept { id, note } => act(home, &id, Action::Accept, &note, Routing::Free(None)),
         QueueCommand::Reject { id, reason } => act(home, &id, Action::Reject, &reason, Routing::Free(None)),
+        QueueCommand::TakeOver { id, reason } => {
+            act(home, &id, Action::TakeOver, &reason, Routing::Free(None))
+        }
         QueueCommand::Dispatch { id, lead, assist, to } => {
             let routing = match &lead {
                 Some(l) => Routing::Units(

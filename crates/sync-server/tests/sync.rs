@@ -800,7 +800,10 @@ async fn the_queue_shows_server_deadlines_with_lights() {
 
 #[tokio::test]
 async fn auto_escalation_runs_on_an_injected_clock_and_writes_server_transitions() {
-    let h = harness();
+    // The county's choice: unaccepted items move up (off by default, see the next test).
+    let mut config = Config::default();
+    config.policy.auto.unaccepted_to_county = true;
+    let h = harness_with(config);
     let w = h.device("worker", 1).await;
     let a = h.device("assistant", 2).await;
     // A critical report, still open in its grid.
@@ -852,6 +855,20 @@ async fn auto_escalation_runs_on_an_injected_clock_and_writes_server_transitions
     assert_eq!(h.stored(3).await.level, Level::County);
     assert_eq!(h.stored(2).await.status, Status::Open, "a normal open report stays with its grid");
     assert_eq!(gridsync_server::auto::run_once(&h.state).await.unwrap(), 0);
+}
+
+/// Issue 12 item 1: by default ownership never changes on a timer — an item the town has not
+/// accepted in time stays at the town, red in its queue.
+#[tokio::test]
+async fn by_default_an_overdue_town_item_stays_at_the_town_red_in_its_queue() {
+    let h = harness();
+    let w = h.device("worker", 1).await;
+    escalated_report(&h, &w, 3, Urgency::Normal).await;
+    h.advance(3 * 60 * 60_000);
+    assert_eq!(gridsync_server::auto::run_once(&h.state).await.unwrap(), 0);
+    assert_eq!(h.stored(3).await.level, Level::Town);
+    let (_, q) = h.call("GET", "/v1/queue", Some(&h.token("townop")), vec![]).await;
+    assert_eq!((q[0]["step"].as_str(), q[0]["light"].as_str()), (Some("accept"), Some("red")), "{q}");
 }
 
 #[tokio::test]
@@ -965,7 +982,7 @@ async fn a_transition_naming_an_older_parent_than_its_author_had_seen_is_refused
     absorb(&mut c, &h.sync(&county, 0, vec![]).await, &county.actor);
     let mut cd = c.remove(&key).unwrap();
     let heads = cd.get_heads();
-    add_transition(&mut cd, &author(&county, 4_000), Action::Escalate, "the county takes it", None).unwrap();
+    add_transition(&mut cd, &author(&county, 4_000), Action::TakeOver, "the county takes it", None).unwrap();
     assert_eq!(
         outcomes(&h.sync(&county, 0, push_one(1, &cd.get_changes(&heads)[0])).await),
         [Outcome::Accepted]

@@ -76,12 +76,42 @@ fn indicators_match_hand_worked_answers() {
     assert_eq!((i.handled, i.handled_on_time, i.due_for_handling), (3, 2, 4));
     assert_eq!(i.on_time_handling_rate, Some(0.5));
     assert_eq!((i.closed, i.closed_on_time, i.due_for_closure, i.deferred), (3, 3, 4, 0));
-    assert_eq!(i.closure_rate, Some(0.6));
+    // 结案率 = closed ÷ due for closure (as bulletins count it: 911 ÷ 972), here 3 ÷ 4.
+    assert_eq!(i.closure_rate, Some(0.75));
     assert_eq!(i.on_time_closure_rate, Some(0.75));
     assert_eq!((i.reworked, i.rework_rate), (1, Some(0.25)));
     assert_eq!(i.median_minutes_to_accept, Some(60.0));
     assert_eq!(i.median_minutes_to_close, Some(4.0 * 24.0 * 60.0));
     assert_eq!(i.overdue_now, 1);
+
+    assert_eq!((i.resolved_on_behalf, i.taken_over), (0, 0));
+
+    // Issue 12: a town operator's on-the-spot settling of a grid item is 代结, not the grid's
+    // 自办自结; a county take-over is counted.
+    let mut by_op = report(8, 0, &[]);
+    let op = Author { user: "op".into(), role: Role::TownOperator, at: HOUR };
+    by_op.transitions.push(gridsync_core::lifecycle::Transition {
+        id: "op/0".into(),
+        parent: String::new(),
+        action: SelfResolve,
+        author: op.user.clone(),
+        role: op.role,
+        from: gridsync_core::lifecycle::Status::Open,
+        from_level: Level::Grid,
+        to: gridsync_core::lifecycle::Status::Resolved,
+        to_level: Level::Grid,
+        reason: String::new(),
+        at: HOUR,
+        dept: None,
+        units: vec![],
+        applied: true,
+    });
+    let mut taken = report(9, 0, &[(Escalate, MIN)]);
+    let mut t = taken.transitions[0].clone();
+    (t.id, t.action, t.role, t.at) = ("c/0".into(), TakeOver, Role::CountyOperator, 2 * MIN);
+    taken.transitions.push(t);
+    let j = compute(&[by_op, taken], &Policy::default(), 12 * DAY, 0, 30 * DAY);
+    assert_eq!((j.self_resolved, j.resolved_on_behalf, j.taken_over), (0, 1, 1));
 
     // An empty period has no rates rather than zeros.
     let empty = compute(&reports, &Policy::default(), 12 * DAY, 100 * DAY, 200 * DAY);
