@@ -82,6 +82,40 @@ pub struct Calendar {
     pub workdays: Vec<u8>,
     /// Critical items run on the wall clock, day and night.
     pub critical_around_the_clock: bool,
+    /// Public holidays (local dates, `YYYY-MM-DD`): nobody works, whatever the weekday.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holidays: Vec<String>,
+    /// Make-up workdays (调休, local dates): weekend days that are working days.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub makeup_workdays: Vec<String>,
+}
+
+/// One year's public holidays and make-up workdays as the State Council publishes them (a file
+/// per year, e.g. `docs/calendar-2026.toml`), added to the policy's working calendar.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HolidayYear {
+    pub year: i32,
+    pub holidays: Vec<String>,
+    pub makeup_workdays: Vec<String>,
+}
+
+impl HolidayYear {
+    /// Parses a year file: every date must be a real date of that year.
+    pub fn from_toml(text: &str) -> Result<HolidayYear, String> {
+        let y: HolidayYear = toml::from_str(text).map_err(|e| e.to_string())?;
+        for d in y.holidays.iter().chain(&y.makeup_workdays) {
+            if day_of(d).is_none() || !d.starts_with(&format!("{:04}-", y.year)) {
+                return Err(format!("{d:?} is not a date (YYYY-MM-DD) of {}", y.year));
+            }
+        }
+        Ok(y)
+    }
+}
+
+/// The day number (days since 1970-01-01) of a local date `YYYY-MM-DD`.
+fn day_of(date: &str) -> Option<i64> {
+    crate::localtime::day_start(date, 0).map(|ms| ms.div_euclid(DAY))
 }
 
 const MINUTE: i64 = 60_000;
@@ -108,10 +142,39 @@ impl Calendar {
         if self.utc_offset_minutes.abs() > 14 * 60 {
             return Err("utc_offset_minutes is beyond ±14 hours".into());
         }
+        for d in self.holidays.iter().chain(&self.makeup_workdays) {
+            if day_of(d).is_none() {
+                return Err(format!("{d:?} is not a date (YYYY-MM-DD)"));
+            }
+        }
+        if let Some(d) = self.holidays.iter().find(|d| self.makeup_workdays.contains(d)) {
+            return Err(format!("{d} is both a holiday and a make-up workday"));
+        }
         Ok((start, end))
     }
 
+    /// Adds a year's holidays and make-up workdays.
+    pub fn add_year(&mut self, year: &HolidayYear) {
+        for d in &year.holidays {
+            if !self.holidays.contains(d) {
+                self.holidays.push(d.clone());
+            }
+        }
+        for d in &year.makeup_workdays {
+            if !self.makeup_workdays.contains(d) {
+                self.makeup_workdays.push(d.clone());
+            }
+        }
+    }
+
     fn works(&self, day: i64) -> bool {
+        let listed = |dates: &[String]| dates.iter().any(|d| day_of(d) == Some(day));
+        if listed(&self.holidays) {
+            return false;
+        }
+        if listed(&self.makeup_workdays) {
+            return true;
+        }
         // Day 0 (1970-01-01) was a Thursday.
         let weekday = (day + 3).rem_euclid(7) as u8 + 1;
         self.workdays.contains(&weekday)
@@ -420,9 +483,53 @@ mod tests {
                 end: "17:30".into(),
                 workdays: vec![1, 2, 3, 4, 5],
                 critical_around_the_clock: true,
+                holidays: vec![],
+                makeup_workdays: vec![],
             }),
             ..Policy::default()
         }
+    }
+
+    /// Issue 12 item 2: the 2026 National Day holiday (Oct 1–7) and its make-up workdays (Sunday
+    /// Sep 20, Saturday Oct 10), from the shipped year file.
+    #[test]
+    fn the_2026_national_day_holiday_and_its_make_up_saturday() {
+        let mut p = china_office_hours();
+        let year = HolidayYear::from_toml(include_str!("../../../docs/calendar-2026.toml")).unwrap();
+        assert_eq!(year.year, 2026);
+        p.calendar.as_mut().unwrap().add_year(&year);
+        let c = p.calendar.as_ref().unwrap();
+        c.window().unwrap();
+        let at = |date: &str, hh: i64, mm: i64| {
+            crate::localtime::day_start(date, 480 * MINUTE).unwrap() + (hh * 60 + mm) * MINUTE
+        };
+        // Escalated Wednesday Sep 30 at 17:00: 30 working minutes that day; Oct 1–7 are holidays,
+        // Thursday Oct 8 is the next working day: due at 09:00 (normal, 60 working minutes).
+        assert_eq!(
+            p.deadline(Status::Escalated, Urgency::Normal, at("2026-09-30", 17, 0)),
+            Some(at("2026-10-08", 9, 0))
+        );
+        // Friday Oct 9 at 17:00: Saturday Oct 10 is a make-up workday, so due Saturday 09:00, not Monday.
+        assert_eq!(
+            p.deadline(Status::Escalated, Urgency::Normal, at("2026-10-09", 17, 0)),
+            Some(at("2026-10-10", 9, 0))
+        );
+        // Sunday Sep 20 works too; Saturday Sep 19 does not.
+        assert_eq!(c.between(at("2026-09-19", 0, 0), at("2026-09-20", 0, 0)), 0);
+        assert_eq!(c.between(at("2026-09-20", 0, 0), at("2026-09-21", 0, 0)), 9 * 60 * MINUTE);
+        // The whole holiday counts no working time; critical items keep the wall clock.
+        assert_eq!(c.between(at("2026-10-01", 0, 0), at("2026-10-08", 0, 0)), 0);
+        assert_eq!(
+            p.deadline(Status::Escalated, Urgency::Critical, at("2026-10-02", 12, 0)),
+            Some(at("2026-10-02", 12, 15))
+        );
+        // Bad year files are refused.
+        assert!(
+            HolidayYear::from_toml("year = 2026\nholidays = [\"2026-02-30\"]\nmakeup_workdays = []").is_err()
+        );
+        assert!(
+            HolidayYear::from_toml("year = 2026\nholidays = [\"2025-10-01\"]\nmakeup_workdays = []").is_err()
+        );
     }
 
     #[test]

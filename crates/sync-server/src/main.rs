@@ -37,6 +37,10 @@ enum Command {
         /// Deadline and auto-escalation policy (TOML; see docs/policy.toml). Default: built in.
         #[arg(long)]
         policy: Option<PathBuf>,
+        /// A year's public holidays and make-up workdays (TOML, e.g. docs/calendar-2026.toml),
+        /// added to the policy's working calendar. Repeat for several years.
+        #[arg(long, value_name = "FILE")]
+        calendar: Vec<PathBuf>,
         /// Minutes a claim on a queue item lasts unless renewed.
         #[arg(long, default_value_t = 15)]
         lease_minutes: u32,
@@ -198,6 +202,7 @@ fn try_main() -> Result<()> {
             demo,
             cache_docs,
             policy,
+            calendar,
             lease_minutes,
             auto_every,
             max_connections,
@@ -216,6 +221,21 @@ fn try_main() -> Result<()> {
                 }
                 None => Policy::default(),
             };
+            let mut policy = policy;
+            for file in &calendar {
+                let text = std::fs::read_to_string(file)
+                    .with_context(|| format!("cannot read {}", file.display()))?;
+                let year = gridsync_core::policy::HolidayYear::from_toml(&text).map_err(|e| {
+                    anyhow::anyhow!("{} is not a valid holiday calendar: {e}", file.display())
+                })?;
+                let Some(c) = policy.calendar.as_mut() else {
+                    anyhow::bail!(
+                        "{} lists holidays, but the policy counts no working hours: add a [calendar] section to the policy (see docs/policy.toml)",
+                        file.display()
+                    );
+                };
+                c.add_year(&year);
+            }
             let config = Config {
                 ingest: IngestConfig {
                     cache_docs,
