@@ -81,6 +81,8 @@ pub enum InboxKind {
     EscalatedAway,
     /// A new item waits in my queue.
     NewInQueue,
+    /// An item I hold was supervised (督办) or reminded (催办): answer it.
+    Supervised,
 }
 
 /// One inbox entry (`field inbox --json` prints an array of these; `field sync --json` the new ones).

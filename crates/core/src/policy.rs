@@ -298,11 +298,69 @@ pub struct AutoRules {
     /// default: 乡呼县应 is a deliberate call from below, and lateness is met with reminders and
     /// supervision (督办) that leave the item where it is. A county may choose to turn it on.
     pub unaccepted_to_county: bool,
+    /// The server writes a reminder (催办) into a report whose step passed its limit.
+    #[serde(default = "yes")]
+    pub remind_overdue: bool,
+    /// The server writes a yellow supervision order (督办) into a report whose step is this many
+    /// working days (calendar days without a calendar) past its limit; 0: never.
+    #[serde(default = "default_supervise_after_days")]
+    pub supervise_after_days: u32,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_supervise_after_days() -> u32 {
+    2
+}
+
+/// What the server writes into a report on its own, and why (in words people read).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AutoWrite {
+    Escalate(String),
+    Remind(String),
+    Supervise(String),
+}
+
+/// What the server should write into report `v` now, if anything: an escalation the rules ask
+/// for; else, for a step past its limit, a supervision order once it is `supervise_after_days`
+/// working days late, or before that one reminder. `since` is when the step started (server).
+pub fn auto_write(policy: &Policy, v: &crate::report::ReportView, since: i64, now: i64) -> Option<AutoWrite> {
+    if let Some(reason) = auto_escalation(&policy.auto, policy, v.status, v.level, v.urgency, since, now) {
+        return Some(AutoWrite::Escalate(reason));
+    }
+    let (_, due) = policy.next_step(v, since)?;
+    if now <= due {
+        return None;
+    }
+    let days = policy.auto.supervise_after_days;
+    let supervised = v.notes.iter().any(|n| {
+        n.record == Some(crate::report::Record::Supervise) && n.order.as_deref() == Some(v.tip.as_str())
+    });
+    if days > 0 && !supervised {
+        let day_minutes = match policy.calendar_for(v.urgency) {
+            Some(c) => c.window().map_or(24 * 60, |(start, end)| ((end - start) / MINUTE) as u32),
+            None => 24 * 60,
+        };
+        if now > policy.after(v.urgency, due, days * day_minutes) {
+            return Some(AutoWrite::Supervise(format!(
+                "超过时限 {days} 个工作日仍未办结，系统黄牌督办，请说明进展"
+            )));
+        }
+    }
+    (policy.auto.remind_overdue && !v.reminded())
+        .then(|| AutoWrite::Remind("已超过办理时限，系统催办".into()))
 }
 
 impl Default for AutoRules {
     fn default() -> Self {
-        AutoRules { critical_to_town: true, unaccepted_to_county: false }
+        AutoRules {
+            critical_to_town: true,
+            unaccepted_to_county: false,
+            remind_overdue: true,
+            supervise_after_days: default_supervise_after_days(),
+        }
     }
 }
 
@@ -568,7 +626,7 @@ mod tests {
         use crate::lifecycle::Level;
         let p = Policy::default();
         assert!(!p.auto.unaccepted_to_county, "off unless the county chooses it");
-        let r = AutoRules { critical_to_town: true, unaccepted_to_county: true };
+        let r = AutoRules { unaccepted_to_county: true, ..AutoRules::default() };
         let hour = 3_600_000;
         assert!(auto_escalation(&r, &p, Status::Open, Level::Grid, Urgency::Critical, 0, 0).is_some());
         assert!(auto_escalation(&r, &p, Status::Open, Level::Grid, Urgency::High, 0, 10 * hour).is_none());
@@ -579,7 +637,7 @@ mod tests {
         assert!(
             auto_escalation(&r, &p, Status::Accepted, Level::Town, Urgency::Normal, 0, 99 * hour).is_none()
         );
-        let off = AutoRules { critical_to_town: false, unaccepted_to_county: false };
+        let off = AutoRules { critical_to_town: false, ..AutoRules::default() };
         assert!(auto_escalation(&off, &p, Status::Open, Level::Grid, Urgency::Critical, 0, 0).is_none());
     }
 }

@@ -283,6 +283,12 @@ pub struct QueueEntry {
     pub light: crate::policy::Light,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claim: Option<Claim>,
+    /// An unanswered supervision order (督办) on the step: `yellow` or `red`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supervision: Option<String>,
+    /// The server's reminder (催办) went out: the step is past its limit.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reminded: bool,
 }
 
 /// The `format` of an [`UnsentExport`] file.

@@ -179,6 +179,13 @@ pub enum Record {
     Review,
     /// 免核查: a county operator waives the grid's check, with the reason.
     Waive,
+    /// 督办: a supervision order on the current step (`yellow` or `red`), by a county operator,
+    /// or by the server when a step stays overdue; the holder must answer it.
+    Supervise,
+    /// 督办回复: the holder of the step answers the supervision.
+    Answer,
+    /// 催办: the server's reminder that a step is past its limit.
+    Remind,
 }
 
 str_enum!(Record {
@@ -190,7 +197,13 @@ str_enum!(Record {
     Extension = "extension",
     Review = "review",
     Waive = "waive",
+    Supervise = "supervise",
+    Answer = "answer",
+    Remind = "remind",
 });
+
+/// The levels of a supervision order.
+pub const SUPERVISION_LEVELS: [&str; 2] = ["yellow", "red"];
 
 /// The results a return visit may record.
 /// `not_applicable` is for anonymous reports only: nobody to call back.
@@ -394,6 +407,27 @@ impl ReportView {
                 .notes
                 .iter()
                 .any(|n| n.record == Some(Record::Review) && n.order.as_deref() == Some(self.tip.as_str()))
+    }
+
+    /// The supervision order (督办) on the current step nobody has answered yet, if any.
+    pub fn open_supervision(&self) -> Option<&Note> {
+        let on_tip = |r: Record| {
+            self.notes
+                .iter()
+                .rposition(|n| n.record == Some(r) && n.order.as_deref() == Some(self.tip.as_str()))
+        };
+        let last = on_tip(Record::Supervise)?;
+        match on_tip(Record::Answer) {
+            Some(a) if a > last => None,
+            _ => Some(&self.notes[last]),
+        }
+    }
+
+    /// Whether the step's reminder (催办) was written already.
+    pub fn reminded(&self) -> bool {
+        self.notes
+            .iter()
+            .any(|n| n.record == Some(Record::Remind) && n.order.as_deref() == Some(self.tip.as_str()))
     }
 
     /// The deadline approved by an extension (延期) of the live order, if any.

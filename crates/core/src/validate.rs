@@ -13,7 +13,7 @@ use crate::org::{Org, Principal, Role};
 use crate::parties::PartiesView;
 use crate::patrol::PatrolView;
 use crate::policy::{CloseNeed, ClosedLoop};
-use crate::report::{Note, PartyEntry, Record, ReportView, VISIT_RESULTS};
+use crate::report::{Note, PartyEntry, Record, ReportView, SUPERVISION_LEVELS, VISIT_RESULTS};
 
 /// Why a write was refused. `code()` is the stable name on the wire.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize, JsonSchema)]
@@ -617,6 +617,38 @@ fn check_record(
             }
             if !matches!(n.result.as_deref(), Some("confirm" | "return")) {
                 return Err(no("a review confirms or returns"));
+            }
+        }
+        Record::Supervise => {
+            if !matches!(who.role, Role::CountyOperator | Role::System) {
+                return Err(no("the county supervises (督办)"));
+            }
+            if matches!(b.status, Status::Closed | Status::Cancelled) {
+                return Err(no("a finished report is not supervised"));
+            }
+            if !n.result.as_deref().is_some_and(|r| SUPERVISION_LEVELS.contains(&r))
+                || n.text.trim().is_empty()
+            {
+                return Err(no("a supervision order is yellow or red, with what it asks"));
+            }
+        }
+        Record::Answer => {
+            if b.open_supervision().is_none() {
+                return Err(no("no supervision order waits for an answer"));
+            }
+            let holder = match b.level {
+                Level::Grid => who.role == Role::GridWorker,
+                Level::Town => who.role == Role::TownOperator,
+                Level::County => who.role == Role::CountyOperator,
+            } || (who.role == Role::UnitHandler
+                && who.scope.unit().is_some_and(|u| b.live_units().iter().any(|l| l == u)));
+            if !holder || n.text.trim().is_empty() {
+                return Err(no("the holder of the step answers the supervision, in words"));
+            }
+        }
+        Record::Remind => {
+            if who.role != Role::System || n.text.trim().is_empty() {
+                return Err(no("reminders are the server's"));
             }
         }
         Record::Visit => {

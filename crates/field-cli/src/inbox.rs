@@ -5,7 +5,7 @@ use gridsync_core::lifecycle::{Action, Level, Status, Transition};
 use gridsync_core::org::Role;
 use gridsync_core::output::{InboxEntry, InboxKind};
 use gridsync_core::protocol::WhoAmI;
-use gridsync_core::report::ReportView;
+use gridsync_core::report::{Record, ReportView};
 
 use crate::lang;
 use crate::tr;
@@ -90,6 +90,24 @@ pub fn entries(me: &WhoAmI, old: Option<&ReportView>, new: &ReportView, now: i64
                     lang::rule(c.rule)
                 ),
             ));
+        }
+    }
+    // Supervision and reminders on an item I hold (its level's hub, or a unit of its live order).
+    let holds = match new.level {
+        Level::Grid => me.role == Role::GridWorker && me.scope.covers(&new.grid, &new.town),
+        level => queue_level(me.role) == Some(level),
+    } || me.scope.unit().is_some_and(|u| new.live_units().iter().any(|l| l == u));
+    if holds {
+        let known = |id: &str| old.is_some_and(|o| o.notes.iter().any(|n| n.id == id));
+        for n in new.notes.iter().filter(|n| !known(&n.id) && n.author != me.user) {
+            let words = match (n.record, n.result.as_deref()) {
+                (Some(Record::Supervise), Some("red")) => lang::pick("红牌督办", "RED supervision order"),
+                (Some(Record::Supervise), _) => lang::pick("黄牌督办", "yellow supervision order"),
+                (Some(Record::Remind), _) => lang::pick("催办", "reminder"),
+                _ => continue,
+            };
+            let by = (n.role != Role::System).then_some(n.author.as_str());
+            out.push(entry(InboxKind::Supervised, by, format!("{words}：{}", n.text)));
         }
     }
     let Some(step) = step else { return out };

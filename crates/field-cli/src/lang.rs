@@ -172,6 +172,9 @@ pub fn record(r: gridsync_core::report::Record) -> &'static str {
         Record::Extension => pick("延期审批", "extension decision"),
         Record::Review => pick("审核", "review"),
         Record::Waive => pick("免核查", "check waiver"),
+        Record::Supervise => pick("督办", "supervision order"),
+        Record::Answer => pick("督办回复", "answer to supervision"),
+        Record::Remind => pick("催办", "reminder"),
     }
 }
 

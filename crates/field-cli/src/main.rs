@@ -86,7 +86,8 @@ enum Command {
         page_bytes: Option<u64>,
     },
     /// What syncs brought for you: returned reports, decisions set aside, items resolved, closed,
-    /// escalated away or new in your queue. Shows the new ones once; --all the history.
+    /// supervised or reminded, escalated away or new in your queue. Shows the new ones once;
+    /// --all the history.
     Inbox {
         /// The whole history, not only what you have not seen.
         #[arg(long)]

@@ -325,6 +325,26 @@ pub enum QueueCommand {
         #[arg(long)]
         reason: String,
     },
+    /// County operators: a supervision order (督办) on the current step, which its holder must
+    /// answer; ownership does not change.
+    Supervise {
+        /// The report's id (or part of it).
+        id: String,
+        /// yellow (黄牌) or red (红牌).
+        #[arg(long, default_value = "yellow")]
+        level: String,
+        /// What the county asks.
+        #[arg(long)]
+        note: String,
+    },
+    /// The holder of the step answers a supervision order (督办回复).
+    Answer {
+        /// The report's id (or part of it).
+        id: String,
+        /// What has been done and when it will be finished.
+        #[arg(long)]
+        note: String,
+    },
     /// A handling unit asks for more time (延期申请): the dispatcher approves or denies it.
     Extend {
         /// The report's id (or part of it).
@@ -1026,6 +1046,8 @@ pub fn queue_items(home: &Home, all: bool, now: i64) -> Result<Vec<QueueEntry>> 
             Some(QueueEntry {
                 light: policy.light(v.urgency, since, due, now),
                 claim: None,
+                supervision: v.open_supervision().and_then(|n| n.result.clone()),
+                reminded: v.reminded(),
                 doc: v.id,
                 town: v.town,
                 title: v.title,
@@ -1112,6 +1134,18 @@ pub fn run_queue(home: &mut Home, c: QueueCommand) -> Result<()> {
         QueueCommand::Reply { id, result } => record(home, &id, Record::Reply, &result, None, None),
         QueueCommand::Reopen { id, reason } => act(home, &id, Action::Reopen, &reason, Routing::Free(None)),
         QueueCommand::Waive { id, reason } => record(home, &id, Record::Waive, &reason, None, None),
+        QueueCommand::Supervise { id, level, note } => {
+            let level = match level.trim() {
+                "黄" | "黄牌" => "yellow",
+                "红" | "红牌" => "red",
+                l => l,
+            };
+            if !gridsync_core::report::SUPERVISION_LEVELS.contains(&level) {
+                bail!("{}", tr!("督办级别写 yellow（黄牌）或 red（红牌）", "the level is yellow or red"));
+            }
+            record(home, &id, Record::Supervise, &note, Some(level), None)
+        }
+        QueueCommand::Answer { id, note } => record(home, &id, Record::Answer, &note, None, None),
         QueueCommand::Review { id, confirm, reason, .. } => {
             if confirm {
                 let text = if reason.trim().is_empty() { "审核通过".to_string() } else { reason };
@@ -1200,6 +1234,9 @@ fn record(
             Record::Visit => matches!(view.status, Status::Resolved | Status::Closed),
             Record::Review => view.awaits_review(),
             Record::Waive => view.status == Status::Resolved && view.level != Level::Grid,
+            Record::Supervise => !matches!(view.status, Status::Closed | Status::Cancelled),
+            Record::Answer => view.open_supervision().is_some(),
+            Record::Remind => false,
         };
         if !fits {
             bail!(

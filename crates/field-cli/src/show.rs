@@ -266,6 +266,7 @@ fn inbox_lines(entries: &[InboxEntry]) {
                 lang::pick("已移出你的队列（上报）", "escalated away from your queue")
             }
             InboxKind::NewInQueue => lang::pick("队列新事项", "new in your queue"),
+            InboxKind::Supervised => lang::pick("督办催办", "supervision"),
         };
         let by = e.by.as_deref().map(|b| tr!("（{}）", " (by {})", lang::clean(b))).unwrap_or_default();
         println!(
@@ -516,7 +517,12 @@ pub fn queue(items: &[QueueEntry], now: i64, as_json: bool) -> Result<()> {
             light.to_string(),
             short(&i.doc).to_string(),
             lang::urgency(i.urgency).to_string(),
-            lang::step(&i.step),
+            match i.supervision.as_deref() {
+                Some("red") => tr!("{}（红牌督办）", "{} (RED supervision)", lang::step(&i.step)),
+                Some(_) => tr!("{}（黄牌督办）", "{} (yellow supervision)", lang::step(&i.step)),
+                None if i.reminded => tr!("{}（已催办）", "{} (reminded)", lang::step(&i.step)),
+                None => lang::step(&i.step),
+            },
             when(i.since),
             due,
             i.grid.clone(),

@@ -602,6 +602,8 @@ async fn queue(
             let Some((step, due)) = policy.next_step(&view, r.status_since) else { continue };
             out.push(QueueEntry {
                 claim: claims.get(&r.id).cloned(),
+                supervision: view.open_supervision().and_then(|n| n.result.clone()),
+                reminded: view.reminded(),
                 doc: r.id,
                 title: view.title,
                 category: view.category,

@@ -803,6 +803,8 @@ async fn auto_escalation_runs_on_an_injected_clock_and_writes_server_transitions
     // The county's choice: unaccepted items move up (off by default, see the next test).
     let mut config = Config::default();
     config.policy.auto.unaccepted_to_county = true;
+    // Escalations only here; reminders and supervision have their own test.
+    (config.policy.auto.remind_overdue, config.policy.auto.supervise_after_days) = (false, 0);
     let h = harness_with(config);
     let w = h.device("worker", 1).await;
     let a = h.device("assistant", 2).await;
@@ -858,17 +860,81 @@ async fn auto_escalation_runs_on_an_injected_clock_and_writes_server_transitions
 }
 
 /// Issue 12 item 1: by default ownership never changes on a timer — an item the town has not
-/// accepted in time stays at the town, red in its queue.
+/// accepted in time stays at the town, red in its queue, with the server's reminder (催办) and,
+/// two days on, its supervision order (督办), which the town answers; the county supervises by
+/// hand too.
 #[tokio::test]
 async fn by_default_an_overdue_town_item_stays_at_the_town_red_in_its_queue() {
     let h = harness();
     let w = h.device("worker", 1).await;
+    let op = h.device("townop", 3).await;
+    let county = h.device("countyop", 4).await;
     escalated_report(&h, &w, 3, Urgency::Normal).await;
-    h.advance(3 * 60 * 60_000);
+    let queue = |user: &'static str| {
+        let h = &h;
+        async move { h.call("GET", "/v1/queue", Some(&h.token(user)), vec![]).await.1 }
+    };
+    // An hour in, due: nothing yet.
+    h.advance(60 * 60_000);
     assert_eq!(gridsync_server::auto::run_once(&h.state).await.unwrap(), 0);
-    assert_eq!(h.stored(3).await.level, Level::Town);
-    let (_, q) = h.call("GET", "/v1/queue", Some(&h.token("townop")), vec![]).await;
+    // Past the limit: one reminder (催办), once; the item stays at the town, red.
+    h.advance(2 * 60 * 60_000);
+    assert_eq!(gridsync_server::auto::run_once(&h.state).await.unwrap(), 1);
+    assert_eq!(gridsync_server::auto::run_once(&h.state).await.unwrap(), 0, "once");
+    let v = h.stored(3).await;
+    assert_eq!((v.status, v.level), (Status::Escalated, Level::Town));
+    assert!(v.reminded());
+    let q = queue("townop").await;
     assert_eq!((q[0]["step"].as_str(), q[0]["light"].as_str()), (Some("accept"), Some("red")), "{q}");
+    assert_eq!(q[0]["reminded"], true);
+    // Two days past the limit (no working calendar: calendar days): the server's yellow
+    // supervision order (督办), once; still at the town.
+    h.advance(2 * 24 * 60 * 60_000);
+    assert_eq!(gridsync_server::auto::run_once(&h.state).await.unwrap(), 1);
+    assert_eq!(gridsync_server::auto::run_once(&h.state).await.unwrap(), 0);
+    let v = h.stored(3).await;
+    assert_eq!(v.level, Level::Town, "ownership never changes on a timer");
+    let s = v.open_supervision().unwrap();
+    assert_eq!((s.role, s.result.as_deref()), (Role::System, Some("yellow")));
+    assert_eq!(queue("townop").await[0]["supervision"], "yellow");
+    // The holder answers; a grid worker cannot answer for the town.
+    let key = uuid::Uuid::from_u128(3).to_string();
+    let mut local = Default::default();
+    absorb(&mut local, &h.sync(&op, 0, vec![]).await, &op.actor);
+    let mut d = local.remove(&key).unwrap();
+    let mut wd = doc::load(&d.save(), w.actor.clone()).unwrap();
+    let heads = wd.get_heads();
+    add_record_until(&mut wd, &author(&w, 9_000), Record::Answer, "我来答", None, None, None).unwrap();
+    let r = h.sync(&w, 0, push_one(3, &wd.get_changes(&heads)[0])).await;
+    assert_eq!(r.verdicts[0].code.as_deref(), Some("record_not_allowed"), "{:?}", r.verdicts);
+    let heads = d.get_heads();
+    add_record_until(&mut d, &author(&op, 9_000), Record::Answer, "今天上午受理", None, None, None).unwrap();
+    let r = h.sync(&op, 0, push_one(3, &d.get_changes(&heads)[0])).await;
+    assert_eq!(outcomes(&r), [Outcome::Accepted], "{:?}", r.verdicts);
+    assert!(queue("townop").await[0].get("supervision").is_none());
+    // The county issues a red order by hand; a town operator cannot.
+    let mut c = Default::default();
+    absorb(&mut c, &h.sync(&county, 0, vec![]).await, &county.actor);
+    let mut cd = c.remove(&key).unwrap();
+    let heads = cd.get_heads();
+    add_record_until(
+        &mut cd,
+        &author(&county, 9_500),
+        Record::Supervise,
+        "立即受理",
+        None,
+        Some("red"),
+        None,
+    )
+    .unwrap();
+    let r = h.sync(&county, 0, push_one(3, &cd.get_changes(&heads)[0])).await;
+    assert_eq!(outcomes(&r), [Outcome::Accepted], "{:?}", r.verdicts);
+    assert_eq!(queue("townop").await[0]["supervision"], "red");
+    let heads = d.get_heads();
+    add_record_until(&mut d, &author(&op, 9_600), Record::Supervise, "自己督办自己", None, Some("red"), None)
+        .unwrap();
+    let r = h.sync(&op, 0, push_one(3, &d.get_changes(&heads)[0])).await;
+    assert_eq!(r.verdicts[0].code.as_deref(), Some("record_not_allowed"), "{:?}", r.verdicts);
 }
 
 #[tokio::test]

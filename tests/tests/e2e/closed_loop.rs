@@ -394,3 +394,44 @@ fn the_town_reviews_what_the_grid_settled_itself() {
     assert_eq!(q.as_array().unwrap().len(), 1, "{q}");
     assert_eq!(q[0]["doc"], ids[1].as_str());
 }
+
+/// Issue 12: the county supervises (督办) a late town item instead of taking it away; the town
+/// hears of it in its inbox and queue and answers; taking it over is a deliberate, reasoned step.
+#[test]
+fn the_county_supervises_the_town_answers_and_a_take_over_is_deliberate() {
+    let server = Server::start();
+    let worker = server.device("worker");
+    let assistant = server.device("assistant");
+    let hub = server.device("townop");
+    let county = server.device("countyop");
+    // A volunteer escalates but does not settle.
+    let id =
+        assistant.ok(&["report", "new", "--category", "safety", "--title", "井盖缺失"]).trim().to_string();
+    let refused = assistant.fails(&["report", "resolve", &id, "--note", "已处理"]);
+    assert!(refused.contains("不能"), "an assistant does not self-resolve: {refused}");
+    assistant.ok(&["report", "escalate", &id, "--reason", "需要镇里处理"]);
+    assistant.sync();
+    worker.sync();
+    hub.sync();
+    county.sync();
+    county.ok(&["queue", "supervise", &id, "--level", "red", "--note", "今天内受理"]);
+    let s = county.sync();
+    assert_eq!(s["refused"], 0, "{s}");
+    let s = hub.sync();
+    assert_eq!(s["inbox"][0]["kind"], "supervised", "the sync tells the town at once: {s}");
+    let inbox = hub.ok(&["inbox", "--all"]);
+    assert!(inbox.contains("红牌督办") && inbox.contains("今天内受理"), "{inbox}");
+    let q = hub.json(&["queue", "list", "--json"]);
+    assert_eq!(q[0]["supervision"], "red", "{q}");
+    assert!(hub.ok(&["queue", "list"]).contains("红牌督办"));
+    hub.ok(&["queue", "answer", &id, "--note", "已安排人员上午到场"]);
+    hub.sync();
+    assert!(hub.json(&["queue", "list", "--json"])[0].get("supervision").is_none());
+    // The county cannot work the town's item without taking it over, with a reason.
+    assert!(county.fails(&["queue", "accept", &id]).contains("不能"));
+    assert!(county.fails(&["queue", "take-over", &id, "--reason", ""]).contains("理由"));
+    county.ok(&["queue", "take-over", &id, "--reason", "涉及多个乡镇，县里统一处理"]);
+    county.sync();
+    let v = county.json(&["report", "show", &id, "--json"]);
+    assert_eq!((v["status"].as_str(), v["level"].as_str()), (Some("accepted"), Some("county")), "{v}");
+}
