@@ -357,10 +357,48 @@ pub fn grouped(
 /// town, grid or worker (reporter) breakdown, `units` for handling units; the other is empty.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct IndicatorsBy {
-    /// `town`, `grid`, `worker` or `unit`.
+    /// `town`, `village`, `grid`, `worker`, `category` or `unit`.
     pub by: String,
     pub groups: Vec<IndicatorsGroup>,
     pub units: Vec<UnitIndicators>,
+}
+
+/// Indicators as CSV for the monthly bulletin: a header line, then one line per row (`key` first,
+/// then every count and rate by name; maps such as `by_category` are left out). Rates are
+/// fractions with up to four decimals; absent rates are empty cells.
+pub fn to_csv(key_name: &str, rows: &[(String, serde_json::Value)]) -> String {
+    let columns: Vec<String> = rows
+        .first()
+        .and_then(|(_, v)| v.as_object())
+        .map(|o| o.iter().filter(|(_, x)| !x.is_object() && !x.is_array()).map(|(k, _)| k.clone()).collect())
+        .unwrap_or_default();
+    let cell = |s: &str| {
+        if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
+    };
+    let mut out = String::new();
+    out.push_str(
+        &std::iter::once(key_name.to_string()).chain(columns.iter().cloned()).collect::<Vec<_>>().join(","),
+    );
+    out.push('\n');
+    for (key, v) in rows {
+        let mut line = vec![cell(key)];
+        for c in &columns {
+            line.push(match v.get(c) {
+                Some(serde_json::Value::Number(n)) if n.is_f64() => {
+                    format!("{:.4}", n.as_f64().unwrap_or(0.0))
+                        .trim_end_matches('0')
+                        .trim_end_matches('.')
+                        .to_string()
+                }
+                Some(serde_json::Value::Null) | None => String::new(),
+                Some(serde_json::Value::String(s)) => cell(s),
+                Some(x) => x.to_string(),
+            });
+        }
+        out.push_str(&line.join(","));
+        out.push('\n');
+    }
+    out
 }
 
 /// One place's or person's indicators.
@@ -369,4 +407,17 @@ pub struct IndicatorsGroup {
     /// The town or grid id, or the reporter's user id.
     pub key: String,
     pub indicators: Indicators,
+}
+
+#[cfg(test)]
+mod csv_tests {
+    #[test]
+    fn csv_has_a_header_a_line_per_row_quotes_and_empty_absent_rates() {
+        let rows = vec![
+            ("T01".to_string(), serde_json::json!({"closed": 3, "closure_rate": 0.75, "by_level": {}})),
+            ("a,b".to_string(), serde_json::json!({"closed": 0, "closure_rate": null, "by_level": {}})),
+        ];
+        let csv = super::to_csv("town", &rows);
+        assert_eq!(csv, "town,closed,closure_rate\nT01,3,0.75\n\"a,b\",0,\n");
+    }
 }

@@ -55,11 +55,15 @@ pub enum AdminCommand {
         to: Option<String>,
         /// A row per town, grid, worker or handling unit (unit: 按期签收率, 按期办结率, 退件率, 返工率,
         /// 满意率, 核查通过率).
-        #[arg(long, value_parser = ["town", "grid", "worker", "unit"])]
+        #[arg(long, value_parser = ["town", "village", "grid", "worker", "category", "unit"])]
         by: Option<String>,
         /// Print JSON (schemas/indicators.schema.json; with --by, indicators-by.schema.json).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "csv")]
         json: bool,
+        /// Print CSV for the monthly bulletin (a line per row of --by; definitions in
+        /// docs/indicators.md).
+        #[arg(long)]
+        csv: bool,
     },
     /// Manage users.
     #[command(subcommand)]
@@ -109,7 +113,7 @@ fn day_start(s: &str) -> Result<i64> {
 
 pub fn run(home: &mut Home, c: AdminCommand) -> Result<()> {
     let p = home.profile()?;
-    if let AdminCommand::Stats { town, from, to, by, json } = &c {
+    if let AdminCommand::Stats { town, from, to, by, json, csv } = &c {
         if !p.whoami.role.is_operator() {
             bail!("{}", tr!("指标只给综治中心工作人员和管理员看", "indicators are for operators and admins"));
         }
@@ -135,9 +139,29 @@ pub fn run(home: &mut Home, c: AdminCommand) -> Result<()> {
         let path = format!("/v1/admin/stats{}{}", if query.is_empty() { "" } else { "?" }, query.join("&"));
         if by.is_some() {
             let b: gridsync_core::indicators::IndicatorsBy = client.call("GET", &path, None::<&()>)?;
+            if *csv {
+                let rows: Vec<(String, serde_json::Value)> = if b.by == "unit" {
+                    b.units
+                        .iter()
+                        .map(|u| Ok((u.unit.clone(), serde_json::to_value(u)?)))
+                        .collect::<Result<_>>()?
+                } else {
+                    b.groups
+                        .iter()
+                        .map(|g| Ok((g.key.clone(), serde_json::to_value(&g.indicators)?)))
+                        .collect::<Result<_>>()?
+                };
+                print!("{}", gridsync_core::indicators::to_csv(&b.by, &rows));
+                return Ok(());
+            }
             return if *json { show::json(&b) } else { show::indicators_by(&b, &p.org) };
         }
         let i: gridsync_core::indicators::Indicators = client.call("GET", &path, None::<&()>)?;
+        if *csv {
+            let scope = town.clone().unwrap_or_else(|| p.org.county.name.clone());
+            print!("{}", gridsync_core::indicators::to_csv("scope", &[(scope, serde_json::to_value(&i)?)]));
+            return Ok(());
+        }
         return if *json { show::json(&i) } else { show::indicators(&i) };
     }
     if p.whoami.role != Role::Admin {

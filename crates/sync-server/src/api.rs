@@ -754,7 +754,15 @@ async fn admin_stats(
         let (from, to) = (q.from.unwrap_or(i64::MIN), q.to.unwrap_or(i64::MAX));
         let policy = &s.config.policy;
         let by = |by: &str, groups, units| indicators::IndicatorsBy { by: by.into(), groups, units };
-        let group = |key: fn(&ReportView) -> String| {
+        let villages: BTreeMap<String, String> = s
+            .org
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .grids
+            .iter()
+            .map(|g| (g.id.clone(), g.village.clone()))
+            .collect();
+        let group = |key: &dyn Fn(&ReportView) -> String| {
             indicators::grouped(&views, policy, now, from, to, key)
                 .into_iter()
                 .map(|(key, indicators)| indicators::IndicatorsGroup { key, indicators })
@@ -765,11 +773,22 @@ async fn admin_stats(
             Some("unit") => {
                 serde_json::to_value(by("unit", vec![], indicators::by_unit(&views, policy, from, to)))
             }
-            Some("town") => serde_json::to_value(by("town", group(|r| r.town.clone()), vec![])),
-            Some("grid") => serde_json::to_value(by("grid", group(|r| r.grid.clone()), vec![])),
-            Some("worker") => serde_json::to_value(by("worker", group(|r| r.reporter.clone()), vec![])),
+            Some("town") => serde_json::to_value(by("town", group(&|r| r.town.clone()), vec![])),
+            Some("village") => serde_json::to_value(by(
+                "village",
+                group(&|r| villages.get(&r.grid).cloned().unwrap_or_default()),
+                vec![],
+            )),
+            Some("grid") => serde_json::to_value(by("grid", group(&|r| r.grid.clone()), vec![])),
+            Some("worker") => serde_json::to_value(by("worker", group(&|r| r.reporter.clone()), vec![])),
+            Some("category") => {
+                serde_json::to_value(by("category", group(&|r| r.category.as_str().to_string()), vec![]))
+            }
             Some(_) => {
-                return Err(ApiError::bad_request("bad_query", "by is one of town, grid, worker, unit"));
+                return Err(ApiError::bad_request(
+                    "bad_query",
+                    "by is one of town, village, grid, worker, category, unit",
+                ));
             }
         }
         .map_err(|e| ApiError::internal("indicators", e))
