@@ -335,9 +335,7 @@ pub fn auto_write(policy: &Policy, v: &crate::report::ReportView, since: i64, no
         return None;
     }
     let days = policy.auto.supervise_after_days;
-    let supervised = v.notes.iter().any(|n| {
-        n.record == Some(crate::report::Record::Supervise) && n.order.as_deref() == Some(v.tip.as_str())
-    });
+    let supervised = v.records_on(&v.tip, crate::report::Record::Supervise).next().is_some();
     if days > 0 && !supervised {
         let day_minutes = match policy.calendar_for(v.urgency) {
             Some(c) => c.window().map_or(24 * 60, |(start, end)| ((end - start) / MINUTE) as u32),

@@ -256,7 +256,8 @@ pub struct ReportEdit {
 /// The head count after the parties went from `before` to `after` current entries: it follows
 /// the parties until someone sets it by hand (`count` differs from `before`).
 pub fn following_head_count(count: Option<i64>, before: i64, after: i64) -> Option<i64> {
-    count.is_none_or(|n| n == before).then_some(after).filter(|&a| a != before || count.is_none())
+    let follows = count.is_none() || (count == Some(before) && after != before);
+    follows.then_some(after)
 }
 
 /// The materialized report: identical, byte for byte when serialized, on every replica holding the
@@ -398,36 +399,34 @@ pub fn extension_state(notes: &[Note], order: &str) -> (Option<i64>, Option<i64>
 }
 
 impl ReportView {
+    /// The closed-loop records of one kind about step `order`, in list order.
+    pub fn records_on<'a>(&'a self, order: &'a str, record: Record) -> impl Iterator<Item = &'a Note> {
+        self.notes.iter().filter(move |n| n.record == Some(record) && n.order.as_deref() == Some(order))
+    }
+
     /// Whether the grid settled this report itself (自办自结) and the town has not reviewed that
     /// settlement yet: it waits in the town's queue at step `review`.
     pub fn awaits_review(&self) -> bool {
         self.status == Status::Resolved
             && self.level == Level::Grid
-            && !self
-                .notes
-                .iter()
-                .any(|n| n.record == Some(Record::Review) && n.order.as_deref() == Some(self.tip.as_str()))
+            && self.records_on(&self.tip, Record::Review).next().is_none()
     }
 
     /// The supervision order (督办) on the current step nobody has answered yet, if any.
     pub fn open_supervision(&self) -> Option<&Note> {
-        let on_tip = |r: Record| {
-            self.notes
-                .iter()
-                .rposition(|n| n.record == Some(r) && n.order.as_deref() == Some(self.tip.as_str()))
-        };
-        let last = on_tip(Record::Supervise)?;
-        match on_tip(Record::Answer) {
-            Some(a) if a > last => None,
-            _ => Some(&self.notes[last]),
-        }
+        // The last supervision or answer on the step decides: an answer closes every order before it.
+        self.notes
+            .iter()
+            .rfind(|n| {
+                matches!(n.record, Some(Record::Supervise | Record::Answer))
+                    && n.order.as_deref() == Some(self.tip.as_str())
+            })
+            .filter(|n| n.record == Some(Record::Supervise))
     }
 
     /// Whether the step's reminder (催办) was written already.
     pub fn reminded(&self) -> bool {
-        self.notes
-            .iter()
-            .any(|n| n.record == Some(Record::Remind) && n.order.as_deref() == Some(self.tip.as_str()))
+        self.records_on(&self.tip, Record::Remind).next().is_some()
     }
 
     /// The deadline approved by an extension (延期) of the live order, if any.

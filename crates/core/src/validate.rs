@@ -488,9 +488,7 @@ fn check_report_rules(
                 ("created_at", b.created_at == after.created_at),
                 ("anonymous", b.anonymous == after.anonymous),
             ];
-            if let Some((field, _)) = fixed.iter().find(|(_, same)| !same) {
-                return Err(Refusal::ImmutableField { field: (*field).into() });
-            }
+            check_fixed(&fixed)?;
             let fields_changed = b.title != after.title
                 || b.description != after.description
                 || b.category != after.category
@@ -693,7 +691,8 @@ fn check_loop(
     }
     if t.action == Action::Rework
         && who.role == Role::GridWorker
-        && !records_on(after, &t.parent, Record::Verify)
+        && !after
+            .records_on(&t.parent, Record::Verify)
             .any(|n| n.result.as_deref() == Some("fail") && n.author == who.user)
     {
         return Err(role_cannot(who.role, "send a result back without a failed check"));
@@ -704,17 +703,10 @@ fn check_loop(
 /// Whether `action` taken at `level` must cite its reason: a deliberate call upward from the
 /// town, the county's return of it, a take-over (a reopen has its own rule, `reopen_not_allowed`).
 pub fn needs_reason(action: Action, level: Level) -> bool {
-    match action {
-        Action::Escalate | Action::Reject => {
-            level != Level::Grid && !(action == Action::Reject && level == Level::Town)
-        }
-        Action::TakeOver => true,
-        _ => false,
-    }
-}
-
-fn records_on<'a>(v: &'a ReportView, order: &'a str, record: Record) -> impl Iterator<Item = &'a Note> {
-    v.notes.iter().filter(move |n| n.record == Some(record) && n.order.as_deref() == Some(order))
+    matches!(
+        (action, level),
+        (Action::Escalate, Level::Town | Level::County) | (Action::Reject, Level::County)
+    ) || action == Action::TakeOver
 }
 
 /// What a close of a result reached above the grid still lacks.
@@ -758,15 +750,15 @@ pub fn close_gaps(
     if level == Level::Grid {
         return missing;
     }
-    if records_on(v, order, Record::Verify).any(|n| n.result.as_deref() == Some("fail")) {
+    if v.records_on(order, Record::Verify).any(|n| n.result.as_deref() == Some("fail")) {
         missing.push(CloseGap::FailedCheck);
     } else if needs.contains(&CloseNeed::Check)
-        && !records_on(v, order, Record::Verify).any(|n| n.result.as_deref() == Some("pass"))
-        && records_on(v, order, Record::Waive).next().is_none()
+        && !v.records_on(order, Record::Verify).any(|n| n.result.as_deref() == Some("pass"))
+        && v.records_on(order, Record::Waive).next().is_none()
     {
         missing.push(CloseGap::Check);
     }
-    let visits: Vec<&Note> = records_on(v, order, Record::Visit).collect();
+    let visits: Vec<&Note> = v.records_on(order, Record::Visit).collect();
     if !needs.contains(&CloseNeed::Visit) {
         return missing;
     }
@@ -855,6 +847,14 @@ fn check_transition(
     Ok(())
 }
 
+/// Fields fixed at creation, each with whether it kept its value.
+fn check_fixed(fixed: &[(&str, bool)]) -> Result<(), Refusal> {
+    match fixed.iter().find(|(_, same)| !same) {
+        Some((field, _)) => Err(Refusal::ImmutableField { field: (*field).into() }),
+        None => Ok(()),
+    }
+}
+
 /// Names, contacts and corrections a parties write adds.
 fn check_new_parties(before: &[PartyEntry], after: &[PartyEntry]) -> Result<(), Refusal> {
     for p in added(before, after, |p| p.clone()) {
@@ -908,9 +908,7 @@ pub fn check_parties(
                 ("grid", b.grid == after.grid),
                 ("town", b.town == after.town),
             ];
-            if let Some((field, _)) = fixed.iter().find(|(_, same)| !same) {
-                return Err(Refusal::ImmutableField { field: (*field).into() });
-            }
+            check_fixed(&fixed)?;
             appended(&b.parties, &after.parties, "parties")?;
         }
     }
@@ -966,9 +964,7 @@ fn check_patrol_rules(
             ("worker", b.worker == after.worker),
             ("started_at", b.started_at == after.started_at),
         ];
-        if let Some((field, _)) = fixed.iter().find(|(_, same)| !same) {
-            return Err(Refusal::ImmutableField { field: (*field).into() });
-        }
+        check_fixed(&fixed)?;
         appended(&b.checkins, &after.checkins, "check-ins")?;
         appended(&b.visits, &after.visits, "visits")?;
         appended(&b.findings, &after.findings, "findings")?;
