@@ -63,10 +63,9 @@ impl Profile {
     }
 }
 
-/// One document as listed locally.
+/// One document as listed locally: its view.
 #[derive(Debug, Clone)]
 pub struct DocRow {
-    pub id: String,
     pub view: String,
 }
 
@@ -218,11 +217,19 @@ impl Home {
         })
     }
 
+    /// The stored view (JSON) of one document, if this device holds it.
+    pub fn view_of(&self, id: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT view FROM docs WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))
+            .optional()?)
+    }
+
     /// Documents of a kind, newest first.
     pub fn list(&self, kind: DocKind) -> Result<Vec<DocRow>> {
-        let mut st =
-            self.conn.prepare("SELECT id, view FROM docs WHERE kind = ?1 ORDER BY sort_key DESC, id")?;
-        let rows = st.query_map([kind.as_str()], |r| Ok(DocRow { id: r.get(0)?, view: r.get(1)? }))?;
+        let mut st = self.conn.prepare("SELECT view FROM docs WHERE kind = ?1 ORDER BY sort_key DESC, id")?;
+        let rows = st.query_map([kind.as_str()], |r| Ok(DocRow { view: r.get(0)? }))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

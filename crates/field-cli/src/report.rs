@@ -721,14 +721,8 @@ pub fn run(home: &mut Home, c: ReportCommand) -> Result<()> {
                 location: Location { lat, lon, address },
                 parties,
             };
-            if !new.parties.is_empty() && profile.whoami.role == Role::GridAssistant {
-                bail!(
-                    "{}",
-                    tr!(
-                        "网格协管员不记录当事人的姓名和电话；请把当事人情况告诉网格员，由网格员补记",
-                        "grid assistants do not record parties' names and contacts; tell the grid worker, who adds them"
-                    )
-                );
+            if !new.parties.is_empty() {
+                refuse_parties_for_assistant(profile.whoami.role)?;
             }
             let mut d =
                 create_report(profile.actor_id()?, &author(&profile), &new).map_err(|e| anyhow!("{e}"))?;
@@ -790,15 +784,12 @@ pub fn run(home: &mut Home, c: ReportCommand) -> Result<()> {
         ReportCommand::Show { id, json } => {
             let id = home.resolve_id(DocKind::Report, &id)?;
             let row = home
-                .list(DocKind::Report)?
-                .into_iter()
-                .find(|r| r.id == id)
+                .view_of(&id)?
                 .ok_or_else(|| anyhow!(tr!("事件 {id} 不在本机", "report {id} is not on this device")))?;
-            let mut view: ReportView = serde_json::from_str(&row.view)?;
+            let mut view: ReportView = serde_json::from_str(&row)?;
             // The parties live in their own document, on the devices that may hold them.
-            let pid = parties_id(&id).unwrap_or_default();
-            if let Some(p) = home.list(DocKind::Parties)?.into_iter().find(|r| r.id == pid) {
-                let p: gridsync_core::parties::PartiesView = serde_json::from_str(&p.view)?;
+            if let Some(p) = parties_id(&id).map(|pid| home.view_of(&pid)).transpose()?.flatten() {
+                let p: gridsync_core::parties::PartiesView = serde_json::from_str(&p)?;
                 view.parties = p.parties;
                 view.corrected_parties = p.corrected_parties;
             }
@@ -857,16 +848,8 @@ pub fn run(home: &mut Home, c: ReportCommand) -> Result<()> {
                 check_party(&p)?;
                 corrections.push((n, p));
             }
-            if !(add_parties.is_empty() && corrections.is_empty())
-                && profile.whoami.role == Role::GridAssistant
-            {
-                bail!(
-                    "{}",
-                    tr!(
-                        "网格协管员不记录当事人的姓名和电话；请把当事人情况告诉网格员，由网格员补记",
-                        "grid assistants do not record parties' names and contacts; tell the grid worker, who adds them"
-                    )
-                );
+            if !(add_parties.is_empty() && corrections.is_empty()) {
+                refuse_parties_for_assistant(profile.whoami.role)?;
             }
             let mut edit = ReportEdit {
                 title: a.title,
@@ -998,6 +981,20 @@ pub fn run(home: &mut Home, c: ReportCommand) -> Result<()> {
         }
         ReportCommand::Cancel { id, reason } => act(home, &id, Action::Cancel, &reason, Routing::Free(None)),
     }
+}
+
+/// A volunteer grid assistant never holds parties' names and contacts: refused before writing.
+fn refuse_parties_for_assistant(role: Role) -> Result<()> {
+    if role == Role::GridAssistant {
+        bail!(
+            "{}",
+            tr!(
+                "网格协管员不记录当事人的姓名和电话；请把当事人情况告诉网格员，由网格员补记",
+                "grid assistants do not record parties' names and contacts; tell the grid worker, who adds them"
+            )
+        );
+    }
+    Ok(())
 }
 
 fn ids(grids: &[&gridsync_core::org::Grid]) -> String {

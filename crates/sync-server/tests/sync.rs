@@ -212,6 +212,18 @@ fn push_one(id: u128, c: &automerge::Change) -> Vec<PushedChange> {
     }]
 }
 
+/// Changes of the parties document `pid` as pushed.
+fn parties_pushed(pid: &str, changes: &[automerge::Change]) -> Vec<PushedChange> {
+    changes
+        .iter()
+        .map(|c| PushedChange {
+            doc: pid.to_string(),
+            kind: DocKind::Parties,
+            change: base64::engine::general_purpose::STANDARD.encode(c.raw_bytes()),
+        })
+        .collect()
+}
+
 fn outcomes(r: &SyncResponse) -> Vec<Outcome> {
     r.verdicts.iter().map(|v| v.outcome).collect()
 }
@@ -1742,11 +1754,7 @@ async fn parties_reach_only_the_roles_that_need_them() {
         let mut p =
             create_parties(w.actor.clone(), &author(&w, 1_100), &rid, &w.grid, &w.town, &[zhang]).unwrap();
         let mut changes = push_all(id, &mut d);
-        changes.extend(p.get_changes(&[]).iter().map(|c| PushedChange {
-            doc: pid.clone(),
-            kind: DocKind::Parties,
-            change: base64::engine::general_purpose::STANDARD.encode(c.raw_bytes()),
-        }));
+        changes.extend(parties_pushed(&pid, &p.get_changes(&[])));
         let r = h.sync(&w, 0, changes).await;
         assert!(r.verdicts.iter().all(|v| v.outcome == Outcome::Accepted), "{:?}", r.verdicts);
         reports.push((d, pid));
@@ -1795,15 +1803,7 @@ async fn parties_reach_only_the_roles_that_need_them() {
     let mut p =
         create_parties(assistant.actor.clone(), &author(&assistant, 5_000), &mine, &w.grid, &w.town, &[])
             .unwrap();
-    let pushed: Vec<PushedChange> = p
-        .get_changes(&[])
-        .iter()
-        .map(|c| PushedChange {
-            doc: parties_id(&mine).unwrap(),
-            kind: DocKind::Parties,
-            change: base64::engine::general_purpose::STANDARD.encode(c.raw_bytes()),
-        })
-        .collect();
+    let pushed = parties_pushed(&parties_id(&mine).unwrap(), &p.get_changes(&[]));
     let r = h.sync(&assistant, again.cursor, pushed).await;
     assert_eq!(r.verdicts[0].code.as_deref(), Some("role_cannot"), "{:?}", r.verdicts);
 }

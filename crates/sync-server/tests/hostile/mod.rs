@@ -374,17 +374,6 @@ async fn item7_replacing_the_notes_or_transitions_list_with_a_copy_is_refused_an
 
 // ---------------------------------------------------------------- 9: personal data
 
-fn parties_pushed(pid: &str, changes: &[Change]) -> Vec<PushedChange> {
-    changes
-        .iter()
-        .map(|c| PushedChange {
-            doc: pid.to_string(),
-            kind: DocKind::Parties,
-            change: base64::engine::general_purpose::STANDARD.encode(c.raw_bytes()),
-        })
-        .collect()
-}
-
 async fn stored_parties(h: &Harness, pid: &str) -> gridsync_core::parties::PartiesView {
     let rec = h.state.store.load_doc(pid).unwrap().unwrap();
     let d = doc::load(&rec.snapshot, automerge::ActorId::random()).unwrap();
